@@ -1,0 +1,1 @@
+"""Benchmarks and load drivers. ``python -m bench --help``."""

@@ -1,0 +1,122 @@
+"""``python -m launcher``: local infrastructure, fleet credentials and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from launcher.credentials import vehicle_password, write_password_file
+from launcher.demo import DemoOptions, run_demo
+from launcher.errors import LauncherError
+from launcher.stack import LocalStack, StackOptions
+from vehicle_sim.fleet import build_fleet, parse_mix
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m launcher",
+        description="Start the project's mosquitto and redis-server, make fleet credentials, "
+        "run the demo.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser(
+        "up",
+        help="start mosquitto + redis-server until Ctrl-C",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    up.add_argument("--run-dir", type=Path, default=Path("run/dev"))
+    up.add_argument("--mqtt-port", type=int, default=0, help="vehicle listener (0: a free port)")
+    up.add_argument(
+        "--mqtt-service-port",
+        type=int,
+        default=0,
+        help="gateway/fleet listener, loopback (0: a free port)",
+    )
+    up.add_argument("--redis-port", type=int, default=0, help="0: a free port")
+    up.add_argument(
+        "--vehicles-from", type=Path, help="manifest JSON: give each of its VINs a broker identity"
+    )
+
+    pw = sub.add_parser(
+        "passwd",
+        help="write a mosquitto password file for a fleet's VINs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pw.add_argument("--out", type=Path, required=True)
+    pw.add_argument("--fleet-secret", required=True)
+    pw.add_argument("--manifest", type=Path, help="take the VINs from this manifest")
+    pw.add_argument("--vehicles", type=int, help="or derive them: fleet size")
+    pw.add_argument("--seed", type=int, default=1, help="or derive them: fleet seed")
+    pw.add_argument("--mix", default="online=1")
+
+    demo = sub.add_parser(
+        "demo",
+        help="broker + Redis + a simulated fleet under traffic",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--run-dir", type=Path, default=Path("run/demo"))
+    demo.add_argument("--vehicles", type=int, default=1000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--rate", type=float, default=200.0, help="commands per second")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--no-live", action="store_true", help="plain progress lines")
+    return parser
+
+
+def vins_from(args: argparse.Namespace) -> list[str]:
+    if args.manifest:
+        return [v["vin"] for v in json.loads(args.manifest.read_text())["fleet"]]
+    if args.vehicles:
+        return [s.vin for s in build_fleet(args.seed, args.vehicles, parse_mix(args.mix))]
+    raise LauncherError("give --manifest or --vehicles")
+
+
+def up(args: argparse.Namespace) -> int:
+    options = StackOptions(
+        run_dir=args.run_dir,
+        mqtt_vehicle_port=args.mqtt_port,
+        mqtt_service_port=args.mqtt_service_port,
+        redis_port=args.redis_port,
+    )
+    with LocalStack(options) as stack:
+        if args.vehicles_from:
+            vins = [v["vin"] for v in json.loads(args.vehicles_from.read_text())["fleet"]]
+            stack.allow_vehicles(vins)
+        for key, value in stack.env().items():
+            print(f"export {key}={value!r}")
+        print(f"# also in {stack.run_dir / 'stack.env'}; Ctrl-C stops", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            return up(args)
+        if args.command == "passwd":
+            secret = args.fleet_secret
+            count = write_password_file(
+                args.out, ((v, vehicle_password(secret, v)) for v in vins_from(args))
+            )
+            print(f"wrote {count} vehicle identities to {args.out}")
+            return 0
+        opts = DemoOptions(
+            args.run_dir, args.vehicles, args.seed, args.duration, args.rate, live=not args.no_live
+        )
+        try:
+            return asyncio.run(run_demo(opts))
+        except KeyboardInterrupt:
+            return 0
+    except LauncherError as exc:
+        print(f"launcher: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

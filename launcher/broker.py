@@ -1,0 +1,120 @@
+"""A mosquitto child process with the project's configuration (mosquitto/)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher import procs
+from launcher.credentials import write_password_file
+from protocol.mqtt import BrokerAddress
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MOSQUITTO_DIR = PROJECT_ROOT / "mosquitto"
+
+
+@dataclass
+class BrokerSettings:
+    run_dir: Path
+    vehicle_port: int
+    service_port: int
+    gateway_user: str
+    gateway_password: str
+    fleet_user: str
+    fleet_password: str
+    acl_root: str = "caas/v1"  # may hold a '+' level, e.g. "caas/+" for per-test roots
+    bind_address: str = "127.0.0.1"
+    vehicle_credentials: list[tuple[str, str]] = field(default_factory=list)
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        template = template.replace("{{" + key + "}}", value)
+    if "{{" in template:
+        raise ValueError(
+            f"unfilled placeholder in template: {template[template.index('{{') :][:40]}"
+        )
+    return template
+
+
+class Broker:
+    """Start, stop, kill and restart one mosquitto with its files in ``run_dir``."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf_path = settings.run_dir / "mosquitto.conf"
+        self.log_path = settings.run_dir / "mosquitto.log"
+        self.passwd_path = settings.run_dir / "mosquitto.passwd"
+        self.acl_path = settings.run_dir / "mosquitto.acl"
+
+    def write_files(self) -> None:
+        s = self.settings
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        values = {
+            "RUN_DIR": str(s.run_dir),
+            "PASSWORD_FILE": str(self.passwd_path),
+            "ACL_FILE": str(self.acl_path),
+            "VEHICLE_PORT": str(s.vehicle_port),
+            "SERVICE_PORT": str(s.service_port),
+            "BIND_ADDRESS": s.bind_address,
+            "ROOT": s.acl_root,
+            "GATEWAY_USER": s.gateway_user,
+            "FLEET_USER": s.fleet_user,
+            "RUN_USER": pwd.getpwuid(os.getuid()).pw_name,
+        }
+        conf = render((MOSQUITTO_DIR / "mosquitto.conf.template").read_text(), values)
+        acl = render((MOSQUITTO_DIR / "acl.template").read_text(), values)
+        self.conf_path.write_text(conf)
+        self.acl_path.write_text(acl)
+        self.write_passwords()
+
+    def write_passwords(self) -> int:
+        s = self.settings
+        entries = [(s.gateway_user, s.gateway_password), (s.fleet_user, s.fleet_password)]
+        return write_password_file(self.passwd_path, [*entries, *s.vehicle_credentials])
+
+    def add_vehicles(self, credentials: Iterable[tuple[str, str]]) -> None:
+        """Add vehicle identities and make a running broker reload its password file."""
+        self.settings.vehicle_credentials.extend(credentials)
+        self.write_passwords()
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGHUP)
+
+    def start(self) -> None:
+        binary = procs.find_binary("mosquitto")
+        self.write_files()
+        self.proc = procs.spawn([binary, "-c", str(self.conf_path)], self.log_path)
+        for port in (self.settings.vehicle_port, self.settings.service_port):
+            procs.wait_for_port(self.proc, port, "mosquitto", self.log_path)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            procs.kill(self.proc)
+
+    def restart(self, hard: bool = False) -> None:
+        self.kill() if hard else self.stop()
+        self.start()
+
+    # addresses -----------------------------------------------------------
+    def gateway_address(self) -> BrokerAddress:
+        s = self.settings
+        return BrokerAddress("127.0.0.1", s.service_port, s.gateway_user, s.gateway_password)
+
+    def fleet_address(self) -> BrokerAddress:
+        s = self.settings
+        return BrokerAddress("127.0.0.1", s.service_port, s.fleet_user, s.fleet_password)
+
+    def vehicle_address(
+        self, username: str | None = None, password: str | None = None
+    ) -> BrokerAddress:
+        return BrokerAddress("127.0.0.1", self.settings.vehicle_port, username, password)

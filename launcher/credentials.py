@@ -1,0 +1,49 @@
+"""MQTT credentials: mosquitto password files and per-vehicle passwords.
+
+Per-vehicle passwords are derived from a fleet secret (HMAC-SHA256 of the VIN), so
+the simulator can compute a vehicle's password without a 100k-line lookup table, and
+a leaked vehicle password says nothing about another's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+PBKDF2_ITERATIONS = 101  # what mosquitto_passwd writes for its $7$ (PBKDF2-SHA512) hashes
+SALT_BYTES = 12
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
+    """A password hash in mosquitto 2's ``$7$`` format (same as ``mosquitto_passwd``)."""
+    salt = salt if salt is not None else os.urandom(SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    return (
+        f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
+        f"${base64.b64encode(digest).decode()}"
+    )
+
+
+def vehicle_password(fleet_secret: str, vin: str) -> str:
+    return hmac.new(fleet_secret.encode(), vin.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def write_password_file(path: Path, entries: Iterable[tuple[str, str]]) -> int:
+    """Write ``user:hash`` lines (mode 0600); returns how many were written."""
+    lines = [f"{user}:{mosquitto_hash(password)}\n" for user, password in entries]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(lines)
+    tmp.replace(path)
+    return len(lines)

@@ -1,0 +1,133 @@
+"""The local stack: one mosquitto + one redis-server + the run folder's secrets.
+
+The run folder keeps what a restart must find again: generated passwords, the fleet
+secret, the gateway signing key, broker persistence, Redis AOF. ``stack.env`` in it
+is a shell file with the SPEC §6 variables for the services.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from launcher.broker import Broker, BrokerSettings
+from launcher.credentials import new_secret, vehicle_password
+from launcher.procs import free_port
+from launcher.redis_server import RedisServer, RedisSettings
+from protocol import signing
+
+GATEWAY_USER = "gateway"
+FLEET_USER = "fleet"
+
+
+@dataclass
+class StackOptions:
+    run_dir: Path
+    mqtt_vehicle_port: int = 0  # 0: pick a free port
+    mqtt_service_port: int = 0
+    redis_port: int = 0
+    acl_root: str = "caas/v1"
+    with_redis: bool = True
+
+
+class Secrets:
+    """Secrets generated once per run folder and reused on restart."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "secrets.json"
+        stored: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.values = {
+            name: stored.get(name) or new_secret()
+            for name in (
+                "gateway_password",
+                "fleet_password",
+                "fleet_secret",
+                "redis_password",
+                "gateway_token",
+            )
+        }
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.values, indent=2))
+        self.path.chmod(0o600)
+
+    def __getitem__(self, name: str) -> str:
+        return self.values[name]
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.run_dir = options.run_dir.resolve()
+        self.secrets = Secrets(self.run_dir)
+        self.broker = Broker(
+            BrokerSettings(
+                run_dir=self.run_dir,
+                vehicle_port=options.mqtt_vehicle_port or free_port(),
+                service_port=options.mqtt_service_port or free_port(),
+                gateway_user=GATEWAY_USER,
+                gateway_password=self.secrets["gateway_password"],
+                fleet_user=FLEET_USER,
+                fleet_password=self.secrets["fleet_password"],
+                acl_root=options.acl_root,
+            )
+        )
+        self.redis = (
+            RedisServer(
+                RedisSettings(
+                    self.run_dir, options.redis_port or free_port(), self.secrets["redis_password"]
+                )
+            )
+            if options.with_redis
+            else None
+        )
+        self.private_key_path = self.run_dir / "gateway_signing_key.pem"
+        self.public_key_path = self.run_dir / "gateway_public_key.pem"
+
+    def start(self) -> LocalStack:
+        if not self.private_key_path.exists():
+            signing.write_keypair(self.private_key_path, self.public_key_path)
+        self.broker.start()
+        if self.redis is not None:
+            self.redis.start()
+        (self.run_dir / "stack.env").write_text(
+            "".join(f"export {k}={v!r}\n" for k, v in self.env().items())
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        self.broker.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def allow_vehicles(self, vins: list[str]) -> None:
+        """Give each VIN its own broker identity (per-vehicle connection mode)."""
+        secret = self.secrets["fleet_secret"]
+        self.broker.add_vehicles((vin, vehicle_password(secret, vin)) for vin in vins)
+
+    def env(self) -> dict[str, str]:
+        """SPEC §6 variables pointing the services at this stack."""
+        env = {
+            "CAAS_MQTT_URL": self.broker.gateway_address().url(),
+            "CAAS_FLEET_MQTT_URL": self.broker.fleet_address().url(),
+            "CAAS_VEHICLE_MQTT_URL": self.broker.vehicle_address().url(),
+            "CAAS_FLEET_SECRET": self.secrets["fleet_secret"],
+            "CAAS_SIGNING_KEY": str(self.private_key_path),
+            "CAAS_PUBLIC_KEY": str(self.public_key_path),
+            "CAAS_GATEWAY_TOKEN": self.secrets["gateway_token"],
+        }
+        if self.redis is not None:
+            env["CAAS_REDIS_URL"] = self.redis.url()
+        return env

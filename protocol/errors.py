@@ -1,0 +1,44 @@
+"""Exceptions of the protocol package.
+
+ProtocolError
+├── InvalidSignature      a signature that does not verify (or is not base64)
+├── KeyFileError          a PEM file that is missing or holds the wrong key type
+└── MqttError
+    ├── MqttConnectError  the broker refused or could not be reached in time
+    └── MqttTimeout       a broker round trip (SUBACK, PUBACK) did not come back in time
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """Base class of every error raised by ``protocol``."""
+
+
+class InvalidSignature(ProtocolError):
+    """The ``sig`` of a command does not verify against the gateway key."""
+
+
+class KeyFileError(ProtocolError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class MqttError(ProtocolError):
+    """Base class of broker connection problems."""
+
+
+class MqttConnectError(MqttError):
+    def __init__(self, client_id: str, reason: str) -> None:
+        super().__init__(f"MQTT connect of {client_id!r} failed: {reason}")
+        self.client_id = client_id
+        self.reason = reason
+
+
+class MqttTimeout(MqttError):
+    def __init__(self, what: str, timeout_s: float) -> None:
+        super().__init__(f"{what} did not complete within {timeout_s:g}s")
+        self.what = what
+        self.timeout_s = timeout_s

@@ -1,0 +1,435 @@
+"""paho-mqtt clients driven by the asyncio event loop.
+
+Why not aiomqtt: measured here, it stalled on pipelined QoS 1 publishes; raw paho
+with its socket callbacks does not (DESIGN.md). So each ``MqttConnection`` registers
+paho's socket with ``loop.add_reader`` / ``add_writer`` and one shared ticker calls
+``loop_misc`` (keepalive, retries) for every connection of the loop: no thread per
+connection, so one process can hold thousands of them.
+
+Message handlers run synchronously inside the read callback: keep them short, or
+hand the work to a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from protocol.errors import MqttConnectError, MqttTimeout
+from protocol.paho_fast import FastProperties
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[paho.MQTTMessage], None]
+ConnectHook = Callable[["MqttConnection", bool], None]
+MISC_INTERVAL_S = 1.0
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 5.0
+DEFAULT_MAX_INFLIGHT = 64  # paho scans every in-flight message on each PUBACK
+SUBSCRIBE_BATCH = 500  # filters per SUBSCRIBE packet: keeps packets well under the size limit
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        """``mqtt://user:pass@host:port`` (SPEC §6 ``CAAS_MQTT_URL``)."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+            raise ValueError(f"expected mqtt://user:pass@host:port, got {url!r}")
+        return cls(
+            host=parsed.hostname,
+            port=parsed.port or 1883,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+        )
+
+    def with_credentials(self, username: str, password: str) -> BrokerAddress:
+        return BrokerAddress(self.host, self.port, username, password)
+
+    def url(self) -> str:
+        auth = f"{self.username}:{self.password}@" if self.username else ""
+        return f"mqtt://{auth}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(slots=True)
+class ConnectionOptions:
+    client_id: str
+    clean_start: bool = True
+    session_expiry_s: int = 0
+    keepalive_s: int = 30
+    will: Will | None = None
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    auto_reconnect: bool = True
+    subscriptions: list[tuple[str, int]] = field(default_factory=list)
+
+
+class _Ticker:
+    """One periodic ``loop_misc`` for every connection of an event loop."""
+
+    def __init__(self) -> None:
+        self.clients: weakref.WeakSet[MqttConnection] = weakref.WeakSet()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, conn: MqttConnection) -> None:
+        self.clients.add(conn)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="mqtt-misc")
+
+    async def _run(self) -> None:
+        while self.clients:
+            await asyncio.sleep(MISC_INTERVAL_S)
+            for conn in list(self.clients):
+                conn._misc()
+
+
+_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ticker() -> _Ticker:
+    loop = asyncio.get_running_loop()
+    ticker = _tickers.get(loop)
+    if ticker is None:
+        ticker = _tickers[loop] = _Ticker()
+    return ticker
+
+
+class MqttConnection:
+    """One MQTT 5 connection. ``await connect()``, then publish / subscribe.
+
+    Subscriptions given in the options are (re)made after every connect that does not
+    resume a session, so a broker restart does not silently drop them.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        options: ConnectionOptions,
+        on_message: MessageHandler | None = None,
+        on_connect: ConnectHook | None = None,
+    ) -> None:
+        self.broker = broker
+        self.options = options
+        self.client_id = options.client_id
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self._on_message = on_message
+        self._on_connect_hook = on_connect
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._subscribed_once = False
+        self._connect_result: asyncio.Future[ReasonCode] | None = None
+        self._pending_subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._pending_pubacks: dict[int, asyncio.Future[None]] = {}
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._client = self._make_client()
+
+    # ----------------------------------------------------------------- set-up
+    def _make_client(self) -> paho.Client:
+        opts = self.options
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=opts.client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        client.max_inflight_messages_set(opts.max_inflight)
+        client.max_queued_messages_set(0)
+        if opts.will is not None:
+            client.will_set(opts.will.topic, opts.will.payload, opts.will.qos, opts.will.retain)
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        client.on_message = self._dispatch
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = FastProperties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.options.session_expiry_s
+        props.ReceiveMaximum = min(65535, max(1, self.options.max_inflight))
+        return props
+
+    # ----------------------------------------------------------------- connect
+    async def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect (retrying refused TCP connects) until CONNACK or ``timeout_s``."""
+        self._closing = False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._connect_until_acked()
+        except TimeoutError as exc:
+            raise MqttTimeout(f"connect of {self.client_id}", timeout_s) from exc
+        if self.options.subscriptions:
+            await self.subscribe(self.options.subscriptions, timeout_s)
+            self._subscribed_once = True
+        _ticker().add(self)
+
+    async def _connect_until_acked(self) -> None:
+        delay = RECONNECT_MIN_S
+        while True:
+            self._connect_result = self._loop.create_future()
+            try:
+                self._client.connect(
+                    self.broker.host,
+                    self.broker.port,
+                    keepalive=self.options.keepalive_s,
+                    clean_start=self.options.clean_start,
+                    properties=self._connect_properties(),
+                )
+            except OSError as exc:
+                log.debug("mqtt.connect_retry client=%s error=%s", self.client_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(RECONNECT_MAX_S, delay * 2)
+                continue
+            reason = await self._connect_result
+            if reason.is_failure:
+                raise MqttConnectError(self.client_id, str(reason))
+            return
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._connect_result is not None and not self._connect_result.done():
+            self._connect_result.set_result(reason)
+        if reason.is_failure:
+            return
+        self.connected.set()
+        resumed = bool(flags.session_present)
+        if not resumed and self._subscribed_once:
+            subs = self.options.subscriptions
+            for start in range(0, len(subs), SUBSCRIBE_BATCH):
+                self._client.subscribe(subs[start : start + SUBSCRIBE_BATCH])
+        if self._on_connect_hook is not None:
+            self._on_connect_hook(self, resumed)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connected.clear()
+        if self._connect_result is not None and not self._connect_result.done():
+            self._connect_result.set_result(reason)
+        pending: list[asyncio.Future[Any]] = [
+            *self._pending_subacks.values(),
+            *self._pending_pubacks.values(),
+        ]
+        for waiter in pending:
+            if not waiter.done():
+                waiter.cancel()
+        self._pending_subacks.clear()
+        if not self._closing and self.options.auto_reconnect:
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = self._loop.create_task(
+                self._reconnect_forever(), name=f"mqtt-reconnect-{self.client_id}"
+            )
+
+    async def _reconnect_forever(self) -> None:
+        delay = RECONNECT_MIN_S
+        while not self._closing and not self.connected.is_set():
+            await asyncio.sleep(delay)
+            delay = min(RECONNECT_MAX_S, delay * 2)
+            try:
+                self._connect_result = self._loop.create_future()
+                self._client.reconnect()
+                reason = await asyncio.wait_for(self._connect_result, RECONNECT_MAX_S)
+            except (OSError, TimeoutError) as exc:
+                log.debug("mqtt.reconnect_failed client=%s error=%s", self.client_id, exc)
+                continue
+            if not reason.is_failure:
+                self.reconnects += 1
+                log.info("mqtt.reconnected client=%s", self.client_id)
+
+    # ----------------------------------------------------------------- traffic
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> int:
+        """Queue a publish; returns its message id. QoS > 0 survives reconnects."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        return info.mid
+
+    async def publish_and_wait(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1)."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if qos == 0 or info.is_published():
+            return
+        self._pending_pubacks[info.mid] = waiter
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+        except TimeoutError as exc:
+            raise MqttTimeout(f"PUBACK for {topic}", timeout_s) from exc
+        finally:
+            self._pending_pubacks.pop(info.mid, None)
+
+    async def subscribe(self, filters: list[tuple[str, int]], timeout_s: float = 10.0) -> None:
+        """Subscribe in batches and wait for every SUBACK; raise on a refused filter."""
+        for start in range(0, len(filters), SUBSCRIBE_BATCH):
+            batch = filters[start : start + SUBSCRIBE_BATCH]
+            waiter: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+            result, mid = self._client.subscribe(batch)
+            if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                raise MqttConnectError(self.client_id, f"subscribe failed: {result}")
+            self._pending_subacks[mid] = waiter
+            try:
+                async with asyncio.timeout(timeout_s):
+                    codes = await waiter
+            except TimeoutError as exc:
+                raise MqttTimeout(f"SUBACK for {len(batch)} filters", timeout_s) from exc
+            refused = [f for (f, _), code in zip(batch, codes, strict=False) if code.is_failure]
+            if refused:
+                raise MqttConnectError(self.client_id, f"subscription refused: {refused[:3]}")
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        waiter = self._pending_subacks.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(codes)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        waiter = self._pending_pubacks.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _dispatch(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(message)
+        except Exception:  # a bad handler must not kill the connection
+            log.exception("mqtt.handler_failed client=%s topic=%s", self.client_id, message.topic)
+
+    # ----------------------------------------------------------------- close
+    async def disconnect(self) -> None:
+        """Clean DISCONNECT: the broker does not publish the Will."""
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        if self.connected.is_set():
+            self._client.disconnect()
+            # give the event loop a moment to flush the DISCONNECT packet
+            for _ in range(50):
+                if self._client.socket() is None:
+                    break
+                await asyncio.sleep(0.01)
+        self._close_socket()
+
+    def drop(self) -> None:
+        """Cut the TCP connection without DISCONNECT: the broker publishes the Will."""
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _close_socket(self) -> None:
+        sock = self._client.socket()
+        if sock is not None:
+            self._forget(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.connected.clear()
+
+    # ----------------------------------------------------------------- paho socket callbacks
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho leaves Nagle on; with delayed ACKs that costs ~40 ms per round trip.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop.add_reader(sock, self._read)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._forget(sock)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    def _forget(self, sock: Any) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    def _read(self) -> None:
+        self._client.loop_read()
+
+    def _misc(self) -> None:
+        if self._client.socket() is not None:
+            self._client.loop_misc()
