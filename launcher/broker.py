@@ -6,12 +6,17 @@ import os
 import pwd
 import signal
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
 from launcher import procs
 from launcher.credentials import write_password_file
+from launcher.errors import ServiceFailed
 from protocol.mqtt import BrokerAddress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -80,11 +85,25 @@ class Broker:
         return write_password_file(self.passwd_path, [*entries, *s.vehicle_credentials])
 
     def add_vehicles(self, credentials: Iterable[tuple[str, str]]) -> None:
-        """Add vehicle identities and make a running broker reload its password file."""
-        self.settings.vehicle_credentials.extend(credentials)
+        """Add vehicle identities; a running broker reloads its password file (SIGHUP)
+        and this returns once the broker accepts the last identity added."""
+        added = list(credentials)
+        if not added:
+            return
+        self.settings.vehicle_credentials.extend(added)
         self.write_passwords()
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGHUP)
+            self.wait_accepts(*added[-1])
+
+    def wait_accepts(self, username: str, password: str, timeout_s: float = 10.0) -> None:
+        """Block until a CONNECT with these credentials is accepted on the vehicle listener."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if _accepts(self.settings.vehicle_port, username, password):
+                return
+            time.sleep(0.05)
+        raise ServiceFailed("mosquitto", f"still refuses {username!r} after {timeout_s}s")
 
     def start(self) -> None:
         binary = procs.find_binary("mosquitto")
@@ -118,3 +137,24 @@ class Broker:
         self, username: str | None = None, password: str | None = None
     ) -> BrokerAddress:
         return BrokerAddress("127.0.0.1", self.settings.vehicle_port, username, password)
+
+
+def _accepts(port: int, username: str, password: str) -> bool:
+    """One blocking MQTT 5 CONNECT; True when the broker answers success."""
+    result: list[bool] = []
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{os.getpid()}-{time.monotonic_ns()}",
+        protocol=paho.MQTTv5,
+    )
+    client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, reason, p: result.append(not reason.is_failure)
+    try:
+        client.connect("127.0.0.1", port, keepalive=5)
+        deadline = time.monotonic() + 2
+        while not result and time.monotonic() < deadline:
+            client.loop(0.05)
+        client.disconnect()
+    except OSError:
+        return False
+    return bool(result and result[0])

@@ -140,6 +140,7 @@ class MqttConnection:
         self.options = options
         self.client_id = options.client_id
         self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # connected and every subscription acknowledged
         self.reconnects = 0
         self._on_message = on_message
         self._on_connect_hook = on_connect
@@ -150,6 +151,7 @@ class MqttConnection:
         self._pending_subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._pending_pubacks: dict[int, asyncio.Future[None]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._resubscribe_task: asyncio.Task[None] | None = None
         self._client = self._make_client()
 
     # ----------------------------------------------------------------- set-up
@@ -196,6 +198,7 @@ class MqttConnection:
         if self.options.subscriptions:
             await self.subscribe(self.options.subscriptions, timeout_s)
             self._subscribed_once = True
+        self.ready.set()
         _ticker().add(self)
 
     async def _connect_until_acked(self) -> None:
@@ -234,12 +237,24 @@ class MqttConnection:
             return
         self.connected.set()
         resumed = bool(flags.session_present)
-        if not resumed and self._subscribed_once:
-            subs = self.options.subscriptions
-            for start in range(0, len(subs), SUBSCRIBE_BATCH):
-                self._client.subscribe(subs[start : start + SUBSCRIBE_BATCH])
+        log.debug("mqtt.connected client=%s resumed=%s", self.client_id, resumed)
+        if self._subscribed_once:
+            if resumed:
+                self.ready.set()
+            else:  # the broker lost our session (e.g. restarted without it): subscribe again
+                self._resubscribe_task = self._loop.create_task(
+                    self._resubscribe(), name=f"mqtt-resubscribe-{self.client_id}"
+                )
         if self._on_connect_hook is not None:
             self._on_connect_hook(self, resumed)
+
+    async def _resubscribe(self) -> None:
+        try:
+            await self.subscribe(self.options.subscriptions)
+        except (MqttTimeout, MqttConnectError, asyncio.CancelledError) as exc:
+            log.warning("mqtt.resubscribe_failed client=%s error=%s", self.client_id, exc)
+            return
+        self.ready.set()
 
     def _on_disconnect(
         self,
@@ -250,6 +265,7 @@ class MqttConnection:
         properties: Properties | None,
     ) -> None:
         self.connected.clear()
+        self.ready.clear()
         if self._connect_result is not None and not self._connect_result.done():
             self._connect_result.set_result(reason)
         pending: list[asyncio.Future[Any]] = [
@@ -403,6 +419,7 @@ class MqttConnection:
             with contextlib.suppress(OSError):
                 sock.close()
         self.connected.clear()
+        self.ready.clear()
 
     # ----------------------------------------------------------------- paho socket callbacks
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:

@@ -158,6 +158,8 @@ class FleetRuntime:
                     self._publish(vin, self.topics.state(vin), out.payload, True)
             elif isinstance(out, vm.Remember):
                 self._remember(vin, out)
+            elif isinstance(out, vm.DuplicateSeen):
+                self.stats.duplicates += 1
             elif isinstance(out, vm.ScheduleWake):
                 self.schedule_wake(vin, out.at)
             elif isinstance(out, vm.GoOffline):
@@ -181,9 +183,6 @@ class FleetRuntime:
 
     def _remember(self, vin: str, out: vm.Remember) -> None:
         seen = self.seen[vin]
-        if out.command_id in seen:
-            self.stats.duplicates += 1
-            return
         # A duplicate gets the first answer once and at once, whatever its delivery was.
         seen[out.command_id] = (
             replace(out.response, delay_s=0.0, copies=1) if out.response else None

@@ -110,7 +110,7 @@ class MultiplexedLink:
             self.runtime.announce_offline(vin)
 
     def connected_count(self) -> int:
-        return sum(1 for conn in self.connections if conn.connected.is_set())
+        return sum(1 for conn in self.connections if conn.ready.is_set())
 
     async def stop(self) -> None:
         for vin in self.runtime.specs:
@@ -224,7 +224,7 @@ class PerVehicleLink:
         task.add_done_callback(self._tasks.discard)
 
     def connected_count(self) -> int:
-        return sum(1 for conn in self.connections.values() if conn.connected.is_set())
+        return sum(1 for conn in self.connections.values() if conn.ready.is_set())
 
     async def stop(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)

@@ -87,6 +87,13 @@ class Remember:
 
 
 @dataclass(frozen=True, slots=True)
+class DuplicateSeen:
+    """A command_id already handled: its first answer (if any) is resent, nothing acts."""
+
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleWake:
     at: float
 
@@ -105,7 +112,7 @@ class Dropped:
     why: str
 
 
-Output = Respond | PublishState | Remember | ScheduleWake | GoOffline | Dropped
+Output = Respond | PublishState | Remember | DuplicateSeen | ScheduleWake | GoOffline | Dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +291,8 @@ def on_command(
         return nack(NackReason.EXPIRED)
     if command.command_id in seen:
         earlier = seen[command.command_id]
-        return Transition(vehicle, (earlier,) if earlier else (Dropped("duplicate_unanswered"),))
+        marker = DuplicateSeen(command.command_id)
+        return Transition(vehicle, (marker, earlier) if earlier else (marker,))
     return _act(vehicle, command, arrival, ctx, now)
 
 

@@ -1,0 +1,235 @@
+"""Simulator at run time: scenario stages, control API, broker restart, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+
+from bench.probe import FleetProbe
+from launcher.procs import free_port
+from launcher.stack import LocalStack
+from protocol.models import CommandType
+from protocol.mqtt import ConnectionOptions, MqttConnection
+from protocol.topics import Topics
+from tests.conftest import SimFactory, project_root
+from tests.helpers import wait_until
+from vehicle_sim.fleet import Mode
+from vehicle_sim.scenario import Stage, select_for_stage
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+async def test_stage_takes_exactly_the_selected_vehicles_offline(
+    make_sim: SimFactory, probe: FleetProbe, stack: LocalStack, topics: Topics
+) -> None:
+    """A stage at t=0.3 s sends 50 % of the online fleet off line: those and only those."""
+    presence: dict[str, bool] = {}
+
+    def on_presence(message: paho.MQTTMessage) -> None:
+        presence[message.topic.split("/")[-2]] = json.loads(message.payload)["online"]
+
+    watcher = MqttConnection(
+        stack.broker.gateway_address(),
+        ConnectionOptions(
+            client_id=f"w-{uuid.uuid4().hex[:6]}", subscriptions=[(topics.all_of("presence"), 1)]
+        ),
+        on_message=on_presence,
+    )
+    await watcher.connect(5)
+    stage = Stage(at_s=0.3, fraction=0.5, from_modes=[Mode.ONLINE], set_mode=Mode.OFFLINE)
+    try:
+        async with make_sim(vehicles=10, stages=[stage]) as sim:
+            expected = set(select_for_stage(sim.runtime, stage, 0))
+            assert len(expected) == 5
+            await wait_until(lambda: sum(not v for v in presence.values()) == 5)
+            assert {vin for vin, online in presence.items() if not online} == expected
+            silent = next(iter(expected))
+            cmd = probe.command(silent, CommandType.STATUS)
+            probe.send(cmd)
+            assert await probe.expect_silence(cmd.command_id, 0.5)
+            awake = next(s.vin for s in sim.specs if s.vin not in expected)
+            assert (await probe.ask(awake, CommandType.STATUS))["status"] == "ack"
+    finally:
+        await watcher.disconnect()
+
+
+async def test_control_api_steers_a_vehicle(make_sim: SimFactory, probe: FleetProbe) -> None:
+    """Control API: mode change, trip and park, busy, forced features, 404 and 422."""
+    port = free_port()
+    async with make_sim(vehicles=1, control_port=port) as sim:
+        await sim.wait_control_ready()
+        vin = sim.specs[0].vin
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            r = await http.post(f"/v1/vehicles/{vin}/mode", json={"mode": "conflict"})
+            assert r.json()["mode"] == "conflict"
+            nack = await probe.ask(
+                vin, CommandType.ACTIVATE, feature="climate_plus", activation_id="c"
+            )
+            assert nack["reason"] == "conflict"
+            await http.post(f"/v1/vehicles/{vin}/mode", json={"mode": "online"})
+            r = await http.post(f"/v1/vehicles/{vin}/trip", json={"duration_s": 60})
+            assert r.json()["state"]["moving"] is True
+            driving = await probe.ask(
+                vin, CommandType.ACTIVATE, feature="climate_plus", activation_id="c"
+            )
+            assert driving["reason"] == "driving"
+            await http.post(f"/v1/vehicles/{vin}/park")
+            r = await http.post(f"/v1/vehicles/{vin}/busy", json={"for_s": 30})
+            assert r.json()["state"]["busy"] is True
+            busy = await probe.ask(
+                vin, CommandType.DEACTIVATE, feature="climate_plus", activation_id="c"
+            )
+            assert busy["reason"] == "busy"
+            r = await http.post(f"/v1/vehicles/{vin}/features", json={"active": ["climate_plus"]})
+            assert r.json()["state"]["active_features"] == ["climate_plus"]
+            assert (await http.get("/v1/vehicles/NOPE")).status_code == 404
+            assert (
+                await http.post(f"/v1/vehicles/{vin}/mode", json={"mode": "warp"})
+            ).status_code == 422
+            fleet = (await http.get("/v1/fleet")).json()
+            assert fleet["answers_sent"]["nack/conflict"] == 1
+            metrics = (await http.get("/metrics")).text
+            assert 'caas_sim_responses_sent_total{reason="conflict",status="nack"} 1.0' in metrics
+            assert vin not in metrics  # labels never carry a VIN
+
+
+async def test_fleet_survives_a_broker_restart(
+    make_sim: SimFactory, stack: LocalStack, signer: object, topics: Topics
+) -> None:
+    """Broker killed and restarted: shard connections come back and answer again."""
+    async with make_sim(vehicles=6, shards=2) as sim:
+        stack.broker.restart(hard=True)
+        links = sim.link.connections
+        assert isinstance(links, list)
+        await wait_until(lambda: all(c.reconnects >= 1 for c in links), timeout_s=15)
+        await wait_until(lambda: sim.link.connected_count() == 2, timeout_s=15)
+        async with (
+            FleetProbe(
+                stack.broker.gateway_address(),
+                signer,
+                topics,  # type: ignore[arg-type]
+                client_id=f"p-{uuid.uuid4().hex[:6]}",
+            ) as probe
+        ):
+            for spec in sim.specs:
+                body = await probe.ask(spec.vin, CommandType.STATUS)
+                assert body["status"] == "ack"
+
+
+def test_cli_runs_writes_manifest_and_stops_on_sigint(stack: LocalStack, tmp_path: Path) -> None:
+    """`python -m vehicle_sim run` connects, writes the manifest and exits 0 on Ctrl-C."""
+    manifest = tmp_path / "manifest.json"
+    env = {**os.environ, **stack.env(), "CAAS_TOPIC_ROOT": f"caas/cli{uuid.uuid4().hex[:6]}"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vehicle_sim",
+            "run",
+            "--vehicles",
+            "20",
+            "--seed",
+            "4",
+            "--mix",
+            "online=0.5,busy=0.5",
+            "--manifest",
+            str(manifest),
+            "--no-live",
+        ],
+        cwd=project_root(),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "20 vehicles connected" in first, first
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+    data = json.loads(manifest.read_text())
+    assert data["modes"] == {"online": 10, "busy": 10}
+    assert {v["mode"] for v in data["fleet"]} == {"online", "busy"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "vehicle_sim", "--help"],
+        ["-m", "vehicle_sim", "run", "--help"],
+        ["-m", "launcher", "--help"],
+        ["-m", "launcher", "demo", "--help"],
+    ],
+)
+def test_every_cli_has_help(argv: list[str]) -> None:
+    """--help works on every command line entry point."""
+    out = subprocess.run(
+        [sys.executable, *argv],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "usage:" in out.stdout
+
+
+def test_cli_reports_bad_input_clearly(tmp_path: Path) -> None:
+    """A bad --mix or scenario exits 2 with a message naming the problem, no traceback."""
+    bad = subprocess.run(
+        [sys.executable, "-m", "vehicle_sim", "manifest", "--mix", "online=lots"],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2
+    assert "--mix" in bad.stderr and "Traceback" not in bad.stderr
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("stages: [{at_s: -1, set_mode: online}]")
+    bad = subprocess.run(
+        [sys.executable, "-m", "vehicle_sim", "manifest", "--scenario", str(scenario)],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2
+    assert "at_s" in bad.stderr
+
+
+def test_demo_runs_briefly(tmp_path: Path) -> None:
+    """The README's main job (issue 2 form): starts everything, drives traffic, exits 0."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "demo",
+            "--run-dir",
+            str(tmp_path / "demo"),
+            "--vehicles",
+            "200",
+            "--duration",
+            "3",
+            "--no-live",
+        ],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "answered" in out.stdout
