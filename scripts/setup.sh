@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian/Ubuntu machine with only Python:
+#   - system packages the platform runs on (mosquitto, redis-server) when missing
+#   - the project's virtualenv at .venv with pinned dependencies (constraints.txt)
+# Called by scripts/demo.sh and scripts/test.sh; safe to run again (skips what is done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+missing=()
+have mosquitto || missing+=(mosquitto)
+have redis-server || missing+=(redis-server)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  log "installing ${missing[*]} with apt-get"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+
+# Reinstall only when the dependency files changed since the last successful install.
+stamp=.venv/.caas-deps
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python dependencies into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+log "ready: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}' || true), \
+$(redis-server --version | awk '{print $3}'), $(.venv/bin/python --version)"
