@@ -150,6 +150,9 @@ class MqttConnection:
         self._connect_result: asyncio.Future[ReasonCode] | None = None
         self._pending_subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._pending_pubacks: dict[int, asyncio.Future[None]] = {}
+        self._unacked: set[int] = set()  # QoS > 0 message ids not yet acknowledged
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._resubscribe_task: asyncio.Task[None] | None = None
         self._client = self._make_client()
@@ -312,7 +315,18 @@ class MqttConnection:
     ) -> int:
         """Queue a publish; returns its message id. QoS > 0 survives reconnects."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if qos > 0 and not info.is_published():
+            self._unacked.add(info.mid)
+            self._drained.clear()
         return info.mid
+
+    async def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every QoS > 0 publish made so far has been acknowledged."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._drained.wait()
+        except TimeoutError as exc:
+            raise MqttTimeout(f"{len(self._unacked)} unacknowledged publishes", timeout_s) from exc
 
     async def publish_and_wait(
         self,
@@ -325,17 +339,17 @@ class MqttConnection:
     ) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1)."""
         waiter: asyncio.Future[None] = self._loop.create_future()
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if qos == 0 or info.is_published():
+        mid = self.publish(topic, payload, qos, retain, properties)
+        if mid not in self._unacked:
             return
-        self._pending_pubacks[info.mid] = waiter
+        self._pending_pubacks[mid] = waiter
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter
         except TimeoutError as exc:
             raise MqttTimeout(f"PUBACK for {topic}", timeout_s) from exc
         finally:
-            self._pending_pubacks.pop(info.mid, None)
+            self._pending_pubacks.pop(mid, None)
 
     async def subscribe(self, filters: list[tuple[str, int]], timeout_s: float = 10.0) -> None:
         """Subscribe in batches and wait for every SUBACK; raise on a refused filter."""
@@ -375,6 +389,9 @@ class MqttConnection:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._unacked.discard(mid)
+        if not self._unacked:
+            self._drained.set()
         waiter = self._pending_pubacks.pop(mid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -36,11 +36,21 @@ class ManualClock:
         self._now += seconds
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]  # (epoch second, its formatted prefix)
+
+
 def format_ts(epoch_s: float) -> str:
-    """``2026-11-21T10:00:00.000Z`` for an epoch time (milliseconds, truncated)."""
+    """``2026-11-21T10:00:00.000Z`` for an epoch time (milliseconds, truncated).
+
+    On every message of the hot path, so the seconds part is cached: messages come in
+    bursts within the same second."""
     millis = int(epoch_s * 1000)
-    dt = datetime.fromtimestamp(millis // 1000, tz=UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+    second = millis // 1000
+    cached_second, prefix = _last_second[0]
+    if second != cached_second:
+        prefix = f"{datetime.fromtimestamp(second, tz=UTC):%Y-%m-%dT%H:%M:%S}"
+        _last_second[0] = (second, prefix)
+    return f"{prefix}.{millis % 1000:03d}Z"
 
 
 def parse_ts(text: str) -> float:

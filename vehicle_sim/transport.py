@@ -64,6 +64,8 @@ class MultiplexedLink:
     async def start(self, timeout_s: float = 120.0) -> None:
         self.connections = [self._connection(i) for i in range(self.shard_count)]
         await asyncio.gather(*(conn.connect(timeout_s) for conn in self.connections))
+        # "up" means announced: every vehicle's presence and state accepted by the broker
+        await asyncio.gather(*(conn.flush(timeout_s) for conn in self.connections))
 
     def _connection(self, shard: int) -> MqttConnection:
         options = ConnectionOptions(

@@ -12,6 +12,7 @@ signature → expired → duplicate (resend the first answer unchanged) → act 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -326,27 +327,43 @@ def _act(
     vehicle: Vehicle, command: Command, arrival: Arrival, ctx: Context, now: float
 ) -> Transition:
     """Rule 6: act by type, mode and state; remember the answer for duplicates."""
-    rng = stable_rng(ctx.seed, vehicle.vin, command.command_id)
     if vehicle.mode in (Mode.TIMEOUT, Mode.OFFLINE):
         return Transition(vehicle, (Remember(command.command_id, None), Dropped(vehicle.mode)))
-    flaky = draw_flaky(ctx.behaviour, rng) if vehicle.mode is Mode.FLAKY else FlakyOutcome.ANSWER
+    if vehicle.mode is not Mode.FLAKY:  # only flaky vehicles draw per command
+        return _answer(vehicle, command, arrival, ctx, now, FlakyOutcome.ANSWER, None)
+    rng = stable_rng(ctx.seed, vehicle.vin, command.command_id)
+    flaky = draw_flaky(ctx.behaviour, rng)
     if flaky in (FlakyOutcome.DROP, FlakyOutcome.DISCONNECT):
         outputs: tuple[Output, ...] = (Remember(command.command_id, None), Dropped(flaky.value))
         if flaky is FlakyOutcome.DISCONNECT:
             outputs += (GoOffline(ctx.behaviour.draw_reconnect_s(rng)),)
         return Transition(vehicle, outputs)
 
+    return _answer(vehicle, command, arrival, ctx, now, flaky, rng)
+
+
+def _answer(
+    vehicle: Vehicle,
+    command: Command,
+    arrival: Arrival,
+    ctx: Context,
+    now: float,
+    flaky: FlakyOutcome,
+    rng: random.Random | None,
+) -> Transition:
     result = _perform(vehicle, command, ctx, now)
-    nxt, payload = result.vehicle, result.payload
+    delay_s = 0.0
+    if flaky is FlakyOutcome.DELAY and rng is not None:
+        delay_s = ctx.behaviour.draw_delay_s(rng)
     respond = Respond(
-        payload,
+        result.payload,
         arrival.response_topic,
         arrival.correlation,
-        delay_s=ctx.behaviour.draw_delay_s(rng) if flaky is FlakyOutcome.DELAY else 0.0,
+        delay_s=delay_s,
         copies=2 if flaky is FlakyOutcome.DUPLICATE else 1,
     )
     outputs = (*result.outputs, Remember(command.command_id, respond), respond)
-    return Transition(nxt, outputs)
+    return Transition(result.vehicle, outputs)
 
 
 @dataclass(frozen=True, slots=True)
