@@ -9,10 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
+from launcher.broker import Broker, BrokerSettings
 from launcher.credentials import vehicle_password, write_password_file
 from launcher.demo import DemoOptions, run_demo
 from launcher.errors import LauncherError
-from launcher.stack import LocalStack, StackOptions
+from launcher.stack import FLEET_USER, GATEWAY_USER, LocalStack, Secrets, StackOptions
+from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
 
 
@@ -53,6 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--seed", type=int, default=1, help="or derive them: fleet seed")
     pw.add_argument("--mix", default="online=1")
 
+    render = sub.add_parser(
+        "render",
+        help="write broker config, ACL, passwords, keys and a services env file for containers",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--vehicle-port", type=int, default=1883)
+    render.add_argument("--service-port", type=int, default=1884)
+    render.add_argument("--bind", default="0.0.0.0", help="vehicle listener address")
+    render.add_argument("--service-bind", default="0.0.0.0", help="service listener address")
+    render.add_argument("--run-user", default="mosquitto", help="user mosquitto runs as")
+    render.add_argument("--persistence-dir", type=Path, default=Path("/mosquitto/data"))
+    render.add_argument("--mqtt-host", default="mosquitto", help="broker host the services use")
+    render.add_argument("--redis-host", default="redis")
+    render.add_argument("--acl-root", default="caas/v1")
+
     demo = sub.add_parser(
         "demo",
         help="broker + Redis + a simulated fleet under traffic",
@@ -73,6 +91,50 @@ def vins_from(args: argparse.Namespace) -> list[str]:
     if args.vehicles:
         return [s.vin for s in build_fleet(args.seed, args.vehicles, parse_mix(args.mix))]
     raise LauncherError("give --manifest or --vehicles")
+
+
+def render_config(args: argparse.Namespace) -> int:
+    """Config for docker-compose: the same templates and secrets as the local stack."""
+    out: Path = args.out.resolve()
+    secrets = Secrets(out)
+    keys = (out / "gateway_signing_key.pem", out / "gateway_public_key.pem")
+    if not keys[0].exists():
+        write_keypair(*keys)
+    settings = BrokerSettings(
+        run_dir=out,
+        vehicle_port=args.vehicle_port,
+        service_port=args.service_port,
+        gateway_user=GATEWAY_USER,
+        gateway_password=secrets["gateway_password"],
+        fleet_user=FLEET_USER,
+        fleet_password=secrets["fleet_password"],
+        acl_root=args.acl_root,
+        bind_address=args.bind,
+        service_bind=args.service_bind,
+        run_user=args.run_user,
+        persistence_dir=args.persistence_dir,
+        log_to_stdout=True,
+    )
+    Broker(settings).write_files()
+    mqtt = f"{args.mqtt_host}:{args.service_port}"
+    env = {
+        "CAAS_MQTT_URL": f"mqtt://{GATEWAY_USER}:{secrets['gateway_password']}@{mqtt}",
+        "CAAS_FLEET_MQTT_URL": f"mqtt://{FLEET_USER}:{secrets['fleet_password']}@{mqtt}",
+        "CAAS_REDIS_URL": f"redis://:{secrets['redis_password']}@{args.redis_host}:6379/0",
+        "REDIS_PASSWORD": secrets["redis_password"],
+        "CAAS_GATEWAY_TOKEN": secrets["gateway_token"],
+        "CAAS_FLEET_SECRET": secrets["fleet_secret"],
+        "CAAS_SIGNING_KEY": str(keys[0]),
+        "CAAS_PUBLIC_KEY": str(keys[1]),
+    }
+    (out / "services.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    # the broker container runs as its own user: it reads these (hashes, not secrets)
+    for name in ("mosquitto.conf", "mosquitto.acl", "mosquitto.passwd", keys[1].name):
+        (out / name).chmod(0o644)
+    for private in (keys[0], out / "services.env", out / "secrets.json"):
+        private.chmod(0o600)
+    print(f"wrote broker config, ACL, passwords, keys and services.env to {out}")
+    return 0
 
 
 def up(args: argparse.Namespace) -> int:
@@ -99,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             return up(args)
+        if args.command == "render":
+            return render_config(args)
         if args.command == "passwd":
             secret = args.fleet_secret
             count = write_password_file(

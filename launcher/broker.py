@@ -34,6 +34,10 @@ class BrokerSettings:
     fleet_password: str
     acl_root: str = "caas/v1"  # may hold a '+' level, e.g. "caas/+" for per-test roots
     bind_address: str = "127.0.0.1"
+    service_bind: str = "127.0.0.1"
+    run_user: str | None = None  # None: whoever runs the launcher
+    persistence_dir: Path | None = None  # None: the run folder
+    log_to_stdout: bool = False
     vehicle_credentials: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -62,7 +66,9 @@ class Broker:
         s = self.settings
         s.run_dir.mkdir(parents=True, exist_ok=True)
         values = {
-            "RUN_DIR": str(s.run_dir),
+            "PERSISTENCE_DIR": str(s.persistence_dir or s.run_dir),
+            "LOG_DEST": "stdout" if s.log_to_stdout else f"file {self.log_path}",
+            "SERVICE_BIND": s.service_bind,
             "PASSWORD_FILE": str(self.passwd_path),
             "ACL_FILE": str(self.acl_path),
             "VEHICLE_PORT": str(s.vehicle_port),
@@ -71,7 +77,7 @@ class Broker:
             "ROOT": s.acl_root,
             "GATEWAY_USER": s.gateway_user,
             "FLEET_USER": s.fleet_user,
-            "RUN_USER": pwd.getpwuid(os.getuid()).pw_name,
+            "RUN_USER": s.run_user or pwd.getpwuid(os.getuid()).pw_name,
         }
         conf = render((MOSQUITTO_DIR / "mosquitto.conf.template").read_text(), values)
         acl = render((MOSQUITTO_DIR / "acl.template").read_text(), values)

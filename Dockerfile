@@ -1,0 +1,16 @@
+# One image for every Python service of the platform (gateway, backend, vehicle_sim,
+# launcher). The command picks the service; see docker-compose.yml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml constraints.txt ./
+COPY protocol protocol
+COPY vehicle_sim vehicle_sim
+COPY launcher launcher
+COPY gateway gateway
+COPY backend backend
+COPY bench bench
+COPY loadtest loadtest
+COPY mosquitto mosquitto
+COPY redis redis
+RUN pip install --no-cache-dir -c constraints.txt .
+ENV PYTHONUNBUFFERED=1

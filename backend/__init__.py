@@ -1,0 +1,1 @@
+"""Business backend (issue 4): catalog, purchases, payments, billing."""
