@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import fleet_scale
+from bench import fleet_scale, micro
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=int, default=2000, help="status commands outstanding at once"
     )
     scale.add_argument("--json", type=Path, help="also write the result here")
+    sub.add_parser("micro", help="message-path micro-benchmarks against their alternatives")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "micro":
+        return micro.main()
     return fleet_scale.run(args.vehicles, args.connection_mode, args.shards, args.window, args.json)
 
 

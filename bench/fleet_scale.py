@@ -36,6 +36,13 @@ CONNECTED_RE = re.compile(r"(\d+) vehicles connected in ([\d.]+)s")
 
 
 @dataclass
+class EchoBaseline:
+    commands: int
+    seconds: float
+    answers_per_s: float
+
+
+@dataclass
 class ScaleResult:
     connection_mode: str
     vehicles: int
@@ -52,6 +59,8 @@ class ScaleResult:
     window: int
     cpus: int
     python: str
+    echo: EchoBaseline | None = None
+    ratio_to_echo: float | None = None
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -112,6 +121,28 @@ async def drive(probe: FleetProbe, commands: list[OutgoingCommand], window: int)
     return time.perf_counter() - started
 
 
+async def echo_baseline(
+    stack: LocalStack, signer: Signer, vins: list[str], window: int
+) -> EchoBaseline:
+    """The same commands and window against the echo responder, in this same run."""
+    root = f"caas/echo{int(time.time())}"
+    argv = [sys.executable, "-m", "bench.echo", "--broker", stack.env()["CAAS_FLEET_MQTT_URL"],
+            "--topic-root", root]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220 - one spawn before timing
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "echo responder ready"
+        async with FleetProbe(stack.broker.gateway_address(), signer, Topics(root),
+                              client_id="echo-probe", ttl_s=900) as probe:  # fmt: skip
+            commands = [probe.command(vin, CommandType.STATUS) for vin in vins]
+            seconds = await drive(probe, commands, window)
+            answered = probe.stats.answered
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    return EchoBaseline(len(commands), round(seconds, 2), round(answered / seconds, 1))
+
+
 async def measure(vehicles: int, mode: str, shards: int, window: int) -> ScaleResult:
     root = f"caas/scale{int(time.time())}"
     with (
@@ -136,6 +167,8 @@ async def measure(vehicles: int, mode: str, shards: int, window: int) -> ScaleRe
                 seconds = await drive(probe, commands, window)
                 stats = probe.stats
             peak = rss_mb(proc.pid, "VmHWM")
+            print("baseline: the same commands against a raw echo responder", flush=True)
+            echo = await echo_baseline(stack, signer, vins, window)
         finally:
             proc.send_signal(signal.SIGINT)  # a clean stop (lets a profiler write its output)
             try:
@@ -149,6 +182,7 @@ async def measure(vehicles: int, mode: str, shards: int, window: int) -> ScaleRe
         answers_per_s=round(stats.answered / seconds, 1),
         rtt_p50_ms=round(stats.percentile_ms(50), 1), rtt_p99_ms=round(stats.percentile_ms(99), 1),
         window=window, cpus=os.cpu_count() or 0, python=platform.python_version(),
+        echo=echo, ratio_to_echo=round(stats.answered / seconds / echo.answers_per_s, 3),
     )  # fmt: skip
 
 

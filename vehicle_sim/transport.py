@@ -171,6 +171,7 @@ class PerVehicleLink:
         conn = self.connections.get(vin) or self._connection(vin)
         self.connections[vin] = conn
         await conn.connect(timeout_s)
+        await conn.flush(timeout_s)  # up = presence and state accepted by the broker
 
     async def _publish_offline_once(self, vin: str, timeout_s: float) -> None:
         """A vehicle that starts off line still leaves a retained ``online: false``."""
