@@ -31,6 +31,15 @@ CONNECT_CONCURRENCY = 200  # connections opened at once in per-vehicle mode
 SESSION_EXPIRY_S = 3600
 
 
+def is_replayed_retained(runtime: FleetRuntime, message: paho.MQTTMessage) -> bool:
+    """Commands are never retained (SPEC §2): one that comes with the retain flag is a
+    stale message replayed on subscribe, and acting on it would act twice."""
+    if message.retain:
+        runtime.stats.dropped["retained_command"] += 1
+        return True
+    return False
+
+
 def arrival_of(message: paho.MQTTMessage) -> vm.Arrival:
     props: Any = message.properties
     return vm.Arrival(
@@ -84,6 +93,8 @@ class MultiplexedLink:
             self.runtime.stats.dropped["foreign_topic"] += 1
             return
         vin = parsed[0]
+        if is_replayed_retained(self.runtime, message):
+            return
         if not self.runtime.vehicles[vin].online:
             # an off-line vehicle receives nothing; with one shared connection the
             # broker cannot hold its commands for later (use per-vehicle mode for that)
@@ -189,7 +200,8 @@ class PerVehicleLink:
         await conn.disconnect()
 
     def _on_message(self, vin: str, message: paho.MQTTMessage) -> None:
-        self.runtime.on_command(vin, arrival_of(message))
+        if not is_replayed_retained(self.runtime, message):
+            self.runtime.on_command(vin, arrival_of(message))
 
     def publish(
         self, vin: str, topic: str, payload: bytes, retain: bool, correlation: bytes | None

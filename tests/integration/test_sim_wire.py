@@ -246,3 +246,22 @@ async def test_per_vehicle_mode_answers_and_fires_will_on_drop(
         answer = await probe.send(cmd)
         assert answer.body["status"] == "ack"
         assert watcher.last[topics.presence(victim)]["online"] is True
+
+
+async def test_retained_command_is_never_acted_on(
+    make_sim: SimFactory, probe: FleetProbe, topics: Topics
+) -> None:
+    """A command left retained on the broker is dropped when replayed on subscribe."""
+    from vehicle_sim.fleet import build_fleet
+
+    vin = build_fleet(1, 1, {Mode.ONLINE: 1.0})[0].vin  # the fleet make_sim will build
+    stale = probe.command(vin, CommandType.ACTIVATE, feature="climate_plus", activation_id="r")
+    await probe.conn.publish_and_wait(topics.commands(vin), stale.payload, retain=True)
+    try:
+        async with make_sim(vehicles=1, seed=1) as sim:
+            assert sim.specs[0].vin == vin
+            await wait_until(lambda: sim.runtime.stats.dropped["retained_command"] == 1)
+            assert sim.runtime.vehicles[vin].active_features == ()
+            assert not probe.answers.get(stale.command_id)
+    finally:
+        await probe.conn.publish_and_wait(topics.commands(vin), b"", retain=True)  # clear it
