@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian/Ubuntu machine with only Python:
-#   - system packages the platform runs on (mosquitto, redis-server) when missing
+#   - system packages the platform runs on (mosquitto, redis-server, postgresql) when missing
+#     (the tests start their own private instances of each; no system service is used)
 #   - the project's virtualenv at .venv with pinned dependencies (constraints.txt)
 # Called by scripts/demo.sh and scripts/test.sh; safe to run again (skips what is done).
 set -euo pipefail
@@ -13,6 +14,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
 have mosquitto || missing+=(mosquitto)
 have redis-server || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
