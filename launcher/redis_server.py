@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
 from launcher import procs
 from launcher.errors import ServiceFailed
 
