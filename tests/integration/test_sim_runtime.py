@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -233,3 +234,44 @@ def test_demo_runs_briefly(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "answered" in out.stdout
+
+
+async def test_sigkilled_per_vehicle_simulator_leaves_wills(
+    stack: LocalStack, topics: Topics
+) -> None:
+    """Killing the simulator process: the broker publishes every vehicle's Will (offline)."""
+    from vehicle_sim.fleet import build_fleet
+
+    vins = [s.vin for s in build_fleet(9, 3, {Mode.ONLINE: 1.0})]
+    stack.allow_vehicles(vins)
+    presence: dict[str, bool] = {}
+
+    def on_presence(message: paho.MQTTMessage) -> None:
+        presence[message.topic.split("/")[-2]] = json.loads(message.payload)["online"]
+
+    watcher = MqttConnection(
+        stack.broker.gateway_address(),
+        ConnectionOptions(
+            client_id=f"w-{uuid.uuid4().hex[:6]}", subscriptions=[(topics.all_of("presence"), 1)]
+        ),
+        on_message=on_presence,
+    )
+    await watcher.connect(5)
+    env = {**os.environ, **stack.env(), "CAAS_TOPIC_ROOT": topics.root}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vehicle_sim", "run", "--vehicles", "3", "--seed", "9",
+        "--connection-mode", "per-vehicle", "--broker", stack.env()["CAAS_VEHICLE_MQTT_URL"],
+        "--no-live", cwd=project_root(), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await wait_until(
+            lambda: sorted(presence) == sorted(vins) and all(presence.values()), timeout_s=20
+        )
+        proc.kill()
+        await wait_until(lambda: not any(presence.values()), timeout_s=10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        await watcher.disconnect()
