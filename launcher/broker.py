@@ -51,7 +51,7 @@ def render(template: str, values: dict[str, str]) -> str:
     return template
 
 
-class Broker:
+class Broker(procs.ChildService):
     """Start, stop, kill and restart one mosquitto with its files in ``run_dir``."""
 
     def __init__(self, settings: BrokerSettings) -> None:
@@ -118,17 +118,6 @@ class Broker:
         for port in (self.settings.vehicle_port, self.settings.service_port):
             procs.wait_for_port(self.proc, port, "mosquitto", self.log_path)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            procs.stop(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            procs.kill(self.proc)
-
-    def restart(self, hard: bool = False) -> None:
-        self.kill() if hard else self.stop()
-        self.start()
 
     # addresses -----------------------------------------------------------
     def gateway_address(self) -> BrokerAddress:

@@ -43,7 +43,7 @@ class PostgresSettings:
     fsync: bool = False  # tests and benchmarks: durability of the test cluster is not needed
 
 
-class PostgresServer:
+class PostgresServer(procs.ChildService):
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
         self.bindir = postgres_bindir()
@@ -116,14 +116,6 @@ class PostgresServer:
                 "-U", DB_USER, "-d", "postgres", "-tAc", f"CREATE DATABASE {name}"]  # fmt: skip
         subprocess.run(self._as_owner(psql), check=True, capture_output=True)
         return self.url(database=name)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            procs.stop(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            procs.kill(self.proc)
 
     def remove(self) -> None:
         self.stop()

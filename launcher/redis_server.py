@@ -23,7 +23,7 @@ class RedisSettings:
     password: str
 
 
-class RedisServer:
+class RedisServer(procs.ChildService):
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,14 +70,3 @@ class RedisServer:
             client.close()
         raise ServiceFailed("redis-server", f"not answering PING after {timeout_s}s")
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            procs.stop(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            procs.kill(self.proc)
-
-    def restart(self, hard: bool = False) -> None:
-        self.kill() if hard else self.stop()
-        self.start()

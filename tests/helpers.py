@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from launcher.stack import LocalStack
+from protocol.mqtt import ConnectionOptions, MqttConnection
+from protocol.topics import Topics
 
 
 async def wait_until(
@@ -16,3 +25,33 @@ async def wait_until(
                 await asyncio.sleep(interval_s)
     except TimeoutError:
         raise TimeoutError(f"condition not met within {timeout_s}s: {predicate}") from None
+
+
+class Watcher:
+    """Gateway-side view of every vehicle's state and presence under a topic root
+    (last message per topic, and how many came). ``await watcher.conn.connect()``."""
+
+    def __init__(self, stack: LocalStack, topics: Topics) -> None:
+        self.topics = topics
+        self.last: dict[str, dict[str, Any]] = {}
+        self.count: dict[str, int] = {}
+        self.conn = MqttConnection(
+            stack.broker.gateway_address(),
+            ConnectionOptions(
+                client_id=f"watch-{uuid.uuid4().hex[:8]}",
+                subscriptions=[(topics.all_of("state"), 1), (topics.all_of("presence"), 1)],
+            ),
+            on_message=self._on,
+        )
+
+    def _on(self, message: paho.MQTTMessage) -> None:
+        self.last[message.topic] = json.loads(message.payload)
+        self.count[message.topic] = self.count.get(message.topic, 0) + 1
+
+    def online(self) -> dict[str, bool]:
+        """VIN → the last presence seen."""
+        return {
+            topic.split("/")[-2]: body["online"]
+            for topic, body in self.last.items()
+            if topic.endswith("/presence")
+        }

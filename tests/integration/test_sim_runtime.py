@@ -12,17 +12,15 @@ import uuid
 from pathlib import Path
 
 import httpx
-import paho.mqtt.client as paho
 import pytest
 
 from bench.probe import FleetProbe
 from launcher.procs import free_port
 from launcher.stack import LocalStack
 from protocol.models import CommandType
-from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.topics import Topics
 from tests.conftest import SimFactory, project_root
-from tests.helpers import wait_until
+from tests.helpers import Watcher, wait_until
 from vehicle_sim.fleet import Mode
 from vehicle_sim.scenario import Stage, select_for_stage
 
@@ -33,26 +31,16 @@ async def test_stage_takes_exactly_the_selected_vehicles_offline(
     make_sim: SimFactory, probe: FleetProbe, stack: LocalStack, topics: Topics
 ) -> None:
     """A stage at t=0.3 s sends 50 % of the online fleet off line: those and only those."""
-    presence: dict[str, bool] = {}
-
-    def on_presence(message: paho.MQTTMessage) -> None:
-        presence[message.topic.split("/")[-2]] = json.loads(message.payload)["online"]
-
-    watcher = MqttConnection(
-        stack.broker.gateway_address(),
-        ConnectionOptions(
-            client_id=f"w-{uuid.uuid4().hex[:6]}", subscriptions=[(topics.all_of("presence"), 1)]
-        ),
-        on_message=on_presence,
-    )
+    watch = Watcher(stack, topics)
+    watcher = watch.conn
     await watcher.connect(5)
     stage = Stage(at_s=0.3, fraction=0.5, from_modes=[Mode.ONLINE], set_mode=Mode.OFFLINE)
     try:
         async with make_sim(vehicles=10, stages=[stage]) as sim:
             expected = set(select_for_stage(sim.runtime, stage, 0))
             assert len(expected) == 5
-            await wait_until(lambda: sum(not v for v in presence.values()) == 5)
-            assert {vin for vin, online in presence.items() if not online} == expected
+            await wait_until(lambda: sum(not v for v in watch.online().values()) == 5)
+            assert {vin for vin, online in watch.online().items() if not online} == expected
             silent = next(iter(expected))
             cmd = probe.command(silent, CommandType.STATUS)
             probe.send(cmd)
@@ -244,18 +232,8 @@ async def test_sigkilled_per_vehicle_simulator_leaves_wills(
 
     vins = [s.vin for s in build_fleet(9, 3, {Mode.ONLINE: 1.0})]
     stack.allow_vehicles(vins)
-    presence: dict[str, bool] = {}
-
-    def on_presence(message: paho.MQTTMessage) -> None:
-        presence[message.topic.split("/")[-2]] = json.loads(message.payload)["online"]
-
-    watcher = MqttConnection(
-        stack.broker.gateway_address(),
-        ConnectionOptions(
-            client_id=f"w-{uuid.uuid4().hex[:6]}", subscriptions=[(topics.all_of("presence"), 1)]
-        ),
-        on_message=on_presence,
-    )
+    watch = Watcher(stack, topics)
+    watcher = watch.conn
     await watcher.connect(5)
     env = {**os.environ, **stack.env(), "CAAS_TOPIC_ROOT": topics.root}
     proc = await asyncio.create_subprocess_exec(
@@ -266,10 +244,11 @@ async def test_sigkilled_per_vehicle_simulator_leaves_wills(
     )  # fmt: skip
     try:
         await wait_until(
-            lambda: sorted(presence) == sorted(vins) and all(presence.values()), timeout_s=20
+            lambda: sorted(watch.online()) == sorted(vins) and all(watch.online().values()),
+            timeout_s=20,
         )
         proc.kill()
-        await wait_until(lambda: not any(presence.values()), timeout_s=10)
+        await wait_until(lambda: not any(watch.online().values()), timeout_s=10)
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 
 from bench.probe import FleetProbe
 from launcher.stack import LocalStack
 from protocol.codec import canonical_bytes
 from protocol.models import CommandType, Response
-from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.topics import Topics
 from tests.conftest import SimFactory
-from tests.helpers import wait_until
+from tests.helpers import Watcher, wait_until
 from vehicle_sim.behaviour import Behaviour
 from vehicle_sim.fleet import Mode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 EVERY_MODE = {mode: 1.0 for mode in Mode}
-
-
-class Watcher:
-    """Gateway-side view of every vehicle topic under a root (last message per topic)."""
-
-    def __init__(self, stack: LocalStack, topics: Topics) -> None:
-        self.last: dict[str, dict[str, Any]] = {}
-        self.count: dict[str, int] = {}
-        self.conn = MqttConnection(
-            stack.broker.gateway_address(),
-            ConnectionOptions(
-                client_id=f"watch-{uuid.uuid4().hex[:8]}",
-                subscriptions=[
-                    (f"{topics.root}/vehicles/+/state", 1),
-                    (f"{topics.root}/vehicles/+/presence", 1),
-                ],
-            ),
-            on_message=self._on,
-        )
-
-    def _on(self, message: paho.MQTTMessage) -> None:
-        self.last[message.topic] = json.loads(message.payload)
-        self.count[message.topic] = self.count.get(message.topic, 0) + 1
 
 
 @pytest.fixture
