@@ -118,7 +118,6 @@ class Broker(procs.ChildService):
         for port in (self.settings.vehicle_port, self.settings.service_port):
             procs.wait_for_port(self.proc, port, "mosquitto", self.log_path)
 
-
     # addresses -----------------------------------------------------------
     def gateway_address(self) -> BrokerAddress:
         s = self.settings

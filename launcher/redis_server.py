@@ -69,4 +69,3 @@ class RedisServer(procs.ChildService):
         finally:
             client.close()
         raise ServiceFailed("redis-server", f"not answering PING after {timeout_s}s")
-

@@ -242,12 +242,11 @@ class MqttConnection:
         resumed = bool(flags.session_present)
         log.debug("mqtt.connected client=%s resumed=%s", self.client_id, resumed)
         if self._subscribed_once:
-            if resumed:
-                self.ready.set()
-            else:  # the broker lost our session (e.g. restarted without it): subscribe again
-                self._resubscribe_task = self._loop.create_task(
-                    self._resubscribe(), name=f"mqtt-resubscribe-{self.client_id}"
-                )
+            # Subscribe again even when the broker says it kept our session: one restored
+            # from an older autosave can hold stale subscriptions. SUBSCRIBE is idempotent.
+            self._resubscribe_task = self._loop.create_task(
+                self._resubscribe(), name=f"mqtt-resubscribe-{self.client_id}"
+            )
         if self._on_connect_hook is not None:
             self._on_connect_hook(self, resumed)
 

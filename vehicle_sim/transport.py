@@ -23,6 +23,7 @@ from protocol.commands import response_properties
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics
 from vehicle_sim import vehicle as vm
+from vehicle_sim.rng import stable_seed
 from vehicle_sim.runtime import FleetRuntime
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class MultiplexedLink:
         self.shard_vins: list[list[str]] = [[] for _ in range(self.shard_count)]
         for vin, shard in self.shard_of.items():
             self.shard_vins[shard].append(vin)
-        self.client_prefix = f"{client_prefix}-{runtime.ctx.seed}-{self.shard_count}"
+        # Stable for the same fleet (sessions resume across restarts), distinct for any other
+        # fleet or topic root (never resume someone else's session and subscriptions).
+        fleet_id = stable_seed(topics.root, runtime.ctx.seed, len(vins), self.shard_count)
+        self.client_prefix = f"{client_prefix}-{fleet_id:016x}"
         self.connections: list[MqttConnection] = []
 
     async def start(self, timeout_s: float = 120.0) -> None:
