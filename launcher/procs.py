@@ -39,6 +39,14 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _child_setup() -> None:
+    """In the child before exec: many descriptors, and no signal mask inherited from a
+    parent that blocks SIGINT/SIGTERM to sigwait() for them (`launcher up` does), which
+    would make the service deaf to our SIGTERM."""
+    raise_fd_limit()
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
@@ -46,7 +54,7 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        preexec_fn=raise_fd_limit,
+        preexec_fn=_child_setup,
         start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop the child
     )
 

@@ -8,6 +8,7 @@ is a shell file with the SPEC §6 variables for the services.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +21,7 @@ from protocol import signing
 
 GATEWAY_USER = "gateway"
 FLEET_USER = "fleet"
+DEV_STACK_ENV = Path("run/dev/stack.env")  # what `python -m launcher up` writes by default
 
 
 @dataclass
@@ -131,3 +133,25 @@ class LocalStack:
         if self.redis is not None:
             env["CAAS_REDIS_URL"] = self.redis.url()
         return env
+
+
+def read_stack_env(path: Path) -> dict[str, str]:
+    """The ``export NAME='value'`` lines of a stack.env (what ``start`` writes)."""
+    if not path.exists():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        name, sep, raw = line.removeprefix("export ").partition("=")
+        if sep:
+            values[name.strip()] = raw.strip().strip("'\"")
+    return values
+
+
+def use_dev_stack_defaults(path: Path = DEV_STACK_ENV) -> bool:
+    """For the services' command lines only: variables not set in the environment are
+    taken from the local stack's env file, so `python -m gateway` just works after
+    `python -m launcher up`. Library code and tests never read the file."""
+    values = read_stack_env(path)
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+    return bool(values)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -11,6 +15,7 @@ import redis
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
 from launcher.stack import LocalStack
+from tests.conftest import project_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -55,3 +60,31 @@ def test_redis_requires_password_and_keeps_writes_across_kill(stack: LocalStack)
     anonymous = redis.Redis(port=stack.redis.settings.port)
     with pytest.raises(redis.exceptions.AuthenticationError):
         anonymous.get("aof-probe")
+
+
+def test_launcher_up_stops_its_services_on_sigint(tmp_path: Path) -> None:
+    """`python -m launcher up` stops its broker and Redis cleanly and at once on Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "up", "--run-dir", str(tmp_path / "up")],
+        cwd=project_root(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("# also in"):
+                break
+        children = [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()]  # fmt: skip
+        assert len(children) == 2  # mosquitto and redis-server
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        # a clean SIGTERM stop takes well under a second; 10 s would mean the services
+        # ignored it and were SIGKILLed (losing mosquitto's persistence file)
+        assert time.monotonic() - started < 5
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+                f"/proc/{pid}/status").read_text()  # fmt: skip
+    finally:
+        proc.kill()
