@@ -1,0 +1,55 @@
+"""``python -m gateway [--host H] [--port P]``: one gateway worker (uvicorn inside).
+
+Configured by the environment (SPEC §6); run as many workers as you like against the
+same broker and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from gateway.api import create_app
+from gateway.config import GatewaySettings
+from gateway.errors import ConfigError
+from gateway.service import Gateway
+from launcher.stack import use_dev_stack_defaults
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="CaaS OTA gateway worker: HTTP API (SPEC §3) + MQTT activation engine. "
+        "Configured by CAAS_MQTT_URL, CAAS_REDIS_URL, CAAS_GATEWAY_TOKEN, CAAS_SIGNING_KEY, "
+        "CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM and CAAS_RETRY_<FIELD>.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s",
+    )
+    try:
+        use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
+        settings = GatewaySettings().require()
+        gateway = Gateway(settings)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(gateway)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

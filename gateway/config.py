@@ -1,0 +1,93 @@
+"""Gateway settings from the environment (SPEC §6). One class, read once at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.errors import ConfigError
+from gateway.keys import DEFAULT_PREFIX
+from gateway.policy import RetryPolicy
+from protocol.topics import DEFAULT_TOPIC_ROOT
+
+
+class GatewaySettings(BaseSettings):
+    """``CAAS_*`` variables; ``CAAS_RETRY_<FIELD>`` sets the default RetryPolicy."""
+
+    model_config = SettingsConfigDict(env_prefix="CAAS_", extra="ignore")
+
+    mqtt_url: str | None = None
+    redis_url: str | None = None
+    gateway_token: SecretStr | None = None
+    signing_key: Path | None = None
+    topic_root: str = DEFAULT_TOPIC_ROOT
+    events_stream: str = "caas:events"
+
+    retry_max_attempts: int = 5
+    retry_initial_backoff_s: float = 60.0
+    retry_backoff_multiplier: float = 2.0
+    retry_max_backoff_s: float = 3600.0
+    retry_jitter_ratio: float = 0.1
+    retry_status_query_timeout_s: float = 30.0
+    retry_ack_timeout_s: float = 120.0
+    retry_ready_wait_s: float = 300.0
+
+    # internals (not in SPEC; tuned by tests and operations)
+    gateway_key_prefix: str = DEFAULT_PREFIX
+    gateway_worker_id: str = Field(default_factory=lambda: f"gw-{os.getpid()}")
+    gateway_lease_s: float = Field(default=30.0, gt=0)
+    gateway_timer_poll_s: float = Field(default=0.05, gt=0)
+    gateway_timer_batch: int = Field(default=200, ge=1)
+    gateway_concurrency: int = Field(default=64, ge=1)
+
+    def retry_policy(self) -> RetryPolicy:
+        values = {
+            name.removeprefix("retry_"): getattr(self, name)
+            for name in type(self).model_fields
+            if name.startswith("retry_")
+        }
+        try:
+            return RetryPolicy(**values)
+        except ValueError as exc:
+            raise ConfigError("CAAS_RETRY_*", str(exc)) from exc
+
+    def require(self) -> ResolvedSettings:
+        """Check that nothing needed is missing."""
+        mqtt = self.mqtt_url
+        redis_url = self.redis_url
+        token = self.gateway_token.get_secret_value() if self.gateway_token else None
+        key = self.signing_key
+        for name, value in (
+            ("CAAS_MQTT_URL", mqtt),
+            ("CAAS_REDIS_URL", redis_url),
+            ("CAAS_GATEWAY_TOKEN", token),
+            ("CAAS_SIGNING_KEY", key),
+        ):
+            if not value:
+                raise ConfigError(name, "not set (`python -m launcher up` writes them all)")
+        return ResolvedSettings(
+            self, str(mqtt), str(redis_url), str(token), Path(str(key)), self.retry_policy()
+        )
+
+
+class ResolvedSettings:
+    """Settings with every required value present."""
+
+    def __init__(
+        self,
+        base: GatewaySettings,
+        mqtt_url: str,
+        redis_url: str,
+        token: str,
+        signing_key: Path,
+        policy: RetryPolicy,
+    ) -> None:
+        self.base = base
+        self.mqtt_url = mqtt_url
+        self.redis_url = redis_url
+        self.token = token
+        self.signing_key = signing_key
+        self.policy = policy

@@ -1,0 +1,57 @@
+"""Exceptions of the gateway package.
+
+GatewayError
+├── ConfigError               a setting that cannot be used (missing URL, unreadable key)
+├── ActivationConflict        POST /v1/activations with an id already used for another body
+├── ActivationNotFound        no activation under that id
+├── ActivationTerminal        cancel of an activation that already ended
+├── TransitionConflict        optimistic transition lost the race too many times in a row
+└── QueryTimeout              a live status/diagnostics query got no answer in time
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class of every error raised by ``gateway``."""
+
+
+class ConfigError(GatewayError):
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class ActivationConflict(GatewayError):
+    def __init__(self, activation_id: str) -> None:
+        super().__init__(f"activation {activation_id} exists with a different request body")
+        self.activation_id = activation_id
+
+
+class ActivationNotFound(GatewayError):
+    def __init__(self, activation_id: str) -> None:
+        super().__init__(f"no activation {activation_id}")
+        self.activation_id = activation_id
+
+
+class ActivationTerminal(GatewayError):
+    def __init__(self, activation_id: str, state: str) -> None:
+        super().__init__(f"activation {activation_id} already ended in {state}")
+        self.activation_id = activation_id
+        self.state = state
+
+
+class TransitionConflict(GatewayError):
+    def __init__(self, activation_id: str, tries: int) -> None:
+        super().__init__(f"activation {activation_id}: {tries} concurrent updates in a row")
+        self.activation_id = activation_id
+        self.tries = tries
+
+
+class QueryTimeout(GatewayError):
+    def __init__(self, vin: str, command_type: str, timeout_s: float) -> None:
+        super().__init__(f"{command_type} query to {vin} unanswered after {timeout_s:g}s")
+        self.vin = vin
+        self.command_type = command_type
+        self.timeout_s = timeout_s

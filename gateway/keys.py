@@ -1,0 +1,79 @@
+"""Every Redis key and TTL of the gateway (one Redis db per deployment).
+
+Key layout (``{p}`` is the prefix, ``caas:gw`` by default):
+
+    {p}:act:{activation_id}   hash   doc (JSON), version, state, vin, due_ms, request_hash
+    {p}:timers                zset   activation_id → due time (epoch ms)
+    {p}:leases                zset   activation_id → lease expiry (epoch ms) while a worker runs it
+    {p}:twin:{vin}            hash   state, presence (JSON), seq, fresh_ms, seen_ms, rev, rtt_*
+    {p}:lock:{vin}            string activation_id holding the vehicle's one command slot (PX)
+    {p}:waiting:{vin}         set    activation ids waiting for this vehicle (woken on change)
+    {p}:cmds:{vin}            hash   command_id → JSON {act, type, sent_ms}; whole key expires
+    {p}:open:{vin}            set    "feature|activation_id" of non-terminal activations
+    {p}:desired:{vin}         hash   feature → "active" after a SUCCEEDED activate
+    {p}:reply:{command_id}    list   live query answers, popped by the waiting API worker
+    {p}:states                hash   activation count per state (metrics gauges)
+    caas:events               stream SPEC §4 events (name from CAAS_EVENTS_STREAM)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "caas:gw"
+COMMAND_INDEX_TTL_MS = 24 * 3600 * 1000  # answers later than a day are not matched
+REPLY_TTL_S = 60  # a live-query answer nobody popped
+LOCK_MARGIN_MS = 60_000  # vehicle lock outlives the longest expected hold by this much
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+    events: str = "caas:events"
+
+    def activation(self, activation_id: str) -> str:
+        return f"{self.prefix}:act:{activation_id}"
+
+    @property
+    def timers(self) -> str:
+        return f"{self.prefix}:timers"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def states(self) -> str:
+        return f"{self.prefix}:states"
+
+    def twin(self, vin: str) -> str:
+        return f"{self.prefix}:twin:{vin}"
+
+    def lock(self, vin: str) -> str:
+        return f"{self.prefix}:lock:{vin}"
+
+    def waiting(self, vin: str) -> str:
+        return f"{self.prefix}:waiting:{vin}"
+
+    def commands(self, vin: str) -> str:
+        return f"{self.prefix}:cmds:{vin}"
+
+    def open(self, vin: str) -> str:
+        return f"{self.prefix}:open:{vin}"
+
+    def desired(self, vin: str) -> str:
+        return f"{self.prefix}:desired:{vin}"
+
+    def reply(self, command_id: str) -> str:
+        return f"{self.prefix}:reply:{command_id}"
+
+    def vehicle_keys(self, vin: str) -> list[str]:
+        """The per-vehicle keys a transition touches, in the order the Lua scripts expect."""
+        return [
+            self.twin(vin),
+            self.lock(vin),
+            self.waiting(vin),
+            self.commands(vin),
+            self.open(vin),
+            self.desired(vin),
+        ]

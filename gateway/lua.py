@@ -1,0 +1,185 @@
+"""Lua scripts of the store: each one is a single atomic step in Redis.
+
+Times are integer epoch milliseconds. The scripts name per-vehicle keys through
+KEYS; only ``LOAD`` derives keys (twin, lock) from the activation's ``vin``, which
+is fine on one Redis node and would need ``{vin}`` hash tags on a cluster.
+"""
+
+from __future__ import annotations
+
+# KEYS: act   ARGV: prefix
+LOAD = """
+local a = redis.call('HMGET', KEYS[1], 'doc', 'version', 'vin')
+if not a[1] then return false end
+local twin = redis.call('HGETALL', ARGV[1] .. ':twin:' .. a[3])
+local lock = redis.call('GET', ARGV[1] .. ':lock:' .. a[3]) or ''
+return {a[1], a[2], lock, twin}
+"""
+
+# KEYS: act timers events states open desired
+# ARGV: id doc state due_ms request_hash vin open_member guard_feature now_ms
+#       then n_events and 4 values per event (event_id type at data)
+CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'exists', redis.call('HGET', KEYS[1], 'request_hash') or '',
+          redis.call('HGET', KEYS[1], 'doc')}
+end
+local feature = ARGV[8]
+if feature ~= '' then
+  if redis.call('HGET', KEYS[6], feature) == 'active' then return {'skip'} end
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if string.sub(m, 1, #feature + 1) == feature .. '|' then return {'skip'} end
+  end
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', 1, 'state', ARGV[3],
+           'due_ms', ARGV[4], 'request_hash', ARGV[5], 'vin', ARGV[6])
+redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[7])
+local n = tonumber(ARGV[10])
+for i = 0, n - 1 do
+  local b = 10 + i * 4
+  redis.call('XADD', KEYS[3], '*', 'event_id', ARGV[b + 1], 'type', ARGV[b + 2],
+             'at', ARGV[b + 3], 'data', ARGV[b + 4])
+end
+return {'created'}
+"""
+
+# KEYS: act timers leases events states twin lock waiting cmds open desired
+# ARGV: 1 id  2 expected_version  3 expected_lock  4 expected_rev  5 doc  6 state
+#       7 old_state  8 due_ms  9 holds_lock  10 lock_ttl_ms  11 waiting  12 terminal
+#       13 open_member  14 desired_op (set|del|'')  15 feature  16 now_ms  17 cmds_ttl_ms
+#       18 n_cmds, then (command_id, info) pairs, then n_events and event quads
+COMMIT = """
+local id = ARGV[1]
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return {'conflict', 'version'} end
+local holder = redis.call('GET', KEYS[7]) or ''
+if holder ~= ARGV[3] then return {'conflict', 'lock'} end
+if (redis.call('HGET', KEYS[6], 'rev') or '0') ~= ARGV[4] then return {'conflict', 'twin'} end
+local version = tonumber(ARGV[2]) + 1
+redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'version', version, 'state', ARGV[6],
+           'due_ms', ARGV[8])
+if ARGV[7] ~= ARGV[6] then
+  redis.call('HINCRBY', KEYS[5], ARGV[7], -1)
+  redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
+end
+if ARGV[8] ~= '' then redis.call('ZADD', KEYS[2], ARGV[8], id)
+else redis.call('ZREM', KEYS[2], id) end
+redis.call('ZREM', KEYS[3], id)
+local wake = false
+if ARGV[9] == '1' then redis.call('SET', KEYS[7], id, 'PX', ARGV[10])
+elseif holder == id then redis.call('DEL', KEYS[7]); wake = true end
+if ARGV[11] == '1' then redis.call('SADD', KEYS[8], id) else redis.call('SREM', KEYS[8], id) end
+if wake then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[8])) do
+    redis.call('ZADD', KEYS[2], 'LT', ARGV[16], m)
+  end
+end
+if ARGV[12] == '1' then
+  redis.call('SREM', KEYS[10], ARGV[13])
+  if ARGV[14] == 'set' then redis.call('HSET', KEYS[11], ARGV[15], 'active')
+  elseif ARGV[14] == 'del' then redis.call('HDEL', KEYS[11], ARGV[15]) end
+end
+local n = tonumber(ARGV[18])
+local i = 19
+for _ = 1, n do
+  redis.call('HSET', KEYS[9], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if n > 0 then redis.call('PEXPIRE', KEYS[9], ARGV[17]) end
+local m = tonumber(ARGV[i])
+for _ = 1, m do
+  redis.call('XADD', KEYS[4], '*', 'event_id', ARGV[i + 1], 'type', ARGV[i + 2],
+             'at', ARGV[i + 3], 'data', ARGV[i + 4])
+  i = i + 4
+end
+return {'ok', tostring(version)}
+"""
+
+# KEYS: timers leases   ARGV: now_ms lease_until_ms limit
+CLAIM = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, m in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZADD', KEYS[1], 'LT', ARGV[1], m)
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZADD', KEYS[2], ARGV[2], m)
+end
+return due
+"""
+
+# KEYS: act timers leases   ARGV: id lease_until_ms retry_ms
+RELEASE = """
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], 'LT', ARGV[3], ARGV[1])
+  return 1
+end
+local due = redis.call('HGET', KEYS[1], 'due_ms')
+if due and due ~= '' then redis.call('ZADD', KEYS[2], 'LT', due, ARGV[1]) end
+return 1
+"""
+
+# KEYS: twin waiting timers events
+# ARGV: 1 kind (state|presence|response)  2 state_json ('' none)  3 seq  4 vehicle_ms
+#       5 recv_ms  6 presence_json  7 online (1|0)  8 rtt_ms ('' none)
+#       9 event_id  10 event_at  11 event_data
+TWIN = """
+local changed = false
+local state_changed = false
+redis.call('HSET', KEYS[1], 'seen_ms', ARGV[5])
+if ARGV[2] ~= '' then
+  local cur = redis.call('HGET', KEYS[1], 'seq')
+  if not cur or tonumber(ARGV[3]) > tonumber(cur) then
+    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'seq', ARGV[3])
+    changed = true
+    state_changed = true
+  end
+end
+if ARGV[1] == 'presence' then
+  local cur = redis.call('HGET', KEYS[1], 'presence_ms')
+  if not cur or tonumber(ARGV[4]) >= tonumber(cur) then
+    local was = redis.call('HGET', KEYS[1], 'online')
+    redis.call('HSET', KEYS[1], 'presence', ARGV[6], 'presence_ms', ARGV[4], 'online', ARGV[7])
+    changed = true
+    if was ~= ARGV[7] then
+      redis.call('XADD', KEYS[4], '*', 'event_id', ARGV[9], 'type', 'vehicle.presence',
+                 'at', ARGV[10], 'data', ARGV[11])
+    end
+  end
+elseif ARGV[1] == 'response' then
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'response_ms') or '0')
+  if tonumber(ARGV[4]) > cur then
+    redis.call('HSET', KEYS[1], 'response_ms', ARGV[4])
+    changed = true
+  end
+end
+if ARGV[8] ~= '' then
+  local rtt = tonumber(ARGV[8])
+  redis.call('HINCRBY', KEYS[1], 'rtt_count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'rtt_sum_ms', rtt)
+  redis.call('HSET', KEYS[1], 'rtt_last_ms', ARGV[8])
+  if rtt > tonumber(redis.call('HGET', KEYS[1], 'rtt_max_ms') or '0') then
+    redis.call('HSET', KEYS[1], 'rtt_max_ms', ARGV[8])
+  end
+end
+-- an answer to one of our commands is fresh when it arrives, whatever the vehicle clock
+local fresh = tonumber(ARGV[5])
+if ARGV[1] ~= 'response' then fresh = math.min(tonumber(ARGV[4]), fresh) end
+if fresh > tonumber(redis.call('HGET', KEYS[1], 'fresh_ms') or '0') then
+  redis.call('HSET', KEYS[1], 'fresh_ms', fresh)
+  changed = true
+end
+if changed then
+  redis.call('HINCRBY', KEYS[1], 'rev', 1)
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('ZADD', KEYS[3], 'LT', ARGV[5], m)
+  end
+end
+return {changed and 1 or 0, state_changed and 1 or 0}
+"""

@@ -1,0 +1,159 @@
+"""Prometheus metrics of the gateway (``caas_gateway_*``). Labels never carry a VIN.
+
+Per-process counters and histograms (each worker exposes its own; Prometheus sums),
+plus gauges read from Redis at scrape time (activations per state, scheduled and
+leased timers), which are the same from every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.activation import Activation, AttemptResult, State
+from gateway.events import Step
+
+ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
+TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 14400)
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+AGE_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 86400)
+
+
+class _Reconnects(Collector):
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "caas_gateway_mqtt_reconnects", "MQTT reconnects of this worker"
+        )
+        family.add_metric([], self.read())
+        yield family
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.attempts = Counter(
+            "caas_gateway_attempts_total", "Attempts by result and reason",
+            ["result", "reason"], registry=r,
+        )  # fmt: skip
+        self.finished = Counter(
+            "caas_gateway_activations_total", "Activations by final state and failure category",
+            ["state", "failure_category", "feature"], registry=r,
+        )  # fmt: skip
+        self.first_try = Counter(
+            "caas_gateway_first_attempt_successes_total", "Activations that succeeded first try",
+            registry=r,
+        )  # fmt: skip
+        self.first_ratio = Gauge(
+            "caas_gateway_first_attempt_success_ratio",
+            "First-attempt successes / finished activations (this worker)", registry=r,
+        )  # fmt: skip
+        self.attempts_to_success = Histogram(
+            "caas_gateway_attempts_to_success", "Attempts an activation needed to succeed",
+            buckets=ATTEMPT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.time_to_activation = Histogram(
+            "caas_gateway_time_to_activation_seconds", "Accepted → SUCCEEDED",
+            buckets=TIME_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.escalations = Counter(
+            "caas_gateway_escalations_total", "Activations FAILED (escalated) by category",
+            ["failure_category"], registry=r,
+        )  # fmt: skip
+        self.commands = Counter(
+            "caas_gateway_commands_sent_total", "Commands published by type", ["type"], registry=r
+        )
+        self.responses = Counter(
+            "caas_gateway_responses_total",
+            "Inbound responses by outcome (matched, unknown, malformed, query)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.rtt = Histogram(
+            "caas_gateway_command_rtt_seconds", "Command → response round trip", ["type"],
+            buckets=RTT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.twin_updates = Counter(
+            "caas_gateway_twin_updates_total", "Vehicle messages by kind and outcome",
+            ["kind", "outcome"], registry=r,
+        )  # fmt: skip
+        self.twin_age = Histogram(
+            "caas_gateway_twin_age_seconds", "Twin freshness when a state message arrives",
+            buckets=AGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.divergences = Counter(
+            "caas_gateway_divergences_total", "Features found active without a SUCCEEDED "
+            "activation", registry=r,
+        )  # fmt: skip
+        self.conflicts = Counter(
+            "caas_gateway_transition_conflicts_total", "Optimistic commits that lost a race",
+            registry=r,
+        )  # fmt: skip
+        self.activations = Gauge(
+            "caas_gateway_activation_states",
+            "Activations per state (from Redis)",
+            ["state"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "caas_gateway_in_flight", "Activations IN_PROGRESS (from Redis)", registry=r
+        )
+        self.scheduled = Gauge(
+            "caas_gateway_scheduled_timers", "Due timers waiting (from Redis)", registry=r
+        )
+        self.leased = Gauge(
+            "caas_gateway_leased_timers", "Due timers held by a worker (from Redis)", registry=r
+        )
+        self._finished_count = 0
+        self._reconnects: _Reconnects | None = None
+        self._first_count = 0
+
+    def watch_reconnects(self, read: Callable[[], int]) -> None:
+        if self._reconnects is not None:
+            self.registry.unregister(self._reconnects)
+        self._reconnects = _Reconnects(read)
+        self.registry.register(self._reconnects)
+
+    # -------------------------------------------------------------- engine observer
+    def on_step(self, before: Activation, step: Step, now: float) -> None:
+        act = step.activation
+        for send in step.sends:
+            self.commands.labels(send.type.value).inc()
+        done = [a for a in act.attempts if a.result is not None]
+        seen = {a.n for a in before.attempts if a.result is not None}
+        for attempt in done:
+            if attempt.n not in seen:
+                reason = attempt.reason or attempt.response_code or "none"
+                self.attempts.labels(attempt.result.value if attempt.result else "", reason).inc()
+        if act.terminal and not before.terminal:
+            self._finished(act, now)
+
+    def _finished(self, act: Activation, now: float) -> None:
+        category = act.failure_category.value if act.failure_category else ""
+        self.finished.labels(act.state.value, category, act.feature).inc()
+        self._finished_count += 1
+        if act.state is State.SUCCEEDED:
+            self.attempts_to_success.observe(max(1, act.current))
+            self.time_to_activation.observe(max(0.0, now - act.created_at))
+            first = act.attempts[:1]
+            if act.current == 1 and first and first[0].result is AttemptResult.SUCCESS:
+                self._first_count += 1
+                self.first_try.inc()
+        elif act.state is State.FAILED:
+            self.escalations.labels(category).inc()
+        self.first_ratio.set(self._first_count / self._finished_count)
+
+    def on_conflict(self) -> None:
+        self.conflicts.inc()
+
+    def set_gauges(self, states: dict[str, int], timers: int, leases: int) -> None:
+        for state in State:
+            self.activations.labels(state.value).set(states.get(state.value, 0))
+        self.in_flight.set(states.get(State.IN_PROGRESS.value, 0))
+        self.scheduled.set(timers)
+        self.leased.set(leases)

@@ -1,0 +1,86 @@
+"""RetryPolicy (SPEC §3) and the pure backoff function.
+
+After attempt ``k`` fails with a retryable outcome, attempt ``k + 1`` starts
+``min(max_backoff_s, initial_backoff_s × backoff_multiplier^(k−1))`` later, the whole
+delay multiplied by ``uniform(1 − jitter_ratio, 1 + jitter_ratio)``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+MAX_ATTEMPTS_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff_s: float = 60.0
+    backoff_multiplier: float = 2.0
+    max_backoff_s: float = 3600.0
+    jitter_ratio: float = 0.1
+    status_query_timeout_s: float = 30.0
+    ack_timeout_s: float = 120.0
+    ready_wait_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        problems = policy_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetryPolicy:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def merged(self, overrides: dict[str, Any]) -> RetryPolicy:
+        """This policy with some fields replaced (a per-request policy)."""
+        return replace(self, **overrides)
+
+
+def policy_problems(p: RetryPolicy) -> list[str]:
+    """Every reason the values cannot work together (empty when they can)."""
+    problems = []
+    if not 1 <= p.max_attempts <= MAX_ATTEMPTS_LIMIT:
+        problems.append(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    if p.initial_backoff_s < 0:
+        problems.append("initial_backoff_s must be >= 0")
+    if p.backoff_multiplier < 1:
+        problems.append("backoff_multiplier must be >= 1")
+    if p.max_backoff_s < p.initial_backoff_s:
+        problems.append("max_backoff_s must be >= initial_backoff_s")
+    if not 0 <= p.jitter_ratio < 1:
+        problems.append("jitter_ratio must be in [0, 1)")
+    for name in ("status_query_timeout_s", "ack_timeout_s"):
+        if not getattr(p, name) > 0:
+            problems.append(f"{name} must be > 0")
+    if p.ready_wait_s < 0:
+        problems.append("ready_wait_s must be >= 0")
+    return problems
+
+
+def base_delay_s(policy: RetryPolicy, failed_attempt: int) -> float:
+    """The delay before attempt ``failed_attempt + 1``, without jitter."""
+    if failed_attempt < 1:
+        raise ValueError("attempts are numbered from 1")
+    exponent = failed_attempt - 1
+    # cap the exponent: beyond it the product exceeds any sane max_backoff_s anyway
+    raw = policy.initial_backoff_s * policy.backoff_multiplier ** min(exponent, 64)
+    return min(policy.max_backoff_s, raw)
+
+
+def backoff_s(policy: RetryPolicy, failed_attempt: int, rng: random.Random) -> float:
+    """Jittered delay before attempt ``failed_attempt + 1`` (pure given ``rng``)."""
+    r = policy.jitter_ratio
+    return base_delay_s(policy, failed_attempt) * rng.uniform(1 - r, 1 + r)
+
+
+def backoff_bounds_s(policy: RetryPolicy, failed_attempt: int) -> tuple[float, float]:
+    """The interval every jittered delay falls in (for checks and tests)."""
+    base = base_delay_s(policy, failed_attempt)
+    return base * (1 - policy.jitter_ratio), base * (1 + policy.jitter_ratio)

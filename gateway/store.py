@@ -1,0 +1,273 @@
+"""Redis persistence of the gateway (layout in ``keys``; scripts in ``lua``).
+
+Every state change of an activation is one Lua script: compare-and-set on the
+activation's ``version`` (and on the vehicle lock holder and twin revision the
+decision was based on), write the new record, move its timer, take or free the
+vehicle lock, wake waiters, index the commands it sends, and XADD its events to the
+stream. So a transition and its events land together or not at all, exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway import lua
+from gateway.activation import Action, Activation, State
+from gateway.events import Emit, Step
+from gateway.keys import COMMAND_INDEX_TTL_MS, LOCK_MARGIN_MS, REPLY_TTL_S, Keys
+from gateway.twin import Twin
+from protocol.timeutil import format_ts
+
+
+def ms(epoch_s: float) -> int:
+    return math.floor(epoch_s * 1000)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    activation: Activation
+    version: str
+    lock_holder: str | None
+    twin: Twin | None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    created: bool
+    activation: Activation | None  # the stored one when it already existed
+    request_hash: str = ""
+    skipped: bool = False  # reconciliation guard: nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    activation_id: str  # "" for a live API query
+    type: str
+    sent_at: float
+
+
+def event_fields(event: Emit, now: float, origin: str) -> list[str]:
+    data = {**event.data, "origin": origin}
+    return [str(uuid.uuid4()), event.type, format_ts(now), dumps(data)]
+
+
+def commit_args(snap: Snapshot, step: Step, now: float) -> list[Any]:
+    """ARGV of ``lua.COMMIT`` (documented there, in this order)."""
+    act = step.activation
+    policy = act.policy
+    hold_ms = ms(2 * (policy.ack_timeout_s + policy.status_query_timeout_s)) + LOCK_MARGIN_MS
+    desired = ""
+    if act.state is State.SUCCEEDED:
+        desired = "set" if act.action is Action.ACTIVATE else "del"
+    cmds: list[Any] = []
+    for send in step.sends:
+        info = {"act": act.activation_id, "type": send.type.value, "sent_ms": ms(now)}
+        cmds += [send.command_id, dumps(info)]
+    events = [f for e in step.events for f in event_fields(e, now, act.origin)]
+    flag = {True: "1", False: "0"}
+    return [
+        act.activation_id,
+        snap.version,
+        snap.lock_holder or "",
+        str(snap.twin.rev) if snap.twin else "0",
+        dumps(act.to_record()),
+        act.state.value,
+        snap.activation.state.value,
+        "" if act.due_at is None else ms(act.due_at),
+        flag[act.holds_lock],
+        hold_ms,
+        flag[act.waiting],
+        flag[act.terminal],
+        f"{act.feature}|{act.activation_id}",
+        desired,
+        act.feature,
+        ms(now),
+        COMMAND_INDEX_TTL_MS,
+        len(step.sends),
+        *cmds,
+        len(step.events),
+        *events,
+    ]
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._load = client.register_script(lua.LOAD)
+        self._create = client.register_script(lua.CREATE)
+        self._commit = client.register_script(lua.COMMIT)
+        self._claim = client.register_script(lua.CLAIM)
+        self._release = client.register_script(lua.RELEASE)
+        self._twin = client.register_script(lua.TWIN)
+
+    # ------------------------------------------------------------ activations
+    async def load(self, activation_id: str) -> Snapshot | None:
+        raw = await self._load(keys=[self.keys.activation(activation_id)], args=[self.keys.prefix])
+        if not raw:
+            return None
+        doc, version, lock, twin_flat = raw
+        act = Activation.from_record(json.loads(doc))
+        twin_raw = dict(zip(twin_flat[::2], twin_flat[1::2], strict=True))
+        return Snapshot(act, str(version), lock or None, Twin.from_hash(act.vin, twin_raw))
+
+    async def get(self, activation_id: str) -> Activation | None:
+        doc = await self.redis.hget(self.keys.activation(activation_id), "doc")
+        return Activation.from_record(json.loads(doc)) if doc else None
+
+    async def create(
+        self,
+        act: Activation,
+        request_hash: str,
+        events: list[Emit],
+        now: float,
+        guard_feature: str = "",
+    ) -> Created:
+        k = self.keys
+        flat = [f for e in events for f in event_fields(e, now, act.origin)]
+        result = await self._create(
+            keys=[
+                k.activation(act.activation_id),
+                k.timers,
+                k.events,
+                k.states,
+                k.open(act.vin),
+                k.desired(act.vin),
+            ],
+            args=[
+                act.activation_id,
+                dumps(act.to_record()),
+                act.state.value,
+                ms(act.due_at or now),
+                request_hash,
+                act.vin,
+                f"{act.feature}|{act.activation_id}",
+                guard_feature,
+                ms(now),
+                len(events),
+                *flat,
+            ],
+        )
+        if result[0] == "exists":
+            stored = Activation.from_record(json.loads(result[2]))
+            return Created(False, stored, result[1])
+        return Created(result[0] == "created", None, request_hash, result[0] == "skip")
+
+    async def commit(self, snap: Snapshot, step: Step, now: float) -> bool:
+        """Apply ``step`` if nothing it was based on changed meanwhile; False otherwise."""
+        act, k = step.activation, self.keys
+        keys = [k.activation(act.activation_id), k.timers, k.leases, k.events, k.states]
+        keys += k.vehicle_keys(act.vin)
+        result = await self._commit(keys=keys, args=commit_args(snap, step, now))
+        return bool(result[0] == "ok")
+
+    # ------------------------------------------------------------ timers
+    async def claim(self, now: float, lease_s: float, limit: int) -> tuple[list[str], int]:
+        lease_until = ms(now + lease_s)
+        ids = await self._claim(
+            keys=[self.keys.timers, self.keys.leases], args=[ms(now), lease_until, limit]
+        )
+        return [str(i) for i in ids], lease_until
+
+    async def release(self, activation_id: str, lease_ms: int, retry_at: float | None) -> None:
+        await self._release(
+            keys=[self.keys.activation(activation_id), self.keys.timers, self.keys.leases],
+            args=[activation_id, lease_ms, "" if retry_at is None else ms(retry_at)],
+        )
+
+    async def next_due(self) -> float | None:
+        first = await self.redis.zrange(self.keys.timers, 0, 0, withscores=True)
+        return float(first[0][1]) / 1000 if first else None
+
+    # ------------------------------------------------------------ twins
+    async def update_twin(
+        self,
+        vin: str,
+        kind: str,
+        *,
+        vehicle_at: float,
+        recv_at: float,
+        state: dict[str, Any] | None = None,
+        presence: dict[str, Any] | None = None,
+        rtt_ms: float | None = None,
+    ) -> tuple[bool, bool]:
+        """Store what the vehicle said; wakes activations waiting on it. (changed, new state)"""
+        k = self.keys
+        online = bool(presence and presence.get("online"))
+        event_data = dumps({"vin": vin, "online": online, "at": format_ts(vehicle_at)})
+        changed, state_changed = await self._twin(
+            keys=[k.twin(vin), k.waiting(vin), k.timers, k.events],
+            args=[
+                kind,
+                dumps(state) if state else "",
+                state.get("seq", 0) if state else 0,
+                ms(vehicle_at),
+                ms(recv_at),
+                dumps(presence) if presence else "",
+                "1" if online else "0",
+                "" if rtt_ms is None else f"{rtt_ms:.3f}",
+                str(uuid.uuid4()),
+                format_ts(recv_at),
+                event_data,
+            ],
+        )
+        return bool(changed), bool(state_changed)
+
+    async def twin(self, vin: str) -> Twin | None:
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.twin(vin))  # type: ignore[assignment]
+        return Twin.from_hash(vin, raw)
+
+    async def divergence_inputs(self, vin: str) -> tuple[set[str], set[str]]:
+        """(features wanted active, features with a non-terminal activation)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.desired(vin))
+            pipe.smembers(self.keys.open(vin))
+            desired, open_members = await pipe.execute()
+        wanted = {f for f, v in desired.items() if v == "active"}
+        return wanted, {m.split("|", 1)[0] for m in open_members}
+
+    # ------------------------------------------------------------ commands and replies
+    async def command_info(self, vin: str, command_id: str) -> CommandInfo | None:
+        raw = await self.redis.hget(self.keys.commands(vin), command_id)
+        if not raw:
+            return None
+        info = json.loads(raw)
+        return CommandInfo(info["act"], info["type"], int(info["sent_ms"]) / 1000)
+
+    async def register_query(self, vin: str, command_id: str, ctype: str, now: float) -> None:
+        key = self.keys.commands(vin)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, command_id, dumps({"act": "", "type": ctype, "sent_ms": ms(now)}))
+            pipe.pexpire(key, COMMAND_INDEX_TTL_MS)
+            await pipe.execute()
+
+    async def push_reply(self, command_id: str, body: dict[str, Any]) -> None:
+        key = self.keys.reply(command_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, dumps(body))
+            pipe.expire(key, REPLY_TTL_S)
+            await pipe.execute()
+
+    async def wait_reply(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
+        popped = await self.redis.blpop([self.keys.reply(command_id)], timeout=timeout_s)
+        return json.loads(popped[1]) if popped else None
+
+    # ------------------------------------------------------------ gauges
+    async def gauges(self) -> tuple[dict[str, int], int, int]:
+        """(activations per state, scheduled timers, leased timers)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.states)
+            pipe.zcard(self.keys.timers)
+            pipe.zcard(self.keys.leases)
+            states, timers, leases = await pipe.execute()
+        return {k: int(v) for k, v in states.items()}, int(timers), int(leases)

@@ -1,0 +1,171 @@
+"""The HTTP API (SPEC §3): auth, validation, idempotency, cancel, twins, live queries,
+keys and metrics."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from launcher.stack import LocalStack
+from tests.conftest import SimFactory
+from tests.gateway.conftest import GatewayFactory
+from vehicle_sim.fleet import Mode
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+VIN = "CAATR1234SB000901"
+
+
+def body(**over: object) -> dict[str, object]:
+    return {"activation_id": str(uuid.uuid4()), "vin": VIN, "feature": "climate_plus",
+            "action": "activate", **over}  # fmt: skip
+
+
+async def test_token_required_except_health_and_metrics(make_gateway: GatewayFactory) -> None:
+    """401 without or with a wrong bearer token; /healthz /readyz /metrics stay open."""
+    async with make_gateway() as gw:
+        client = gw.client
+        for headers in ({"Authorization": ""}, {"Authorization": "Bearer nope"}):
+            client.headers.update(headers)
+            assert (await client.post("/v1/activations", json=body())).status_code == 401
+            assert (await client.get("/v1/activations/x")).status_code == 401
+            assert (await client.get("/v1/keys")).status_code == 401
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/metrics")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"vin": "CAATR1234SB00090I"}, "vin"),  # I is not in the VIN alphabet
+        ({"vin": "SHORT"}, "vin"),
+        ({"action": "enable"}, "action"),
+        ({"feature": "Climate Plus"}, "feature"),
+        ({"activation_id": ""}, "activation_id"),
+        ({"policy": {"jitter_ratio": 1.5}}, "jitter_ratio"),
+        ({"policy": {"max_attempts": 0}}, "max_attempts"),
+        ({"policy": {"retries": 3}}, "retries"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+async def test_bad_input_is_a_clear_422(
+    make_gateway: GatewayFactory, over: dict[str, object], field: str
+) -> None:
+    """Bad VIN, action, feature, id or policy → 422 naming the field; nothing stored."""
+    async with make_gateway() as gw:
+        response = await gw.client.post("/v1/activations", json=body(**over))
+        assert response.status_code == 422
+        assert field in response.text
+        assert await gw.events() == []
+
+
+async def test_inconsistent_policy_is_refused(make_gateway: GatewayFactory) -> None:
+    """A policy whose fields contradict each other (max < initial backoff) → 422."""
+    async with make_gateway() as gw:
+        policy = {"initial_backoff_s": 10, "max_backoff_s": 5}
+        response = await gw.client.post("/v1/activations", json=body(policy=policy))
+        assert response.status_code == 422
+        assert "max_backoff_s" in response.text
+
+
+async def test_post_is_idempotent_on_activation_id(make_gateway: GatewayFactory) -> None:
+    """Same body → 200 and the same resource; another body under the id → 409."""
+    async with make_gateway() as gw:
+        request = body(policy={"max_attempts": 2})
+        first = await gw.client.post("/v1/activations", json=request)
+        assert first.status_code == 202
+        again = await gw.client.post("/v1/activations", json=request)
+        assert again.status_code == 200
+        assert again.json()["activation_id"] == first.json()["activation_id"]
+        assert again.json()["created_at"] == first.json()["created_at"]
+        other = await gw.client.post("/v1/activations", json={**request, "feature": "x_y"})
+        assert other.status_code == 409
+        accepted = [e for e in await gw.events() if e["type"] == "activation.accepted"]
+        assert len(accepted) == 1
+        assert first.json()["policy"]["max_attempts"] == 2
+
+
+async def test_get_unknown_is_404(make_gateway: GatewayFactory) -> None:
+    """Unknown activation ids and unheard-of vehicles are 404."""
+    async with make_gateway() as gw:
+        assert (await gw.client.get("/v1/activations/nope")).status_code == 404
+        assert (await gw.client.post("/v1/activations/nope/cancel")).status_code == 404
+        assert (await gw.client.get(f"/v1/vehicles/{VIN}")).status_code == 404
+        assert (await gw.client.get("/v1/vehicles/bad")).status_code == 422
+
+
+async def test_cancel_then_cancel_again(make_gateway: GatewayFactory) -> None:
+    """Cancel of a waiting activation → CANCELLED + event; cancelling again → 409."""
+    async with make_gateway() as gw:  # no vehicle: it waits for readiness
+        created = await gw.activate(VIN, "climate_plus")
+        path = f"/v1/activations/{created['activation_id']}/cancel"
+        cancelled = await gw.client.post(path)
+        assert cancelled.status_code == 200
+        assert cancelled.json()["state"] == "CANCELLED"
+        assert (await gw.client.post(path)).status_code == 409
+        types = [e["type"] for e in await gw.events()]
+        assert types.count("activation.cancelled") == 1
+
+
+async def test_twin_and_live_queries(make_gateway: GatewayFactory, make_sim: SimFactory) -> None:
+    """GET twin shows state, presence and RTT; live status and diagnostics queries answer."""
+    async with make_sim(vehicles=1) as sim, make_gateway() as gw:
+        spec = sim.specs[0]
+        status = await gw.client.post(f"/v1/vehicles/{spec.vin}/status-query")
+        assert status.status_code == 200, status.text
+        assert status.json()["state"]["vin"] == spec.vin
+        diag = await gw.client.post(f"/v1/vehicles/{spec.vin}/diagnostics")
+        assert diag.status_code == 200
+        assert diag.json()["diagnostics"]["model"] == spec.model
+        twin = (await gw.client.get(f"/v1/vehicles/{spec.vin}")).json()
+        assert twin["online"] is True
+        assert twin["state"]["model"] == spec.model
+        assert twin["rtt"]["count"] >= 2
+        assert twin["last_seen"] is not None
+
+
+async def test_live_query_times_out_with_504(
+    make_gateway: GatewayFactory, make_sim: SimFactory
+) -> None:
+    """A vehicle that never answers → 504 after status_query_timeout_s."""
+    async with (
+        make_sim(vehicles=1, mix={Mode.TIMEOUT: 1}) as sim,
+        make_gateway(status_query_timeout_s=0.3) as gw,
+    ):
+        response = await gw.client.post(f"/v1/vehicles/{sim.specs[0].vin}/status-query")
+        assert response.status_code == 504
+
+
+async def test_keys_serves_the_public_pem(make_gateway: GatewayFactory, stack: LocalStack) -> None:
+    """GET /v1/keys returns the gateway's public key, the one vehicles verify with."""
+    async with make_gateway() as gw:
+        response = await gw.client.get("/v1/keys")
+        assert response.status_code == 200
+        assert response.text == stack.public_key_path.read_text()
+
+
+async def test_metrics_names_and_no_vin(make_gateway: GatewayFactory, make_sim: SimFactory) -> None:
+    """/metrics exposes the caas_gateway_* families after traffic and never a VIN."""
+    async with make_sim(vehicles=1) as sim, make_gateway() as gw:
+        spec = sim.specs[0]
+        created = await gw.activate(spec.vin, spec.installed_features[0])
+        await gw.wait_terminal(created["activation_id"])
+        text = (await gw.client.get("/metrics")).text
+        for name in (
+            "caas_gateway_attempts_total",
+            "caas_gateway_activations_total",
+            "caas_gateway_first_attempt_success_ratio",
+            "caas_gateway_attempts_to_success_bucket",
+            "caas_gateway_time_to_activation_seconds_bucket",
+            "caas_gateway_escalations_total",
+            "caas_gateway_in_flight",
+            "caas_gateway_scheduled_timers",
+            "caas_gateway_twin_age_seconds_bucket",
+            "caas_gateway_mqtt_reconnects_total",
+            "caas_gateway_command_rtt_seconds_bucket",
+        ):
+            assert name in text, name
+        assert 'caas_gateway_activation_states{state="SUCCEEDED"} 1.0' in text
+        assert "caas_gateway_first_attempt_success_ratio 1.0" in text
+        assert spec.vin not in text
