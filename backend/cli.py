@@ -1,0 +1,104 @@
+"""Command-line entry points: serve (default), migrate, seed, check-invariants, reconcile."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from backend import invariants
+from backend.config import BackendSettings
+from backend.db import make_engine, make_sessions, migrate
+from backend.seed import seed_demo
+from launcher.stack import use_dev_stack_defaults
+from protocol.timeutil import SystemClock
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m backend",
+        description="CaaS business backend: HTTP API + outbox relay + event consumer "
+        "(configured by CAAS_* environment variables, SPEC §6).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    p.add_argument("--log-level", default="info", help="debug | info | warning")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the API and the background loops (the default)")
+    sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    seed = sub.add_parser("seed", help="create demo customers owning simulator VINs")
+    seed.add_argument("--seed", type=int, default=1, help="simulator fleet seed")
+    seed.add_argument("--vehicles", type=int, default=10, help="fleet size")
+    seed.add_argument("--per-customer", type=int, default=2, help="vehicles per customer")
+    sub.add_parser("check-invariants", help="check the money rules; exit 1 on a violation")
+    return p
+
+
+async def _migrate(settings: BackendSettings) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    await migrate(engine)
+    await engine.dispose()
+    print("migrated")
+    return 0
+
+
+async def _seed(settings: BackendSettings, args: argparse.Namespace) -> int:
+    from backend import catalog
+
+    engine = make_engine(settings.resolved_database_url())
+    await migrate(engine)
+    async with make_sessions(engine).begin() as session:
+        await catalog.seed_catalog(session)
+        customers, ops = await seed_demo(
+            session, args.seed, args.vehicles, args.per_customer, SystemClock().now()
+        )
+    await engine.dispose()
+    out = {"ops_token": ops, "customers": [c.__dict__ for c in customers]}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+async def _check(settings: BackendSettings) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    async with make_sessions(engine)() as session:
+        found = await invariants.check(session, SystemClock().now())
+    await engine.dispose()
+    for v in found:
+        print(f"VIOLATION {v.rule} {v.subject}: {v.detail}")
+    print(f"{len(found)} violation(s)")
+    return 1 if found else 0
+
+
+def _serve(settings: BackendSettings, host: str, port: int, level: str) -> int:
+    import uvicorn
+
+    from backend.api import create_app
+    from backend.service import Backend
+
+    app = create_app(Backend(settings))
+    uvicorn.run(app, host=host, port=port, log_level=level)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
+    settings = BackendSettings()
+    match args.command:
+        case "migrate":
+            return asyncio.run(_migrate(settings))
+        case "seed":
+            return asyncio.run(_seed(settings, args))
+        case "check-invariants":
+            return asyncio.run(_check(settings))
+        case _:
+            return _serve(settings, args.host, args.port, args.log_level.lower())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Backend settings from the environment (SPEC §6). One class, read once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_PATH = Path("run/dev/backend.sqlite3")
+
+
+class BackendSettings(BaseSettings):
+    """``CAAS_*`` variables (SPEC §6) and ``CAAS_BACKEND_*`` internals."""
+
+    model_config = SettingsConfigDict(env_prefix="CAAS_", extra="ignore")
+
+    database_url: str | None = None
+    gateway_url: str = "http://127.0.0.1:8081"
+    gateway_token: SecretStr | None = None
+    redis_url: str | None = None
+    events_stream: str = "caas:events"
+
+    # internals (not in SPEC)
+    backend_consumer_group: str = "backend"
+    backend_consumer_name: str = "backend-1"
+    backend_public_url: str = "http://127.0.0.1:8080"
+    backend_webhook_secret: SecretStr = SecretStr("dev-webhook-secret")
+    backend_poll_s: float = Field(default=0.5, gt=0)
+    backend_outbox_initial_backoff_s: float = Field(default=1.0, gt=0)
+    backend_outbox_max_backoff_s: float = Field(default=60.0, gt=0)
+    # how long an activation may take before the purchase must be terminal; covers the
+    # gateway's default policy (5 attempts, backoff up to 3600 s, ready_wait 300 s)
+    backend_activation_deadline_s: float = Field(default=6 * 3600.0, gt=0)
+    backend_settlement_grace_s: float = Field(default=3600.0, gt=0)
+    backend_workshop_url: str = "https://workshops.caas.example/book"
+    backend_smtp_url: str | None = None  # smtp://host:port; unset: e-mails go to the log
+    backend_mail_from: str = "no-reply@caas.example"
+    backend_maintenance_overdue_vins: str = ""  # simulator: comma-separated VINs overdue
+    backend_payment_decline_rate: float = Field(default=0.0, ge=0, le=1)
+    backend_payment_settle_fail_rate: float = Field(default=0.0, ge=0, le=1)
+    backend_payment_settle_delay_s: float = Field(default=1.0, ge=0)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        DEFAULT_DB_PATH.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{DEFAULT_DB_PATH}"
+
+    def resolved_redis_url(self) -> str | None:
+        return self.redis_url
+
+    def resolved_gateway_token(self) -> str:
+        return self.gateway_token.get_secret_value() if self.gateway_token else ""

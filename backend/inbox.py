@@ -1,0 +1,135 @@
+"""The inbox: one row per consumed event id, written in the transaction that applies
+the event. A duplicate finds the row and does nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend import saga
+from backend.models import InboxEvent, Payment, Purchase
+from backend.records import open_ticket, timeline
+
+ACTIVATION_TYPES = {
+    "activation.accepted",
+    "activation.attempt_failed",
+    "activation.succeeded",
+    "activation.failed",
+    "activation.cancelled",
+}
+
+
+async def seen(session: AsyncSession, event_id: str) -> bool:
+    return await session.get(InboxEvent, event_id) is not None
+
+
+def remember(
+    session: AsyncSession, event_id: str, source: str, type_: str, outcome: str, now: float
+) -> None:
+    session.add(
+        InboxEvent(
+            event_id=event_id[:128],
+            source=source,
+            type=type_[:64],
+            outcome=outcome,
+            received_at=now,
+        )
+    )
+
+
+def activation_state_after(type_: str, data: dict[str, Any]) -> str:
+    """The gateway Activation state (SPEC §3) an event tells us about."""
+    if type_ == "activation.attempt_failed":
+        # FAILED_RETRY: a retry is scheduled; FAILED_ESCALATE: the final queries run
+        return "RETRY_SCHEDULED" if data.get("result") == "FAILED_RETRY" else "IN_PROGRESS"
+    return {
+        "activation.accepted": "QUEUED",
+        "activation.succeeded": "SUCCEEDED",
+        "activation.failed": "FAILED",
+        "activation.cancelled": "CANCELLED",
+    }.get(type_, "IN_PROGRESS")
+
+
+async def apply_gateway_event(
+    session: AsyncSession, type_: str, data: dict[str, Any], now: float
+) -> str:
+    """Apply one ``caas:events`` entry; returns applied | stale | ignored."""
+    if type_ not in ACTIVATION_TYPES or data.get("action", "activate") != "activate":
+        return "ignored"
+    purchase = await session.scalar(
+        select(Purchase).where(Purchase.activation_id == str(data.get("activation_id")))
+    )
+    if purchase is None:
+        return "ignored"
+    purchase.activation_state = activation_state_after(type_, data)
+    match type_:
+        case "activation.succeeded":
+            return await saga.activation_succeeded(session, purchase, now)
+        case "activation.failed":
+            diagnostics = data.get("diagnostics")
+            return await saga.activation_failed(
+                session,
+                purchase,
+                now,
+                data.get("failure_category"),
+                diagnostics if isinstance(diagnostics, dict) else None,
+            )
+        case "activation.cancelled":
+            return await saga.activation_cancelled(session, purchase, now)
+        case _:
+            timeline(
+                session,
+                purchase.customer_id,
+                purchase.id,
+                now,
+                type_,
+                attempts=data.get("attempts"),
+            )
+            return "applied"
+
+
+SETTLEMENT_OF = {
+    "capture.pending": "PENDING",
+    "capture.settled": "SETTLED",
+    "capture.settlement_failed": "FAILED",
+}
+
+
+async def apply_provider_event(session: AsyncSession, body: dict[str, Any], now: float) -> str:
+    """A settlement webhook: newer ``seq`` wins, so a late "pending" never undoes "settled"."""
+    state = SETTLEMENT_OF.get(str(body.get("type")))
+    payment = await session.get(Payment, str(body.get("reference")))
+    if state is None or payment is None:
+        return "ignored"
+    seq = body.get("seq")
+    if not isinstance(seq, int) or seq <= payment.settlement_seq:
+        return "stale"
+    payment.settlement, payment.settlement_seq, payment.updated_at = state, seq, now
+    purchase = await session.get(Purchase, payment.purchase_id)
+    assert purchase is not None
+    timeline(session, purchase.customer_id, purchase.id, now, f"settlement.{state.lower()}")
+    if state == "FAILED":
+        await open_ticket(
+            session,
+            purchase,
+            "settlement_failed",
+            None,
+            now,
+            authorization_ref=payment.authorization_ref,
+        )
+        payment.reconciled = True
+    return "applied"
+
+
+def parse_entry(fields: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    """(event_id, type, data) of a stream entry; ValueError when it is not one."""
+    event_id, type_ = fields.get("event_id"), fields.get("type")
+    if not event_id or not type_:
+        raise ValueError("entry without event_id or type")
+    data = json.loads(fields.get("data") or "{}")
+    if not isinstance(data, dict):
+        raise ValueError("data is not an object")
+    return event_id, type_, data

@@ -1,0 +1,176 @@
+"""Money operations as durable intents.
+
+``request()`` writes a REQUESTED ``MoneyOp`` (its provider idempotency key fixed at
+creation) inside the caller's transaction. ``MoneyExecutor`` later calls the provider
+with that key and records the answer in a second transaction, guarded by
+``state = REQUESTED``. A crash between the two replays the same key on restart, and a
+provider that is idempotent per key answers with the first result: exactly one capture.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db import Sessions
+from backend.errors import ProviderError, ProviderTimeout
+from backend.logs import log
+from backend.models import MoneyOp, Payment
+from backend.payments import PaymentProvider, ProviderResult
+from backend.retry import backoff_s
+from backend.states import OpKind, OpState, PaymentState
+from protocol.timeutil import Clock
+
+# called inside the recording transaction with the op, its payment and the answer
+Applier = Callable[[AsyncSession, MoneyOp, Payment, ProviderResult], Awaitable[None]]
+
+
+async def request(
+    session: AsyncSession,
+    payment: Payment,
+    kind: OpKind,
+    amount_cents: int,
+    target_state: PaymentState | None,
+    now: float,
+) -> MoneyOp:
+    """The intent for ``kind`` on this payment (at most one per kind: unique in SQL)."""
+    existing = await session.scalar(
+        select(MoneyOp).where(MoneyOp.payment_id == payment.id, MoneyOp.kind == kind.value)
+    )
+    if existing is not None:
+        return existing
+    op = MoneyOp(
+        id=str(uuid.uuid4()),
+        payment_id=payment.id,
+        kind=kind.value,
+        idempotency_key=f"{kind.value}:{payment.id}",
+        amount_cents=amount_cents,
+        target_state=target_state.value if target_state else None,
+        state=OpState.REQUESTED.value,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(op)
+    await session.flush()
+    log("money.requested", op=kind.value, payment_id=payment.id, amount_cents=amount_cents)
+    return op
+
+
+class MoneyExecutor:
+    def __init__(
+        self, sessions: Sessions, provider: PaymentProvider, clock: Clock, on_result: Applier
+    ) -> None:
+        self.sessions = sessions
+        self.provider = provider
+        self.clock = clock
+        self.on_result = on_result
+
+    async def run_pending(self, limit: int = 200) -> int:
+        """Execute the due REQUESTED intents (oldest first); returns how many finished."""
+        async with self.sessions() as session:
+            ids = (
+                await session.scalars(
+                    select(MoneyOp.id)
+                    .where(
+                        MoneyOp.state == OpState.REQUESTED.value,
+                        MoneyOp.next_attempt_at <= self.clock.now(),
+                    )
+                    .order_by(MoneyOp.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        done = 0
+        for op_id in ids:
+            done += await self.execute(op_id)
+        return done
+
+    async def execute(self, op_id: str) -> bool:
+        async with self.sessions() as session:
+            op = await session.get(MoneyOp, op_id)
+            payment = await session.get(Payment, op.payment_id) if op else None
+        if op is None or payment is None or op.state != OpState.REQUESTED.value:
+            return False
+        try:
+            result = await self._call(op, payment)
+        except ProviderTimeout:
+            await self._retry_later(op)
+            return False
+        except ProviderError as exc:
+            result = ProviderResult("", False, exc.reason)
+        return await self._record(op_id, result)
+
+    async def _call(self, op: MoneyOp, payment: Payment) -> ProviderResult:
+        key, ref = op.idempotency_key, payment.authorization_ref or ""
+        match OpKind(op.kind):
+            case OpKind.AUTHORIZE:
+                return await self.provider.authorize(
+                    idempotency_key=key,
+                    reference=payment.id,
+                    amount_cents=op.amount_cents,
+                    currency=payment.currency,
+                )
+            case OpKind.CAPTURE:
+                return await self.provider.capture(
+                    idempotency_key=key, authorization_ref=ref, amount_cents=op.amount_cents
+                )
+            case OpKind.CANCEL:
+                return await self.provider.cancel(idempotency_key=key, authorization_ref=ref)
+            case OpKind.REFUND:
+                return await self.provider.refund(
+                    idempotency_key=key, authorization_ref=ref, amount_cents=op.amount_cents
+                )
+
+    async def _retry_later(self, op: MoneyOp) -> None:
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(MoneyOp)
+                .where(MoneyOp.id == op.id, MoneyOp.state == OpState.REQUESTED.value)
+                .values(
+                    attempts=op.attempts + 1,
+                    next_attempt_at=now + backoff_s(op.attempts + 1, 0.2, 30.0),
+                )
+            )
+            if op.kind == OpKind.AUTHORIZE.value:  # outcome unknown: the payment is PENDING
+                await session.execute(
+                    update(Payment)
+                    .where(
+                        Payment.id == op.payment_id, Payment.state == PaymentState.INITIATED.value
+                    )
+                    .values(state=PaymentState.PENDING.value, updated_at=now)
+                )
+        log("money.timeout", op=op.kind, payment_id=op.payment_id, attempt=op.attempts + 1)
+
+    async def _record(self, op_id: str, result: ProviderResult) -> bool:
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            state = OpState.SUCCEEDED if result.approved else OpState.FAILED
+            claimed = await session.execute(
+                update(MoneyOp)
+                .where(MoneyOp.id == op_id, MoneyOp.state == OpState.REQUESTED.value)
+                .values(
+                    state=state.value,
+                    provider_ref=result.ref or None,
+                    error=result.reason,
+                    completed_at=now,
+                )
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return False  # another executor recorded it first
+            op = await session.get(MoneyOp, op_id)
+            payment = await session.get(Payment, op.payment_id) if op else None
+            assert op is not None
+            assert payment is not None
+            await self.on_result(session, op, payment, result)
+        log(
+            "money.recorded",
+            op=op.kind,
+            payment_id=op.payment_id,
+            state=state.value,
+            reason=result.reason,
+        )
+        return True

@@ -1,0 +1,187 @@
+"""Notifications: the handbook's templates, channels chosen by rule, a durable log.
+
+``queue()`` writes one QUEUED row per channel in the caller's transaction (so a
+notification is never lost and never sent for a state that rolled back);
+``Dispatcher.dispatch_pending()`` sends them afterwards and records the outcome.
+Rules: e-mail always; app push when the customer has the app; SMS when critical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Protocol
+from urllib.parse import urlparse
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db import Sessions
+from backend.logs import log
+from backend.models import Customer, Notification
+from protocol.timeutil import Clock
+
+TEMPLATES: dict[str, tuple[str, str]] = {
+    "activation_failed_initial": (
+        "We could not activate {service}",
+        "We could not activate {service} on your vehicle {vin}. You will NOT be charged: "
+        "the amount held on your card is released. Our technical team is on it.",
+    ),
+    "ticket_created": (
+        "Support ticket {ticket} opened",
+        "We opened support ticket {ticket} for {service} on {vin}. Quote it in any "
+        "contact with us; we will keep you informed.",
+    ),
+    "manual_resolution_success": (
+        "{service} is now active",
+        "Our technicians activated {service} on {vin} (ticket {ticket}). As promised, "
+        "you will not be charged for it.",
+    ),
+    "permanent_failure": (
+        "{service} cannot be activated",
+        "We could not activate {service} on {vin} (ticket {ticket}). Any amount taken "
+        "has been refunded in full. As an apology: {offer}.",
+    ),
+    "activation_success": (
+        "{service} is active",
+        "{service} is now active on your vehicle {vin}. {price}",
+    ),
+    "maintenance_required": (
+        "Complete your maintenance to buy {service}",
+        "Your vehicle {vin} is overdue for maintenance, so {service} cannot be bought now. "
+        "Your active services are untouched. Book a workshop: {workshop}",
+    ),
+    "payment_declined": (
+        "Payment declined for {service}",
+        "Your payment for {service} on {vin} was declined; nothing was charged.",
+    ),
+}
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, address: str, subject: str, body: str) -> None: ...
+
+
+class LogChannel:
+    """Writes the message to the log (push and SMS in development, e-mail without SMTP)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def send(self, address: str, subject: str, body: str) -> None:
+        log("notify.sent", channel=self.name, subject=subject)
+
+
+class SmtpChannel:
+    """E-mail through any SMTP server (``smtp://host:port``), stdlib smtplib in a thread."""
+
+    name = "email"
+
+    def __init__(self, url: str, sender: str, timeout_s: float = 10.0) -> None:
+        parsed = urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 25
+        self.user, self.password = parsed.username, parsed.password
+        self.sender = sender
+        self.timeout_s = timeout_s
+
+    async def send(self, address: str, subject: str, body: str) -> None:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = self.sender, address, subject
+        msg.set_content(body)
+        await asyncio.to_thread(self._send, msg)
+
+    def _send(self, msg: EmailMessage) -> None:
+        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
+            if self.user and self.password:
+                smtp.login(self.user, self.password)
+            smtp.send_message(msg)
+
+
+@dataclass(frozen=True)
+class Message:
+    template: str
+    subject: str
+    body: str
+
+
+def render(template: str, **ctx: object) -> Message:
+    subject, body = TEMPLATES[template]
+    values = {k: str(v) for k, v in ctx.items()}
+    return Message(template, subject.format_map(values), body.format_map(values))
+
+
+def channels_for(customer: Customer, critical: bool) -> list[tuple[str, str]]:
+    out = [("email", customer.email)]
+    if customer.has_app:
+        out.append(("push", f"app:{customer.id}"))
+    if critical and customer.phone:
+        out.append(("sms", customer.phone))
+    return out
+
+
+async def queue(
+    session: AsyncSession,
+    customer: Customer,
+    msg: Message,
+    now: float,
+    purchase_id: str | None = None,
+    critical: bool = False,
+) -> None:
+    for channel, address in channels_for(customer, critical):
+        session.add(
+            Notification(
+                id=str(uuid.uuid4()),
+                customer_id=customer.id,
+                purchase_id=purchase_id,
+                template=msg.template,
+                channel=channel,
+                address=address,
+                subject=msg.subject,
+                body=msg.body,
+                critical=critical,
+                status="QUEUED",
+                created_at=now,
+            )
+        )
+
+
+class Dispatcher:
+    def __init__(self, sessions: Sessions, channels: dict[str, Channel], clock: Clock) -> None:
+        self.sessions = sessions
+        self.channels = channels
+        self.clock = clock
+
+    async def dispatch_pending(self, limit: int = 200) -> int:
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Notification)
+                    .where(Notification.status == "QUEUED")
+                    .order_by(Notification.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        for row in rows:
+            await self._send(row)
+        return len(rows)
+
+    async def _send(self, row: Notification) -> None:
+        channel = self.channels.get(row.channel)
+        status, error = "SENT", None
+        try:
+            if channel is None:
+                raise LookupError(f"no {row.channel} channel configured")
+            await channel.send(row.address, row.subject, row.body)
+        except Exception as exc:  # any channel failure is recorded, never raised
+            status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:500]
+            log("notify.failed", channel=row.channel, notification_id=row.id, error=error)
+        async with self.sessions.begin() as session:
+            stored = await session.get(Notification, row.id)
+            if stored is not None and stored.status == "QUEUED":
+                stored.status, stored.error, stored.sent_at = status, error, self.clock.now()

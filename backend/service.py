@@ -1,0 +1,199 @@
+"""The backend process: wiring, the background loops, and one-shot steps for tests.
+
+``Backend.running()`` owns a ``TaskGroup`` with named tasks: ``backend.worker`` (money
+intents, outbox relay, notifications, deadline watchdog, reconciliation),
+``backend.consumer`` (``caas:events``) and ``backend.paysim`` (simulated webhooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.exc import IntegrityError
+
+from backend import catalog, inbox, saga
+from backend.config import BackendSettings
+from backend.consumer import EventConsumer
+from backend.db import make_engine, make_sessions, migrate
+from backend.errors import InvalidRequest
+from backend.gateway_client import GatewayClient, HttpGatewayClient
+from backend.logs import log
+from backend.maintenance import MaintenanceClient, SimulatedMaintenance
+from backend.models import MoneyOp, Payment
+from backend.money import MoneyExecutor
+from backend.notify import Channel, Dispatcher, LogChannel, SmtpChannel
+from backend.outbox import OutboxRelay
+from backend.payments import PaymentProvider, ProviderResult, verify
+from backend.paysim import SimConfig, SimulatedProvider
+from backend.purchases import PurchaseService
+from backend.reconcile import Reconciler, Watchdog
+from protocol.timeutil import Clock, SystemClock
+
+
+def default_channels(settings: BackendSettings) -> dict[str, Channel]:
+    email: Channel = (
+        SmtpChannel(settings.backend_smtp_url, settings.backend_mail_from)
+        if settings.backend_smtp_url
+        else LogChannel("email")
+    )
+    return {"email": email, "push": LogChannel("push"), "sms": LogChannel("sms")}
+
+
+class Backend:
+    def __init__(
+        self,
+        settings: BackendSettings,
+        *,
+        clock: Clock | None = None,
+        provider: PaymentProvider | None = None,
+        maintenance: MaintenanceClient | None = None,
+        gateway: GatewayClient | None = None,
+        channels: dict[str, Channel] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.webhook_secret = settings.backend_webhook_secret.get_secret_value()
+        self.engine = make_engine(settings.resolved_database_url())
+        self.sessions = make_sessions(self.engine)
+        self.provider = provider or self._simulated_provider()
+        self.maintenance = maintenance or SimulatedMaintenance(
+            settings.backend_workshop_url,
+            {v.strip() for v in settings.backend_maintenance_overdue_vins.split(",") if v.strip()},
+        )
+        self.gateway = gateway or HttpGatewayClient.connect(
+            settings.gateway_url, settings.resolved_gateway_token()
+        )
+        self.executor = MoneyExecutor(self.sessions, self.provider, self.clock, self._on_money)
+        self.dispatcher = Dispatcher(
+            self.sessions, channels or default_channels(settings), self.clock
+        )
+        self.relay = OutboxRelay(
+            self.sessions,
+            self.gateway,
+            self.clock,
+            settings.backend_outbox_initial_backoff_s,
+            settings.backend_outbox_max_backoff_s,
+        )
+        self.watchdog = Watchdog(self.sessions, self.gateway, self.clock)
+        self.reconciler = Reconciler(
+            self.sessions, self.provider, self.clock, settings.backend_settlement_grace_s
+        )
+        self.purchases = PurchaseService(
+            self.sessions,
+            self.maintenance,
+            self.executor,
+            self.clock,
+            settings.backend_activation_deadline_s,
+        )
+        self.redis: aioredis.Redis | None = None
+        self.consumer: EventConsumer | None = None
+
+    def _simulated_provider(self) -> SimulatedProvider:
+        s = self.settings
+        config = SimConfig(
+            decline_rate=s.backend_payment_decline_rate,
+            settle_fail_rate=s.backend_payment_settle_fail_rate,
+            settle_delay_s=s.backend_payment_settle_delay_s,
+        )
+        return SimulatedProvider(config, self.webhook_secret, self.clock, self.receive_webhook)
+
+    async def _on_money(
+        self, session: Any, op: MoneyOp, payment: Payment, result: ProviderResult
+    ) -> None:
+        await saga.apply_money_result(session, op, payment, result, self.clock.now())
+
+    async def start(self) -> None:
+        """Migrate, seed the catalog, connect to Redis (when configured)."""
+        await migrate(self.engine)
+        async with self.sessions.begin() as session:
+            await catalog.seed_catalog(session)
+        redis_url = self.settings.resolved_redis_url()
+        if redis_url and self.redis is None:
+            s = self.settings
+            self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+            self.consumer = EventConsumer(
+                self.redis,
+                s.events_stream,
+                s.backend_consumer_group,
+                s.backend_consumer_name,
+                self.sessions,
+                self.clock,
+                self.settle,
+            )
+            await self.consumer.ensure_group()
+        log("backend.started", redis=bool(redis_url))
+
+    async def settle(self) -> None:
+        """Run the money intents and send the queued notifications (after a commit)."""
+        await self.executor.run_pending()
+        await self.dispatcher.dispatch_pending()
+
+    async def work_once(self) -> None:
+        """One pass of every periodic job (tests drive the backend with this)."""
+        await self.settle()
+        await self.relay.run_once()
+        await self.watchdog.run_once()
+        await self.reconciler.run_once()
+        await self.settle()
+
+    async def receive_webhook(self, body: bytes, headers: dict[str, str]) -> str:
+        """Verify, then apply a provider webhook exactly once (inbox on ``event_id``)."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        verify(self.webhook_secret, lowered.get("caas-signature"), body, self.clock.now())
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise InvalidRequest("bad_webhook", "body is not JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("event_id"), str):
+            raise InvalidRequest("bad_webhook", "event_id missing")
+        now = self.clock.now()
+        try:
+            async with self.sessions.begin() as session:
+                if await inbox.seen(session, payload["event_id"]):
+                    return "duplicate"
+                outcome = await inbox.apply_provider_event(session, payload, now)
+                inbox.remember(
+                    session, payload["event_id"], "provider", str(payload.get("type")), outcome, now
+                )
+        except IntegrityError:
+            return "duplicate"
+        log("webhook.received", type=payload.get("type"), outcome=outcome)
+        return outcome
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Backend]:
+        await self.start()
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._loop(self.work_once), name="backend.worker")]
+            if self.consumer is not None:
+                tasks.append(tg.create_task(self.consumer.run(), name="backend.consumer"))
+            if isinstance(self.provider, SimulatedProvider):
+                tasks.append(tg.create_task(self.provider.run(), name="backend.paysim"))
+            try:
+                yield self
+            finally:
+                for task in tasks:
+                    task.cancel()
+        await self.close()
+
+    async def _loop(self, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await step()
+            except Exception as exc:  # a failed pass is logged; the next pass retries
+                log("backend.worker_error", error=f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(self.settings.backend_poll_s)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            with suppress(Exception):
+                await self.redis.aclose()
+            self.redis = None
+        if isinstance(self.gateway, HttpGatewayClient):
+            await self.gateway.aclose()
+        await self.engine.dispose()
