@@ -73,15 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="broker + Redis + a simulated fleet under traffic",
+        help="the whole platform end to end: fleet, gateway, backend, purchases, summary",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--run-dir", type=Path, default=Path("run/demo"))
-    demo.add_argument("--vehicles", type=int, default=1000)
+    demo.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("run/demo"),
+        help="logs, database and broker data (wiped at start)",
+    )
+    demo.add_argument("--vehicles", type=int, default=1000, help="fleet size = purchases")
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--rate", type=float, default=200.0, help="commands per second")
-    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--concurrency", type=int, default=50, help="purchase requests at a time")
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="stop following activations after this many seconds",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the services up afterwards and print their URLs",
+    )
     demo.add_argument("--no-live", action="store_true", help="plain progress lines")
+    demo.add_argument("--gateway-port", type=int, default=0, help="0: a free port")
+    demo.add_argument("--backend-port", type=int, default=0, help="0: a free port")
     return parser
 
 
@@ -171,7 +188,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {count} vehicle identities to {args.out}")
             return 0
         opts = DemoOptions(
-            args.run_dir, args.vehicles, args.seed, args.duration, args.rate, live=not args.no_live
+            run_dir=args.run_dir,
+            vehicles=args.vehicles,
+            seed=args.seed,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            keep_running=args.keep_running,
+            live=not args.no_live,
+            gateway_port=args.gateway_port,
+            backend_port=args.backend_port,
         )
         try:
             return asyncio.run(run_demo(opts))

@@ -1,31 +1,42 @@
-"""The main job for now (issue 2): broker + Redis + a simulated fleet, with traffic.
+"""The platform's main job, end to end, on one machine (README: `bash scripts/demo.sh`).
 
-Starts the local stack, a mixed fleet, and a gateway-like probe that keeps sending
-signed status and activate commands so the live summary shows the fleet answering.
-Later issues replace the probe with the real gateway and backend.
+Starts mosquitto and Redis (the launcher), a simulated fleet, the gateway and the
+backend as their own processes, has every demo customer buy a feature for each of their
+vehicles through the backend's public API, shows live progress, and ends with a summary
+and the money check. Exit code 0 only if no customer was charged for a failed activation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import time
+import json
+import os
+import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.probe import FleetProbe
-from launcher.stack import LocalStack, StackOptions
-from protocol.models import CommandType
-from protocol.signing import Signer, load_private_key
-from protocol.topics import Topics
-from vehicle_sim.app import RunConfig, Simulator
-from vehicle_sim.behaviour import Behaviour
-from vehicle_sim.fleet import ALL_FEATURES, parse_mix
+import httpx
 
-DEMO_MIX = (
-    "online=0.6,busy=0.1,driving=0.1,offline=0.05,nack=0.03,timeout=0.04,conflict=0.03,flaky=0.05"
-)
+from launcher import demo_report
+from launcher.demo_traffic import Customer, follow, place_purchases
+from launcher.procs import free_port
+from launcher.services import PythonService, run_python
+from launcher.stack import LocalStack, StackOptions
+
+FLEET_SCENARIO = Path(__file__).with_name("demo_fleet.yaml")
+# The handbook's retry policy, compressed from minutes to seconds (CAAS_RETRY_* set in
+# the environment override it).
+DEMO_RETRY = {
+    "CAAS_RETRY_MAX_ATTEMPTS": "4",
+    "CAAS_RETRY_INITIAL_BACKOFF_S": "1",
+    "CAAS_RETRY_BACKOFF_MULTIPLIER": "2",
+    "CAAS_RETRY_MAX_BACKOFF_S": "8",
+    "CAAS_RETRY_STATUS_QUERY_TIMEOUT_S": "2",
+    "CAAS_RETRY_ACK_TIMEOUT_S": "3",
+    "CAAS_RETRY_READY_WAIT_S": "8",
+}
 
 
 @dataclass
@@ -33,72 +44,155 @@ class DemoOptions:
     run_dir: Path
     vehicles: int = 1000
     seed: int = 7
-    duration_s: float | None = None
-    rate_per_s: float = 200.0
+    concurrency: int = 50
+    timeout_s: float = 600.0
+    keep_running: bool = False
     live: bool = True
+    gateway_port: int = 0
+    backend_port: int = 0
 
 
-async def drive_traffic(probe: FleetProbe, vins: list[str], rate_per_s: float) -> None:
-    """Round-robin status and activate commands over the fleet at ``rate_per_s``."""
-    features = itertools.cycle(ALL_FEATURES)
-    interval = 1.0 / rate_per_s
-    next_at = time.monotonic()
-    for n, vin in enumerate(itertools.cycle(vins)):
-        if n % 4 == 0:
-            feature = next(features)
-            cmd = probe.command(
-                vin, CommandType.ACTIVATE, feature=feature, activation_id=f"demo-{n}"
+@dataclass
+class Platform:
+    env: dict[str, str]
+    gateway_url: str
+    backend_url: str
+    services: list[PythonService]
+
+
+def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
+    run = stack.run_dir
+    gw_port, be_port = opts.gateway_port or free_port(), opts.backend_port or free_port()
+    env = {
+        **stack.env(),
+        **DEMO_RETRY,
+        **{k: v for k, v in os.environ.items() if k.startswith("CAAS_RETRY_")},  # yours win
+        "CAAS_GATEWAY_URL": f"http://127.0.0.1:{gw_port}",
+        "CAAS_DATABASE_URL": f"sqlite+aiosqlite:///{run / 'backend.sqlite3'}",
+        "CAAS_BACKEND_ACTIVATION_DEADLINE_S": "300",
+    }
+    sim_port = free_port()
+    sim_args = [
+        "vehicle_sim",
+        "run",
+        "--vehicles",
+        str(opts.vehicles),
+        "--seed",
+        str(opts.seed),
+        "--scenario",
+        str(FLEET_SCENARIO),
+        "--broker",
+        env["CAAS_FLEET_MQTT_URL"],
+        "--manifest",
+        str(run / "manifest.json"),
+        "--no-live",
+        "--control-port",
+        str(sim_port),
+    ]
+    services = [
+        PythonService(
+            "vehicle_sim",
+            sim_args,
+            env,
+            run / "vehicle_sim.log",
+            f"http://127.0.0.1:{sim_port}/healthz",
+        ),
+        PythonService(
+            "gateway",
+            ["gateway", "--port", str(gw_port), "--log-level", "warning"],
+            env,
+            run / "gateway.log",
+            f"http://127.0.0.1:{gw_port}/readyz",
+        ),
+        PythonService(
+            "backend",
+            ["backend", "--port", str(be_port), "--log-level", "warning"],
+            env,
+            run / "backend.log",
+            f"http://127.0.0.1:{be_port}/healthz",
+        ),
+    ]
+    platform = Platform(env, f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{be_port}", [])
+    for service in services:
+        print(f"demo: starting {service.name}", flush=True)
+        service.start()
+        platform.services.append(service)
+    return platform
+
+
+def seed_customers(platform: Platform, opts: DemoOptions) -> tuple[list[Customer], str]:
+    out = run_python(
+        [
+            "backend",
+            "seed",
+            "--vehicles",
+            str(opts.vehicles),
+            "--seed",
+            str(opts.seed),
+            "--per-customer",
+            "2",
+        ],
+        platform.env,
+    )
+    seeded = json.loads(out)
+    customers = [Customer(c["token"], c["vehicles"]) for c in seeded["customers"]]
+    return customers, seeded["ops_token"]
+
+
+async def drive(
+    platform: Platform, opts: DemoOptions, customers: list[Customer], ops_token: str
+) -> int:
+    vehicles = sum(len(c.vehicles) for c in customers)
+    print(
+        f"demo: {len(customers)} customers buy a feature for each of their {vehicles} "
+        f"vehicles ({opts.concurrency} requests at a time)",
+        flush=True,
+    )
+    placed = await place_purchases(platform.backend_url, customers, opts.concurrency, opts.seed)
+    print(f"demo: purchase answers {dict(placed.answers)}; following the activations", flush=True)
+    await follow(platform.backend_url, ops_token, platform.gateway_url, opts.timeout_s, opts.live)
+    async with httpx.AsyncClient(base_url=platform.backend_url, timeout=10) as http:
+        summary = (
+            await http.get(
+                "/v1/ops/metrics/summary", headers={"Authorization": f"Bearer {ops_token}"}
             )
-        else:
-            cmd = probe.command(vin, CommandType.STATUS)
-        probe.send(cmd)
-        next_at += interval
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        ).json()
+    outcomes = await demo_report.collect(
+        platform.gateway_url, platform.env["CAAS_GATEWAY_TOKEN"], placed.activation_ids
+    )
+    check = run_python(["backend", "check-invariants"], platform.env)
+    holds = check.strip().startswith("0 violation")
+    demo_report.render(outcomes, summary, check, holds)
+    return 0 if holds else 1
+
+
+async def wait_for_ctrl_c(platform: Platform, customers: list[Customer], ops_token: str) -> None:
+    print(
+        f"\nservices keep running (Ctrl-C stops them):\n  backend  {platform.backend_url}/docs"
+        f"  (customer token {customers[0].token}, ops token {ops_token})\n"
+        f"  gateway  {platform.gateway_url}/docs  (token {platform.env['CAAS_GATEWAY_TOKEN']})"
+        f"\n  env      {platform.env.get('CAAS_DATABASE_URL')}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def run_demo(opts: DemoOptions) -> int:
+    shutil.rmtree(opts.run_dir, ignore_errors=True)  # every demo starts from nothing
     with LocalStack(StackOptions(run_dir=opts.run_dir)) as stack:
-        env = stack.env()
-        print(
-            f"demo: broker {env['CAAS_VEHICLE_MQTT_URL']} (vehicles), "
-            f"redis on port {stack.redis.settings.port if stack.redis else '-'}; "
-            f"run folder {stack.run_dir}",
-            flush=True,
-        )
-        cfg = RunConfig(
-            broker=stack.broker.fleet_address(),
-            public_key=stack.public_key_path,
-            vehicles=opts.vehicles,
-            seed=opts.seed,
-            mix=parse_mix(DEMO_MIX),
-            behaviour=Behaviour(busy_s=(5, 20), trip_s=(5, 30)),
-            manifest_path=stack.run_dir / "manifest.json",
-            live=opts.live,
-        )
-        signer = Signer(load_private_key(stack.private_key_path))
-        async with (
-            Simulator(cfg) as sim,
-            FleetProbe(
-                stack.broker.gateway_address(), signer, Topics(), client_id="demo-probe"
-            ) as probe,
-        ):
-            print(
-                f"demo: {opts.vehicles} vehicles up in {sim.connect_seconds:.1f}s; "
-                "sending status/activate traffic (Ctrl-C to stop)",
-                flush=True,
-            )
-            traffic = asyncio.create_task(
-                drive_traffic(probe, [s.vin for s in sim.specs], opts.rate_per_s)
-            )
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.Event().wait(), opts.duration_s)
-            traffic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await traffic
-            s = probe.stats
-            print(
-                f"demo: sent {s.sent} commands, {s.answered} answered, "
-                f"p50 {s.percentile_ms(50):.1f} ms, p99 {s.percentile_ms(99):.1f} ms",
-                flush=True,
-            )
-            return 0 if s.answered > 0 else 1
+        print(f"demo: broker and Redis up; logs and data in {stack.run_dir}", flush=True)
+        platform = start_platform(stack, opts)
+        try:
+            customers, ops_token = seed_customers(platform, opts)
+            code = await drive(platform, opts, customers, ops_token)
+            if opts.keep_running:
+                await wait_for_ctrl_c(platform, customers, ops_token)
+            return code
+        finally:
+            for service in reversed(platform.services):
+                with contextlib.suppress(Exception):
+                    service.stop()
