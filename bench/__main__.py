@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import fleet_scale, micro
+from bench import activations, fleet_scale, micro
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--json", type=Path, help="also write the result here")
     sub.add_parser("micro", help="message-path micro-benchmarks against their alternatives")
+    act = sub.add_parser(
+        "activations",
+        help="activations/s and latency through the gateway API vs the raw MQTT echo",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    act.add_argument(
+        "--vehicles",
+        type=int,
+        default=30_000,
+        help="fleet size: every activation takes a vehicle of its own",
+    )
+    act.add_argument("--workers", type=int, default=2, help="gateway processes")
+    act.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    act.add_argument("--window", type=int, default=400, help="activations outstanding (max)")
+    act.add_argument("--json", type=Path, help="also write the result here")
     return parser
 
 
@@ -34,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "micro":
         return micro.main()
+    if args.command == "activations":
+        return activations.run(args.vehicles, args.workers, args.duration, args.window, args.json)
     return fleet_scale.run(args.vehicles, args.connection_mode, args.shards, args.window, args.json)
 
 

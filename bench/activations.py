@@ -1,0 +1,381 @@
+"""End-to-end activation throughput and latency through the gateway's HTTP API (issue 6).
+
+In one run, on one machine:
+  (a) raw MQTT round trips: a QoS 1 request/response echo through the same broker,
+      same driver (bench/echo.py): the baseline everything is quoted against;
+  (b) activations/s: POST /v1/activations, each for a distinct all-online vehicle, with
+      a window of activations outstanding, sustained for --duration seconds; an
+      activation counts when its activation.succeeded event is on caas:events;
+  (c) latency from the API's accept to that event, offered open-loop at 25 % and 50 % of
+      the rate measured in (b).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.fleet_scale import echo_baseline
+from launcher.procs import free_port
+from launcher.services import PythonService
+from launcher.stack import LocalStack, StackOptions
+from protocol.signing import Signer, load_private_key
+from vehicle_sim.fleet import build_fleet, parse_mix
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU used by each process of the run between ``start()`` and ``stop()``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self, activations: int) -> dict[str, float]:
+        """Milliseconds of CPU per activation, by process."""
+        used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        return {name: round(s * 1000 / max(1, activations), 3) for name, s in used.items()}
+
+
+SLOW_POLICY = {  # an all-online fleet answers in milliseconds; nothing should retry here
+    "CAAS_RETRY_ACK_TIMEOUT_S": "30",
+    "CAAS_RETRY_STATUS_QUERY_TIMEOUT_S": "30",
+    "CAAS_RETRY_READY_WAIT_S": "30",
+}
+
+
+@dataclass
+class Phase:
+    name: str
+    offered_per_s: float | None  # None: closed loop (as fast as it goes)
+    seconds: float
+    accepted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    http_errors: int = 0
+    per_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def percentile_ms(self, q: int) -> float:
+        values = sorted(self.latencies_ms)
+        if not values:
+            return 0.0
+        return round(values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))], 1)
+
+    def report(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        out.update(
+            p50_ms=self.percentile_ms(50),
+            p99_ms=self.percentile_ms(99),
+            mean_ms=round(statistics.fmean(self.latencies_ms), 1) if self.latencies_ms else 0.0,
+        )
+        return out
+
+
+class Outcomes:
+    """Follows caas:events: resolves each activation's future on its terminal event."""
+
+    def __init__(self, redis_url: str, stream: str) -> None:
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.stream = stream
+        self.waiting: dict[str, asyncio.Future[str]] = {}
+
+    def expect(self, activation_id: str) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiting[activation_id] = future
+        return future
+
+    async def run(self) -> None:
+        last: bytes | str = "$"
+        while True:
+            batches: Any = await self.redis.xread({self.stream: last}, block=200, count=1000)
+            for _, entries in batches:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._resolve(fields)
+
+    def _resolve(self, fields: dict[bytes, bytes]) -> None:
+        kind = fields.get(b"type", b"").decode()
+        if kind not in ("activation.succeeded", "activation.failed", "activation.cancelled"):
+            return
+        activation_id = json.loads(fields.get(b"data", b"{}")).get("activation_id")
+        future = self.waiting.pop(str(activation_id), None)
+        if future is not None and not future.done():
+            future.set_result(kind.removeprefix("activation."))
+
+
+class Driver:
+    def __init__(self, urls: list[str], token: str, vins: list[str], outcomes: Outcomes):
+        self.clients = [
+            httpx.AsyncClient(
+                base_url=u,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+                limits=httpx.Limits(max_connections=200),
+            )
+            for u in urls
+        ]
+        self.vins = iter(vins)
+        self.outcomes = outcomes
+        self.sent = 0
+
+    async def one(self, phase: Phase) -> None:
+        """Activate the next unused vehicle; record accept → SUCCEEDED latency."""
+        activation_id = str(uuid.uuid4())
+        client = self.clients[self.sent % len(self.clients)]
+        self.sent += 1
+        done = self.outcomes.expect(activation_id)
+        body = {
+            "activation_id": activation_id,
+            "vin": next(self.vins),
+            "feature": "climate_plus",
+            "action": "activate",
+        }
+        started = time.perf_counter()
+        try:
+            reply = await client.post("/v1/activations", json=body)
+        except httpx.HTTPError:
+            phase.http_errors += 1
+            return
+        if reply.status_code != 202:
+            phase.http_errors += 1
+            return
+        phase.accepted += 1
+        outcome = await asyncio.wait_for(done, 120)
+        if outcome == "succeeded":
+            phase.succeeded += 1
+            phase.latencies_ms.append((time.perf_counter() - started) * 1000)
+        else:
+            phase.failed += 1
+
+    async def closed_loop(self, phase: Phase, window: int) -> Phase:
+        slots = asyncio.Semaphore(window)
+        tasks: set[asyncio.Task[None]] = set()
+        deadline = time.perf_counter() + phase.seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            await slots.acquire()
+            task = asyncio.create_task(self.one(phase))
+            tasks.add(task)
+
+            def finished(t: asyncio.Task[None]) -> None:
+                tasks.discard(t)
+                slots.release()
+
+            task.add_done_callback(finished)
+        await asyncio.gather(*tasks)
+        phase.per_s = round(phase.succeeded / (time.perf_counter() - started), 1)
+        return phase
+
+    async def open_loop(self, phase: Phase) -> Phase:
+        assert phase.offered_per_s
+        interval = 1.0 / phase.offered_per_s
+        tasks = []
+        started = time.perf_counter()
+        for n in range(int(phase.seconds * phase.offered_per_s)):
+            await asyncio.sleep(max(0.0, started + n * interval - time.perf_counter()))
+            tasks.append(asyncio.create_task(self.one(phase)))
+        await asyncio.gather(*tasks)
+        phase.per_s = round(phase.succeeded / (time.perf_counter() - started), 1)
+        return phase
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+def start_gateways(stack: LocalStack, workers: int) -> tuple[list[PythonService], list[str]]:
+    env = {**stack.env(), **SLOW_POLICY}
+    services, urls = [], []
+    for n in range(workers):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        services.append(
+            PythonService(
+                f"gateway-{n}",
+                ["gateway", "--port", str(port), "--log-level", "warning"],
+                {**env, "CAAS_GATEWAY_WORKER_ID": f"bench-{n}"},
+                stack.run_dir / f"gateway-{n}.log",
+                f"{url}/readyz",
+            )
+        )
+        urls.append(url)
+    for service in services:
+        service.start()
+    return services, urls
+
+
+async def wait_twins_loaded(urls: list[str], vehicles: int, timeout_s: float = 300) -> None:
+    """Each worker loads every retained state and presence at start (one Redis script
+    each): wait until that has settled so it is not measured as activation cost."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=10) as http:
+        for url in urls:
+            previous = -1
+            while time.monotonic() < deadline:
+                seen = twin_updates((await http.get(f"{url}/metrics")).text)
+                if seen >= 2 * vehicles and seen == previous:
+                    print(f"    {url}: {seen} twin updates at start", flush=True)
+                    break
+                previous = seen
+                await asyncio.sleep(2.0)
+
+
+def twin_updates(metrics_text: str) -> int:
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "caas_gateway_twin_updates_total":
+                total += sample.value
+    return int(total)
+
+
+def start_fleet(stack: LocalStack, vehicles: int) -> PythonService:
+    port = free_port()
+    args = [
+        "vehicle_sim",
+        "run",
+        "--vehicles",
+        str(vehicles),
+        "--seed",
+        "3",
+        "--mix",
+        "online=1",
+        "--shards",
+        "8",
+        "--no-live",
+        "--control-port",
+        str(port),
+        "--broker",
+        stack.env()["CAAS_FLEET_MQTT_URL"],
+    ]
+    sim = PythonService(
+        "vehicle_sim",
+        args,
+        stack.env(),
+        stack.run_dir / "sim.log",
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    sim.start()
+    return sim
+
+
+async def measure(
+    vehicles: int, workers: int, duration_s: float, window: int, echo_commands: int
+) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="caas-bench-") as run_dir,
+        LocalStack(StackOptions(run_dir=Path(run_dir), acl_root="caas/+")) as stack,
+    ):
+        vins = [s.vin for s in build_fleet(3, vehicles, parse_mix("online=1"))]
+        signer = Signer(load_private_key(stack.private_key_path))
+        print(f"(a) raw MQTT echo, {echo_commands} round trips", flush=True)
+        echo = await echo_baseline(stack, signer, vins[:echo_commands], window=500)
+        print(
+            f"    {echo.answers_per_s}/s; starting {vehicles} vehicles and {workers} "
+            f"gateway workers",
+            flush=True,
+        )
+        services = [start_fleet(stack, vehicles)]
+        try:
+            gateways, urls = start_gateways(stack, workers)
+            services += gateways
+            print("    waiting for the gateways to load every vehicle's twin", flush=True)
+            await wait_twins_loaded(urls, vehicles)
+            assert stack.redis is not None
+            outcomes = Outcomes(stack.redis.url(), "caas:events")
+            follower = asyncio.create_task(outcomes.run())
+            driver = Driver(urls, stack.env()["CAAS_GATEWAY_TOKEN"], vins, outcomes)
+            meter = CpuMeter(process_ids(stack, services))
+            phases, cpu = await run_phases(driver, duration_s, window, meter)
+            follower.cancel()
+            await driver.close()
+        finally:
+            for service in reversed(services):
+                service.stop()
+    report = result(echo.answers_per_s, phases, workers, vehicles)
+    report["cpu_ms_per_activation"] = cpu
+    return report
+
+
+def process_ids(stack: LocalStack, services: list[PythonService]) -> dict[str, int]:
+    pids = {s.name: s.proc.pid for s in services if s.proc is not None}
+    if stack.broker.proc is not None:
+        pids["mosquitto"] = stack.broker.proc.pid
+    if stack.redis is not None and stack.redis.proc is not None:
+        pids["redis-server"] = stack.redis.proc.pid
+    pids["driver (this process)"] = os.getpid()
+    return pids
+
+
+async def run_phases(
+    driver: Driver, duration_s: float, window: int, meter: CpuMeter
+) -> tuple[list[Phase], dict[str, float]]:
+    print(f"(b) closed loop, {window} outstanding, {duration_s:g} s", flush=True)
+    meter.start()
+    peak = await driver.closed_loop(Phase("max", None, duration_s), window)
+    cpu = meter.stop(peak.succeeded)
+    print(f"    {peak.per_s} activations/s; CPU ms per activation: {cpu}", flush=True)
+    phases = [peak]
+    for share in (0.25, 0.5):
+        rate = max(1.0, peak.per_s * share)
+        print(f"(c) open loop at {share:.0%} of max: {rate:.0f}/s for {duration_s:g} s", flush=True)
+        phases.append(await driver.open_loop(Phase(f"{share:.0%}", rate, duration_s)))
+        print(
+            f"    p50 {phases[-1].percentile_ms(50)} ms, p99 {phases[-1].percentile_ms(99)} ms",
+            flush=True,
+        )
+    return phases, cpu
+
+
+def result(echo_per_s: float, phases: list[Phase], workers: int, vehicles: int) -> dict[str, Any]:
+    peak, half = phases[0], phases[-1]
+    return {
+        "raw_echo_per_s": echo_per_s,
+        "activations_per_s": peak.per_s,
+        "ratio": round(peak.per_s / echo_per_s, 3) if echo_per_s else None,
+        "p50_ms": half.percentile_ms(50),
+        "p99_ms": half.percentile_ms(99),
+        "phases": [p.report() for p in phases],
+        "gateway_workers": workers,
+        "vehicles": vehicles,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {
+            name: version(name)
+            for name in ("paho-mqtt", "redis", "fastapi", "uvicorn", "pynacl", "caas-ota")
+        },
+    }
+
+
+def run(vehicles: int, workers: int, duration_s: float, window: int, json_out: Path | None) -> int:
+    report = asyncio.run(measure(vehicles, workers, duration_s, window, min(vehicles, 5000)))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_out is not None:
+        json_out.write_text(text)
+    return 0 if report["activations_per_s"] > 0 else 1
