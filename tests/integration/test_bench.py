@@ -65,3 +65,75 @@ def test_micro_benchmark_reports_ratios() -> None:
     report = json.loads(run.stdout)
     assert {"ed25519_sign", "ed25519_verify", "mqtt5_publish_properties_pack_unpack"} <= set(report)
     assert all(row["speedup"] > 0 for row in report.values())
+
+
+async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
+    tmp_path: Path,
+) -> None:
+    """Locust against a real gateway + fleet: accepted/ack/final in the CSV; exit 1 past a limit."""
+    import csv
+    import os
+    import tempfile
+
+    from bench.activations import start_fleet, start_gateways
+    from launcher.stack import LocalStack, StackOptions
+    from vehicle_sim.fleet import build_fleet, parse_mix
+    from vehicle_sim.manifest import manifest, write_manifest
+
+    with (
+        tempfile.TemporaryDirectory() as run_dir,
+        LocalStack(StackOptions(run_dir=Path(run_dir), acl_root="caas/+")) as stack,
+    ):
+        write_manifest(
+            tmp_path / "fleet.json",
+            manifest(3, build_fleet(3, 200, parse_mix("online=1")), "multiplexed"),
+        )
+        sim = start_fleet(stack, 200)
+        gateways, urls = start_gateways(stack, 1)
+        env = {
+            **os.environ,
+            **stack.env(),
+            "CAAS_LOAD_MANIFEST": str(tmp_path / "fleet.json"),
+            "CAAS_LOAD_MAX_FAIL_RATIO": "0",
+            "CAAS_LOAD_MAX_P95_MS": "20000",
+        }
+
+        def locust(csv_prefix: Path, extra: dict[str, str]) -> int:
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "locust",
+                    "-f",
+                    "loadtest/locustfile.py",
+                    "--headless",
+                    "-u",
+                    "4",
+                    "-r",
+                    "4",
+                    "-t",
+                    "4s",
+                    "--host",
+                    urls[0],
+                    "--csv",
+                    str(csv_prefix),
+                    "--only-summary",
+                    "ActivationUser",
+                ],
+                cwd=project_root(),
+                env={**env, **extra},
+                capture_output=True,
+                timeout=60,
+            ).returncode
+
+        try:
+            assert locust(tmp_path / "ok", {}) == 0
+            with (tmp_path / "ok_stats.csv").open() as f:
+                rows = {r["Name"]: r for r in csv.DictReader(f)}
+            for name in ("activation/accepted", "activation/ack", "activation/final"):
+                assert int(rows[name]["Request Count"]) > 0
+                assert int(rows[name]["Failure Count"]) == 0
+            assert locust(tmp_path / "strict", {"CAAS_LOAD_MAX_P95_MS": "0.001"}) == 1
+        finally:
+            for service in (*gateways, sim):
+                service.stop()
