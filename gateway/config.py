@@ -13,6 +13,8 @@ from gateway.keys import DEFAULT_PREFIX
 from gateway.policy import RetryPolicy
 from protocol.topics import DEFAULT_TOPIC_ROOT
 
+_DEFAULT_POLICY = RetryPolicy()
+
 
 class GatewaySettings(BaseSettings):
     """``CAAS_*`` variables; ``CAAS_RETRY_<FIELD>`` sets the default RetryPolicy."""
@@ -26,14 +28,15 @@ class GatewaySettings(BaseSettings):
     topic_root: str = DEFAULT_TOPIC_ROOT
     events_stream: str = "caas:events"
 
-    retry_max_attempts: int = 5
-    retry_initial_backoff_s: float = 60.0
-    retry_backoff_multiplier: float = 2.0
-    retry_max_backoff_s: float = 3600.0
-    retry_jitter_ratio: float = 0.1
-    retry_status_query_timeout_s: float = 30.0
-    retry_ack_timeout_s: float = 120.0
-    retry_ready_wait_s: float = 300.0
+    # defaults: the handbook's, as RetryPolicy holds them (one place)
+    retry_max_attempts: int = _DEFAULT_POLICY.max_attempts
+    retry_initial_backoff_s: float = _DEFAULT_POLICY.initial_backoff_s
+    retry_backoff_multiplier: float = _DEFAULT_POLICY.backoff_multiplier
+    retry_max_backoff_s: float = _DEFAULT_POLICY.max_backoff_s
+    retry_jitter_ratio: float = _DEFAULT_POLICY.jitter_ratio
+    retry_status_query_timeout_s: float = _DEFAULT_POLICY.status_query_timeout_s
+    retry_ack_timeout_s: float = _DEFAULT_POLICY.ack_timeout_s
+    retry_ready_wait_s: float = _DEFAULT_POLICY.ready_wait_s
 
     # internals (not in SPEC; tuned by tests and operations)
     gateway_key_prefix: str = DEFAULT_PREFIX
