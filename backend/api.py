@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from backend import catalog, views
+from backend import catalog, lifecycle, views
 from backend.api_errors import install_error_handlers
 from backend.auth import Principal, authenticate
 from backend.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
@@ -77,7 +77,8 @@ def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "no valid bearer token",
         403: "operations role required",
         404: "not found, or not yours",
-        409: "conflict (idempotency key reused, already purchased, maintenance overdue)",
+        409: "conflict (idempotency key reused, already purchased, maintenance overdue, "
+        "excluded after cancellation, not cancellable, ticket resolved…)",
         503: "the maintenance system (VSS) did not answer",
     }
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
@@ -133,6 +134,9 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
     install_error_handlers(app)
     _customer_routes(app, backend)
     _ops_routes(app, backend)
+    from backend.api_lifecycle import lifecycle_routes  # it imports this module's types
+
+    lifecycle_routes(app, backend)
     return app
 
 
@@ -143,7 +147,8 @@ def _customer_routes(app: FastAPI, backend: Backend) -> None:
     ) -> dict[str, Any]:
         async with backend.sessions() as session:
             vehicle = await views.vehicle_of(session, vehicle_id, who)
-            entries = await catalog.catalog_for(session, vehicle.model)
+            excluded = frozenset(await lifecycle.excluded_services(session, who))
+            entries = await catalog.catalog_for(session, vehicle.model, excluded)
         return views.catalog_view(vehicle, entries)
 
     @app.get("/v1/vehicles", responses=_doc(401, 404))

@@ -57,6 +57,7 @@ async def seed_catalog(session: AsyncSession, path: Path = CATALOG_FILE) -> int:
         service.description = entry.get("description", "")
         service.base_platform = bool(entry.get("base_platform", False))
         service.maintenance_linked = bool(entry.get("maintenance_linked", False))
+        service.exclude_after_cancel = bool(entry.get("exclude_after_cancel", False))
         service.models = {"applies_to": list(entry.get("applies_to", []))}
         await session.flush()
         await session.execute(delete(ServicePrice).where(ServicePrice.service_id == entry["id"]))
@@ -73,14 +74,19 @@ async def seed_catalog(session: AsyncSession, path: Path = CATALOG_FILE) -> int:
     return len(entries)
 
 
-async def catalog_for(session: AsyncSession, vehicle_model: str) -> list[CatalogEntry]:
-    """The services a customer may buy for a vehicle of this model (never the base)."""
+async def catalog_for(
+    session: AsyncSession, vehicle_model: str, excluded: frozenset[str] = frozenset()
+) -> list[CatalogEntry]:
+    """The services a customer may buy for a vehicle of this model (never the base, nor
+    ``excluded``: the post-cancellation policy)."""
     services = (await session.scalars(select(Service).order_by(Service.id))).all()
     prices = (await session.scalars(select(ServicePrice))).all()
     out = []
     for service in services:
         applies = service.models.get("applies_to") or []
-        if service.base_platform or (applies and vehicle_model not in applies):
+        if service.base_platform or service.id in excluded:
+            continue
+        if applies and vehicle_model not in applies:
             continue
         options = sorted(
             (

@@ -40,6 +40,12 @@ class BackendSettings(BaseSettings):
     backend_payment_decline_rate: float = Field(default=0.0, ge=0, le=1)
     backend_payment_settle_fail_rate: float = Field(default=0.0, ge=0, le=1)
     backend_payment_settle_delay_s: float = Field(default=1.0, ge=0)
+    # lifecycle (issue 5)
+    backend_expiry_notice_lead_s: float = Field(default=3 * 86_400.0, ge=0)
+    backend_apology_offer: str = "20% off your next purchase with code SORRY20"
+    # services whose cancellation by the customer removes them from that customer's
+    # catalog, on top of `exclude_after_cancel` in data/catalog.yaml (comma-separated)
+    backend_exclude_after_cancel: str = ""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

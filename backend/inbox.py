@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import saga
+from backend import lifecycle, saga, support
 from backend.models import InboxEvent, Payment, Purchase
 from backend.records import open_ticket, timeline
 
@@ -57,17 +57,23 @@ async def apply_gateway_event(
     session: AsyncSession, type_: str, data: dict[str, Any], now: float
 ) -> str:
     """Apply one ``caas:events`` entry; returns applied | stale | ignored."""
-    if type_ not in ACTIVATION_TYPES or data.get("action", "activate") != "activate":
+    if type_ not in ACTIVATION_TYPES:
         return "ignored"
+    if data.get("action", "activate") == "deactivate":
+        return await lifecycle.on_deactivation_event(session, type_, data, now)
     purchase = await session.scalar(
         select(Purchase).where(Purchase.activation_id == str(data.get("activation_id")))
     )
     if purchase is None:
-        return "ignored"
+        return await support.on_support_event(session, type_, data, now)
     purchase.activation_state = activation_state_after(type_, data)
     match type_:
         case "activation.succeeded":
-            return await saga.activation_succeeded(session, purchase, now)
+            outcome = await saga.activation_succeeded(session, purchase, now)
+            if outcome == "stale" and purchase.state == "CANCELLED" and not purchase.activated_at:
+                # cancelled while scheduled, but the command went out: switch it off again
+                await lifecycle.request_deactivation(session, purchase, now)
+            return outcome
         case "activation.failed":
             diagnostics = data.get("diagnostics")
             return await saga.activation_failed(

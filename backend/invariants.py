@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend import invariants_lifecycle
+from backend.invariants_types import Violation
 from backend.models import MoneyOp, Payment, Purchase
 from backend.states import CONFIRMED_ACTIVE, HOLD_OPEN, IN_FLIGHT, OpKind, OpState, PaymentState
 
 STUCK_OP_S = 3600.0
-
-
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    subject: str
-    detail: str
+__all__ = ["Violation", "check"]
 
 
 async def check(
@@ -54,6 +48,7 @@ async def check(
         )
     )
     out.extend(Violation("money_op_stuck", op.payment_id, op.kind) for op in stuck.all())
+    out.extend(await invariants_lifecycle.check(session, now))
     return out
 
 

@@ -49,6 +49,8 @@ class Vehicle(Base):
     vin: Mapped[str] = mapped_column(String(17), unique=True)
     model: Mapped[str]
     created_at: Mapped[float] = mapped_column(Float)
+    stolen_at: Mapped[float | None] = mapped_column(Float)  # theft report (issue 5)
+    warranty_notified_at: Mapped[float | None] = mapped_column(Float)  # maintenance overdue
 
 
 class Service(Base):
@@ -58,6 +60,8 @@ class Service(Base):
     description: Mapped[str] = mapped_column(Text)
     base_platform: Mapped[bool] = mapped_column(Boolean, default=False)
     maintenance_linked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # post-cancellation policy (issue 5): a customer who cancelled it may not buy it again
+    exclude_after_cancel: Mapped[bool] = mapped_column(Boolean, default=False)
     models: Mapped[dict[str, Any]]  # {"applies_to": [...]} vehicle models, empty = all
 
 
@@ -89,6 +93,15 @@ class Purchase(Base):
     activated_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # lifecycle after activation (issue 5)
+    expires_at: Mapped[float | None] = mapped_column(Float)  # temporary: activated + days
+    billable_from: Mapped[float | None] = mapped_column(Float)  # subscription billing start
+    ends_at: Mapped[float | None] = mapped_column(Float)  # subscription: service end
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    cancelled_at: Mapped[float | None] = mapped_column(Float)
+    deactivation_id: Mapped[str | None] = mapped_column(ID, unique=True)
+    deactivation_state: Mapped[str | None] = mapped_column(String(16))
+    support_activation_id: Mapped[str | None] = mapped_column(ID, unique=True)
 
 
 class Payment(Base):
@@ -204,3 +217,41 @@ class TimelineEntry(Base):
     at: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]]
+
+
+class ScheduledJob(Base):
+    """A durable timer: claimed and run in one transaction, so it runs once."""
+
+    __tablename__ = "scheduled_jobs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), unique=True)  # e.g. expire:<purchase>
+    kind: Mapped[str] = mapped_column(String(32))
+    purchase_id: Mapped[str | None] = mapped_column(ForeignKey("purchases.id"))
+    due_at: Mapped[float] = mapped_column(Float, index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # PENDING | DONE
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class SubscriptionCharge(Base):
+    """One charge record per (subscription, month): unique in SQL, so a billing run
+    that runs twice charges once. Its provider keys are fixed by its id."""
+
+    __tablename__ = "subscription_charges"
+    __table_args__ = (UniqueConstraint("purchase_id", "month"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    purchase_id: Mapped[str] = mapped_column(ForeignKey("purchases.id"), index=True)
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    days_billed: Mapped[int]
+    days_in_month: Mapped[int]
+    amount_cents: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), index=True)  # REQUESTED|CHARGED|FAILED
+    authorization_ref: Mapped[str | None] = mapped_column(String(64))
+    provider_ref: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+    completed_at: Mapped[float | None] = mapped_column(Float)

@@ -54,6 +54,37 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Your vehicle {vin} is overdue for maintenance, so {service} cannot be bought now. "
         "Your active services are untouched. Book a workshop: {workshop}",
     ),
+    "expiry_notice": (
+        "{service} ends on {date}",
+        "{service} on your vehicle {vin} ends on {date}; it will be switched off then. "
+        "You can buy it again at any time.",
+    ),
+    "service_deactivated": (
+        "{service} has ended",
+        "{service} on your vehicle {vin} has ended ({reason}) and is being switched off. "
+        "You are not billed for anything after {date}.",
+    ),
+    "cancellation_confirmed": (
+        "Cancellation of {service}",
+        "We received your cancellation of {service} on {vin}: {outcome}",
+    ),
+    "subscription_payment_failed": (
+        "Payment failed: {service} subscription cancelled",
+        "We could not charge {amount} EUR for {service} ({month}) on {vin}. The "
+        "subscription is cancelled and the service is being switched off.",
+    ),
+    "theft_report_received": (
+        "Theft report for {vin} received",
+        "We recorded the theft of {vin}. No refund is made automatically; you may cancel "
+        "scheduled services and subscriptions ({cancellable}). Active services follow the "
+        "normal withdrawal rules.",
+    ),
+    "warranty_loss": (
+        "Maintenance overdue on {vin}: warranty and services",
+        "Your vehicle {vin} is overdue for maintenance. The warranty is lost until it is "
+        "done, and services that need current maintenance cannot be bought. Your active "
+        "services and the base platform stay on. Book a workshop: {workshop}",
+    ),
     "payment_declined": (
         "Payment declined for {service}",
         "Your payment for {service} on {vin} was declined; nothing was charged.",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from backend import saga
+from backend import lifecycle, saga
 from backend.db import Sessions
 from backend.errors import GatewayError
 from backend.gateway_client import GatewayClient
 from backend.logs import log
 from backend.models import OutboxMessage, Purchase, Vehicle
+from backend.records import timeline
 from backend.retry import backoff_s
 from backend.states import PurchaseState
 from protocol.timeutil import Clock
@@ -82,7 +83,11 @@ class OutboxRelay:
             assert stored is not None
             assert purchase is not None
             stored.delivered_at, stored.attempts = now, stored.attempts + 1
-            if purchase.state in (PurchaseState.ACTIVATION_QUEUED, PurchaseState.SCHEDULED):
+            if row.kind == "deactivation.request" and purchase.deactivation_state == "QUEUED":
+                purchase.deactivation_state = "SENT"
+            elif row.kind != "activation.request":
+                pass
+            elif purchase.state in (PurchaseState.ACTIVATION_QUEUED, PurchaseState.SCHEDULED):
                 purchase.state, purchase.updated_at = PurchaseState.ACTIVATING.value, now
         self.delivered += 1
         log("outbox.delivered", activation_id=row.activation_id, attempts=row.attempts + 1)
@@ -109,12 +114,21 @@ class OutboxRelay:
             stored.dead = True
             purchase = await session.get(Purchase, row.purchase_id)
             assert purchase is not None
-            await saga.activation_failed(
-                session,
-                purchase,
-                now,
-                "dispatch_rejected",
-                {"gateway_status": exc.status, "error": exc.detail},
-                ticket_kind="dispatch_rejected",
-            )
+            if row.kind == "deactivation.request":
+                await lifecycle.deactivation_failed(
+                    session, purchase, now, {"gateway_status": exc.status}
+                )
+            elif row.kind != "activation.request":
+                timeline(
+                    session, purchase.customer_id, purchase.id, now, "support.dispatch_rejected"
+                )
+            else:
+                await saga.activation_failed(
+                    session,
+                    purchase,
+                    now,
+                    "dispatch_rejected",
+                    {"gateway_status": exc.status, "error": exc.detail},
+                    ticket_kind="dispatch_rejected",
+                )
         log("outbox.rejected", activation_id=row.activation_id, status=exc.status)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import catalog, money, notify
+from backend import catalog, lifecycle, money, notify, support
 from backend.db import Sessions
 from backend.errors import Conflict, InvalidRequest, NotFound
 from backend.logs import log
@@ -117,6 +117,7 @@ class PurchaseService:
             raise Conflict(
                 "already_purchased", f"{req.service_id} is active or pending", {"purchase_id": busy}
             )
+        await _lifecycle_gates(session, customer_id, vehicle, req.service_id)
         return vehicle, price, service
 
     async def _gate(self, customer_id: str, vehicle: Vehicle, req: PurchaseRequest) -> None:
@@ -125,6 +126,9 @@ class PurchaseService:
             return
         now = self.clock.now()
         async with self.sessions.begin() as session:
+            stored = await session.get(Vehicle, vehicle.id)
+            assert stored is not None
+            await support.warranty_notice(session, stored, status, now)
             purchase = self._purchase(customer_id, req, 0, now, PurchaseState.BLOCKED_MAINTENANCE)
             session.add(purchase)
             customer = await session.get(Customer, customer_id)
@@ -208,3 +212,28 @@ class PurchaseService:
             )
         log("purchase.created", purchase_id=purchase.id, service=req.service_id, price_cents=price)
         return purchase.id, op.id
+
+
+async def _lifecycle_gates(
+    session: AsyncSession, customer_id: str, vehicle: Vehicle, service_id: str
+) -> None:
+    """Issue 5: the post-cancellation policy, and no new activation while the last
+    deactivation of this feature on this vehicle is still on its way."""
+    if service_id in await lifecycle.excluded_services(session, customer_id):
+        raise Conflict(
+            "excluded_after_cancellation",
+            f"{service_id} was cancelled by this customer and may not be bought again",
+        )
+    switching_off = await session.scalar(
+        select(Purchase.id).where(
+            Purchase.vehicle_id == vehicle.id,
+            Purchase.service_id == service_id,
+            Purchase.deactivation_state.in_(lifecycle.DEACTIVATION_PENDING),
+        )
+    )
+    if switching_off:
+        raise Conflict(
+            "deactivation_in_progress",
+            f"{service_id} is being switched off; buy it again once that is done",
+            {"purchase_id": switching_off},
+        )

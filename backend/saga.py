@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import money, notify
+from backend import lifecycle, money, notify
 from backend.logs import log
 from backend.models import Customer, MoneyOp, OutboxMessage, Payment, Purchase, Vehicle
 from backend.payments import ProviderResult
@@ -49,11 +49,17 @@ async def activation_succeeded(session: AsyncSession, purchase: Purchase, now: f
     purchase.activated_at = now
     payment = await payment_of(session, purchase)
     assert payment is not None
-    await money.request(
-        session, payment, OpKind.CAPTURE, payment.amount_cents, PaymentState.CHARGED, now
-    )
+    if purchase.duration_model == "subscription":
+        # billed in arrears: the hold was a card check, released now (issue 5)
+        await money.request(session, payment, OpKind.CANCEL, 0, PaymentState.CANCELLED, now)
+        price = f"Billed monthly in arrears: {purchase.price_cents / 100:.2f} EUR a month."
+    else:
+        await money.request(
+            session, payment, OpKind.CAPTURE, payment.amount_cents, PaymentState.CHARGED, now
+        )
+        price = f"You are charged {purchase.price_cents / 100:.2f} EUR."
+    await lifecycle.on_activated(session, purchase, now)
     customer, vehicle = await _context(session, purchase)
-    price = f"You are charged {purchase.price_cents / 100:.2f} EUR."
     msg = notify.render(
         "activation_success", service=purchase.service_id, vin=vehicle.vin, price=price
     )

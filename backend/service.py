@@ -16,7 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 
-from backend import catalog, inbox, saga
+from backend import billing, catalog, inbox, lifecycle, saga
+from backend.charges import ChargeExecutor
 from backend.config import BackendSettings
 from backend.consumer import EventConsumer
 from backend.db import make_engine, make_sessions, migrate
@@ -32,6 +33,7 @@ from backend.payments import PaymentProvider, ProviderResult, verify
 from backend.paysim import SimConfig, SimulatedProvider
 from backend.purchases import PurchaseService
 from backend.reconcile import Reconciler, Watchdog
+from backend.scheduler import Scheduler, ensure
 from protocol.timeutil import Clock, SystemClock
 
 
@@ -90,8 +92,23 @@ class Backend:
             self.clock,
             settings.backend_activation_deadline_s,
         )
+        lifecycle.configure(
+            settings.backend_expiry_notice_lead_s,
+            settings.backend_exclude_after_cancel,
+            settings.backend_apology_offer,
+        )
+        self.charges = ChargeExecutor(self.sessions, self.provider, self.clock)
+        self.scheduler = Scheduler(
+            self.sessions, self.clock, lifecycle.HANDLERS, self._ensure_month_end_billing
+        )
         self.redis: aioredis.Redis | None = None
         self.consumer: EventConsumer | None = None
+
+    async def _ensure_month_end_billing(self, now: float) -> None:
+        """The job that bills the month that just ended (one per month: unique key)."""
+        month = billing.previous_month(now)
+        _, end = billing.month_bounds(month)
+        await ensure(self.sessions, "billing_month", f"billing:{month}", end, now)
 
     def _simulated_provider(self) -> SimulatedProvider:
         s = self.settings
@@ -136,9 +153,11 @@ class Backend:
     async def work_once(self) -> None:
         """One pass of every periodic job (tests drive the backend with this)."""
         await self.settle()
+        await self.scheduler.run_once()
         await self.relay.run_once()
         await self.watchdog.run_once()
         await self.reconciler.run_once()
+        await self.charges.run_pending()
         await self.settle()
 
     async def receive_webhook(self, body: bytes, headers: dict[str, str]) -> str:

@@ -14,6 +14,7 @@ from backend.models import (
     Notification,
     Payment,
     Purchase,
+    SubscriptionCharge,
     Ticket,
     TimelineEntry,
     Vehicle,
@@ -44,6 +45,10 @@ def purchase_view(purchase: Purchase, payment: Payment | None) -> dict[str, Any]
         "start_at": ts(purchase.start_at),
         "activation_deadline_at": ts(purchase.deadline_at),
         "activated_at": ts(purchase.activated_at),
+        "expires_at": ts(purchase.expires_at),
+        "ends_at": ts(purchase.ends_at),
+        "cancel_reason": purchase.cancel_reason,
+        "deactivation_state": purchase.deactivation_state,
         "created_at": ts(purchase.created_at),
         "updated_at": ts(purchase.updated_at),
         "payment": payment_view(payment) if payment else None,
@@ -108,6 +113,7 @@ def ticket_view(t: Ticket) -> dict[str, Any]:
         "details": t.details,
         "created_at": ts(t.created_at),
         "resolved_at": ts(t.resolved_at),
+        "resolution_s": (t.resolved_at - t.created_at) if t.resolved_at is not None else None,
     }
 
 
@@ -147,6 +153,13 @@ async def expediente(session: AsyncSession, customer_id: str) -> dict[str, Any]:
         }
         for o in ops
     ]
+    subscription = (
+        await session.scalars(
+            select(SubscriptionCharge)
+            .where(SubscriptionCharge.purchase_id.in_([pur.id for pur, _ in pairs]))
+            .order_by(SubscriptionCharge.month)
+        )
+    ).all()
     tickets = await session.scalars(select(Ticket).where(Ticket.customer_id == customer_id))
     events = await session.scalars(
         select(TimelineEntry)
@@ -158,6 +171,17 @@ async def expediente(session: AsyncSession, customer_id: str) -> dict[str, Any]:
         "purchases": [purchase_view(pur, pay) for pur, pay in pairs],
         "charges": [m for m, o in zip(money, ops, strict=True) if o.kind == "capture"],
         "refunds": [m for m, o in zip(money, ops, strict=True) if o.kind == "refund"],
+        "subscription_charges": [
+            {
+                "purchase_id": c.purchase_id,
+                "month": c.month,
+                "days_billed": c.days_billed,
+                "amount_cents": c.amount_cents,
+                "state": c.state,
+                "at": ts(c.completed_at),
+            }
+            for c in subscription
+        ],
         "notifications": await notifications(session, customer_id),
         "tickets": [ticket_view(t) for t in tickets.all()],
         "timeline": [
@@ -188,6 +212,13 @@ async def metrics_summary(session: AsyncSession) -> dict[str, Any]:
         )
         or 0
     )
+    resolved = (
+        await session.execute(
+            select(func.avg(Ticket.resolved_at - Ticket.created_at), func.count()).where(
+                Ticket.resolved_at.is_not(None)
+            )
+        )
+    ).one()
     done = states.get("ACTIVE", 0) + states.get("FAILED_NO_CHARGE", 0) + states.get("ESCALATED", 0)
     failed = states.get("FAILED_NO_CHARGE", 0) + states.get("ESCALATED", 0)
     rate = failed / done if done else 0.0
@@ -195,6 +226,8 @@ async def metrics_summary(session: AsyncSession) -> dict[str, Any]:
         "purchases_by_state": states,
         "payments_by_state": pay,
         "open_tickets": open_tickets,
+        "tickets_resolved": resolved[1],
+        "ticket_mean_resolution_s": round(float(resolved[0]), 3) if resolved[0] else None,
         "activation_failure_rate": {
             "value": round(rate, 4),
             "alert_above": 0.05,

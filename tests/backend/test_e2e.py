@@ -38,11 +38,11 @@ FAST = {
 
 @asynccontextmanager
 async def real_gateway(
-    stack: LocalStack, topics: Topics, redis_url: str
+    stack: LocalStack, topics: Topics, redis_url: str, policy: dict[str, Any] | None = None
 ) -> AsyncIterator[HttpGatewayClient]:
     """An in-process gateway worker and an HTTP client on its ASGI app."""
     token = stack.secrets["gateway_token"]
-    values: dict[str, Any] = {f"retry_{k}": v for k, v in FAST.items()}
+    values: dict[str, Any] = {f"retry_{k}": v for k, v in {**FAST, **(policy or {})}.items()}
     settings = GatewaySettings(
         mqtt_url=stack.broker.gateway_address().url(),
         redis_url=redis_url,
@@ -66,6 +66,15 @@ async def real_gateway(
             yield HttpGatewayClient(client)
         finally:
             await client.aclose()
+
+
+def paid_upfront(feature: str) -> dict[str, Any]:
+    """A duration charged at activation (subscriptions are billed in arrears, issue 5)."""
+    from backend.catalog import load_file
+
+    entry = next(e for e in load_file() if e["id"] == feature)
+    price = next(p for p in entry["prices"] if p["model"] != "subscription")
+    return {"model": price["model"], **({"days": price["days"]} if "days" in price else {})}
 
 
 async def wait_terminal(
@@ -99,7 +108,7 @@ async def test_mixed_fleet_end_to_end(
                 bought = {}
                 for spec in sim.specs:
                     feature = spec.installed_features[0]
-                    r = await w.buy(feature, vin=spec.vin, duration={"model": "subscription"})
+                    r = await w.buy(feature, vin=spec.vin, duration=paid_upfront(feature))
                     assert r.status_code == 202, r.text
                     bought[r.json()["id"]] = spec
                 got = await wait_terminal(w, list(bought))

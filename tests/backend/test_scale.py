@@ -16,7 +16,7 @@ from backend.models import Notification, Purchase, Ticket
 from launcher.stack import LocalStack
 from protocol.topics import Topics
 from tests.backend.conftest import WorldFactory, sqlite_url
-from tests.backend.test_e2e import real_gateway
+from tests.backend.test_e2e import paid_upfront, real_gateway
 from tests.conftest import SimFactory
 from vehicle_sim.behaviour import Behaviour
 from vehicle_sim.fleet import Mode
@@ -62,7 +62,9 @@ async def test_thousand_purchases_mixed_fleet(
             async with w.backend.running():
                 for spec in sim.specs:
                     r = await w.buy(
-                        spec.installed_features[0], vin=spec.vin, duration={"model": "subscription"}
+                        spec.installed_features[0],
+                        vin=spec.vin,
+                        duration=paid_upfront(spec.installed_features[0]),
                     )
                     assert r.status_code == 202, r.text
                 async with asyncio.timeout(500):
