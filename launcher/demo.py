@@ -70,6 +70,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         "CAAS_GATEWAY_URL": f"http://127.0.0.1:{gw_port}",
         "CAAS_DATABASE_URL": f"sqlite+aiosqlite:///{run / 'backend.sqlite3'}",
         "CAAS_BACKEND_ACTIVATION_DEADLINE_S": "300",
+        "CAAS_DEMO_RUN_DIR": str(run),
     }
     sim_port = free_port()
     sim_args = [
@@ -135,7 +136,12 @@ def seed_customers(platform: Platform, opts: DemoOptions) -> tuple[list[Customer
         platform.env,
     )
     seeded = json.loads(out)
-    customers = [Customer(c["token"], c["vehicles"]) for c in seeded["customers"]]
+    manifest = json.loads((Path(platform.env["CAAS_DEMO_RUN_DIR"]) / "manifest.json").read_text())
+    firmware = {v["vin"]: set(v["installed_features"]) for v in manifest["fleet"]}
+    customers = [
+        Customer(c["token"], c["vehicles"], {vin: firmware[vin] for vin in c["vehicles"]})
+        for c in seeded["customers"]
+    ]
     return customers, seeded["ops_token"]
 
 

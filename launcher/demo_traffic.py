@@ -28,6 +28,7 @@ DURATION_MODELS = ("temporary", "permanent")
 class Customer:
     token: str
     vehicles: dict[str, str]  # VIN → backend vehicle id
+    firmware_features: dict[str, set[str]] = field(default_factory=dict)  # VIN → installed
 
 
 @dataclass
@@ -39,15 +40,19 @@ class Placed:
 
 
 async def buy_one(
-    http: httpx.AsyncClient, customer: Customer, vehicle_id: str, rng: random.Random, placed: Placed
+    http: httpx.AsyncClient, customer: Customer, vin: str, rng: random.Random, placed: Placed
 ) -> None:
+    """Buy one of the catalog's offers that this vehicle's firmware ships (the backend's
+    catalog does not know firmware yet: see docs/protocol.md)."""
+    vehicle_id = customer.vehicles[vin]
+    installed = customer.firmware_features.get(vin)
     auth = {"Authorization": f"Bearer {customer.token}"}
     catalog = await http.get("/v1/catalog", params={"vehicle_id": vehicle_id}, headers=auth)
     offers = [
         (service["id"], price)
         for service in (catalog.json().get("services", []) if catalog.is_success else [])
         for price in service["prices"]
-        if price["model"] in DURATION_MODELS
+        if price["model"] in DURATION_MODELS and (installed is None or service["id"] in installed)
     ]
     if not offers:
         placed.answers[f"catalog {catalog.status_code}"] += 1
@@ -71,14 +76,14 @@ async def place_purchases(
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=backend_url, timeout=30) as http:
 
-        async def one(customer: Customer, vehicle_id: str) -> None:
+        async def one(customer: Customer, vin: str) -> None:
             async with gate:
                 try:
-                    await buy_one(http, customer, vehicle_id, rng, placed)
+                    await buy_one(http, customer, vin, rng, placed)
                 except httpx.HTTPError as exc:
                     placed.answers[type(exc).__name__] += 1
 
-        await asyncio.gather(*(one(c, v) for c in customers for v in c.vehicles.values()))
+        await asyncio.gather(*(one(c, vin) for c in customers for vin in c.vehicles))
     return placed
 
 
