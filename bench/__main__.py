@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import activations, fleet_scale, micro
+from bench import activations, fleet_scale, micro, purchases
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     act.add_argument("--window", type=int, default=400, help="activations outstanding (max)")
     act.add_argument("--json", type=Path, help="also write the result here")
+    buy = sub.add_parser(
+        "purchases",
+        help="the backend purchase path to CHARGED (whole platform, all-online fleet)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    buy.add_argument("--vehicles", type=int, default=2000, help="one purchase per vehicle")
+    buy.add_argument("--concurrency", type=int, default=50, help="purchase requests at a time")
+    buy.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    buy.add_argument("--json", type=Path, help="also write the result here")
     return parser
 
 
@@ -49,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "micro":
         return micro.main()
+    if args.command == "purchases":
+        return purchases.run(args.vehicles, args.concurrency, args.database, args.json)
     if args.command == "activations":
         return activations.run(args.vehicles, args.workers, args.duration, args.window, args.json)
     return fleet_scale.run(args.vehicles, args.connection_mode, args.shards, args.window, args.json)

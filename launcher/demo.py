@@ -50,6 +50,8 @@ class DemoOptions:
     live: bool = True
     gateway_port: int = 0
     backend_port: int = 0
+    database_url: str | None = None  # None: SQLite in the run folder
+    scenario: Path = FLEET_SCENARIO
 
 
 @dataclass
@@ -68,7 +70,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         **DEMO_RETRY,
         **{k: v for k, v in os.environ.items() if k.startswith("CAAS_RETRY_")},  # yours win
         "CAAS_GATEWAY_URL": f"http://127.0.0.1:{gw_port}",
-        "CAAS_DATABASE_URL": f"sqlite+aiosqlite:///{run / 'backend.sqlite3'}",
+        "CAAS_DATABASE_URL": opts.database_url or f"sqlite+aiosqlite:///{run / 'backend.sqlite3'}",
         "CAAS_BACKEND_ACTIVATION_DEADLINE_S": "300",
         "CAAS_DEMO_RUN_DIR": str(run),
     }
@@ -81,7 +83,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         "--seed",
         str(opts.seed),
         "--scenario",
-        str(FLEET_SCENARIO),
+        str(opts.scenario),
         "--broker",
         env["CAAS_FLEET_MQTT_URL"],
         "--manifest",

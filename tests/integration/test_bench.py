@@ -137,3 +137,31 @@ async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
         finally:
             for service in (*gateways, sim):
                 service.stop()
+
+
+def test_purchase_benchmark_smoke(tmp_path: Path) -> None:
+    """`python -m bench purchases` settles every purchase of an all-online fleet as CHARGED."""
+    out = tmp_path / "purchases.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "purchases",
+            "--vehicles",
+            "20",
+            "--database",
+            "sqlite",
+            "--json",
+            str(out),
+        ],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["accepted"] == report["charged"] == 20
+    assert report["failed_no_charge"] == 0
+    assert report["charged_per_s"] > 0

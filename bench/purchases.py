@@ -1,0 +1,110 @@
+"""The backend's purchase path to CHARGED (issue 6, the benchmark's second mode).
+
+Starts the whole platform (broker, Redis, an all-online fleet, gateway, backend on
+PostgreSQL or SQLite) as for the demo, has one purchase per vehicle placed through the
+public API (``--concurrency`` requests at a time), and follows the backend's ops
+summary until every purchase is settled. Reports purchases accepted per second and
+purchases CHARGED per second from the first request to the last charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from launcher.demo import DemoOptions, seed_customers, start_platform
+from launcher.demo_traffic import place_purchases
+from launcher.postgres import PostgresServer, PostgresSettings
+from launcher.procs import free_port
+from launcher.stack import LocalStack, StackOptions
+
+ALL_ONLINE = "name: bench\nmix: {online: 1}\n"
+
+
+async def charged_count(backend_url: str, ops_token: str) -> tuple[int, int]:
+    async with httpx.AsyncClient(base_url=backend_url, timeout=10) as http:
+        summary = (
+            await http.get(
+                "/v1/ops/metrics/summary", headers={"Authorization": f"Bearer {ops_token}"}
+            )
+        ).json()
+    payments = summary["payments_by_state"]
+    return payments.get("CHARGED", 0), payments.get("FAILED_NO_CHARGE", 0)
+
+
+async def measure(vehicles: int, concurrency: int, database: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="caas-purchases-") as tmp:
+        run_dir = Path(tmp) / "run"
+        scenario = Path(tmp) / "fleet.yaml"
+        scenario.write_text(ALL_ONLINE)
+        pg = (
+            PostgresServer(PostgresSettings(port=free_port(), password="bench"))
+            if (database == "postgres")
+            else None
+        )
+        if pg is not None:
+            pg.start()
+        opts = DemoOptions(
+            run_dir=run_dir,
+            vehicles=vehicles,
+            concurrency=concurrency,
+            live=False,
+            scenario=scenario,
+            database_url=pg.url() if pg is not None else None,
+        )
+        try:
+            with LocalStack(StackOptions(run_dir=run_dir)) as stack:
+                platform = start_platform(stack, opts)
+                try:
+                    customers, ops_token = seed_customers(platform, opts)
+                    return await drive(platform.backend_url, customers, ops_token, opts, database)
+                finally:
+                    for service in reversed(platform.services):
+                        service.stop()
+        finally:
+            if pg is not None:
+                pg.remove()
+
+
+async def drive(
+    backend_url: str, customers: list[Any], ops_token: str, opts: DemoOptions, database: str
+) -> dict[str, Any]:
+    print(f"placing {opts.vehicles} purchases, {opts.concurrency} at a time", flush=True)
+    started = time.perf_counter()
+    placed = await place_purchases(backend_url, customers, opts.concurrency, opts.seed)
+    placed_s = time.perf_counter() - started
+    accepted = len(placed.activation_ids)
+    charged = failed = 0
+    while charged + failed < accepted and time.perf_counter() - started < 600:
+        await asyncio.sleep(0.25)
+        charged, failed = await charged_count(backend_url, ops_token)
+    seconds = time.perf_counter() - started
+    print(f"{charged} CHARGED, {failed} FAILED_NO_CHARGE in {seconds:.1f}s", flush=True)
+    return {
+        "database": database,
+        "purchases": opts.vehicles,
+        "accepted": accepted,
+        "answers": dict(placed.answers),
+        "accepted_per_s": round(accepted / placed_s, 1),
+        "charged": charged,
+        "failed_no_charge": failed,
+        "seconds_to_last_charge": round(seconds, 2),
+        "charged_per_s": round(charged / seconds, 1),
+        "cpus": os.cpu_count(),
+    }
+
+
+def run(vehicles: int, concurrency: int, database: str, json_out: Path | None) -> int:
+    report = asyncio.run(measure(vehicles, concurrency, database))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_out is not None:
+        json_out.write_text(text)
+    return 0 if report["charged"] == report["accepted"] > 0 else 1
