@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,33 +15,35 @@ from tests.conftest import project_root
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-def test_activation_benchmark_smoke(tmp_path: Path) -> None:
-    """`python -m bench activations` writes the JSON fields issue 6 names, all activations done."""
-    out = tmp_path / "act.json"
+def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Run `python -m bench ARGS --json FILE`; its report (failing on a non-zero exit)."""
+    out = tmp_path / "report.json"
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "activations",
-            "--vehicles",
-            "400",
-            "--duration",
-            "1",
-            "--workers",
-            "1",
-            "--window",
-            "20",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", "bench", *args, "--json", str(out)],
         cwd=project_root(),
         capture_output=True,
         text=True,
         timeout=170,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def test_activation_benchmark_smoke(tmp_path: Path) -> None:
+    """`python -m bench activations` writes the JSON fields issue 6 names, all activations done."""
+    report = run_bench(
+        tmp_path,
+        "activations",
+        "--vehicles",
+        "400",
+        "--duration",
+        "1",
+        "--workers",
+        "1",
+        "--window",
+        "20",
+    )
     for key in ("raw_echo_per_s", "activations_per_s", "ratio", "p50_ms", "p99_ms", "cpus"):
         assert key in report
     assert report["raw_echo_per_s"] > 0
@@ -141,27 +144,7 @@ async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
 
 def test_purchase_benchmark_smoke(tmp_path: Path) -> None:
     """`python -m bench purchases` settles every purchase of an all-online fleet as CHARGED."""
-    out = tmp_path / "purchases.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "purchases",
-            "--vehicles",
-            "20",
-            "--database",
-            "sqlite",
-            "--json",
-            str(out),
-        ],
-        cwd=project_root(),
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = run_bench(tmp_path, "purchases", "--vehicles", "20", "--database", "sqlite")
     assert report["accepted"] == report["charged"] == 20
     assert report["failed_no_charge"] == 0
     assert report["charged_per_s"] > 0
