@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import billing, notify
 from backend.logs import log
-from backend.models import Customer, OutboxMessage, Purchase, ScheduledJob, Service, Vehicle
-from backend.records import open_ticket, timeline
+from backend.models import Customer, Purchase, ScheduledJob, Service, Vehicle
+from backend.records import open_ticket, queue_gateway_request, timeline
 from backend.scheduler import JobHandler, schedule
 from backend.states import PurchaseState
 from protocol.timeutil import format_ts
@@ -104,16 +104,9 @@ async def request_deactivation(session: AsyncSession, purchase: Purchase, now: f
         return
     purchase.deactivation_id = str(uuid.uuid4())
     purchase.deactivation_state = "QUEUED"
-    session.add(
-        OutboxMessage(
-            id=str(uuid.uuid4()), purchase_id=purchase.id,
-            activation_id=purchase.deactivation_id, kind="deactivation.request",
-            payload={"activation_id": purchase.deactivation_id,
-                     "vehicle_id": purchase.vehicle_id, "feature": purchase.service_id,
-                     "action": "deactivate"},
-            available_at=now, attempts=0, dead=False, created_at=now,
-        )
-    )  # fmt: skip
+    queue_gateway_request(
+        session, purchase, purchase.deactivation_id, "deactivation.request", "deactivate", now, now
+    )
     timeline(session, purchase.customer_id, purchase.id, now, "deactivation.requested")
 
 

@@ -1,4 +1,5 @@
-"""Small writers shared by the saga and the API: timeline entries and support tickets."""
+"""Small writers shared by the saga and the API: timeline entries, support tickets, and
+the outbox rows that ask the gateway to act on a purchase's feature."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.models import Customer, Purchase, Ticket, TimelineEntry, Vehicle
+from backend.models import Customer, OutboxMessage, Purchase, Ticket, TimelineEntry, Vehicle
 
 
 def timeline(
@@ -75,3 +76,34 @@ def _details(customer: Customer, vehicle: Vehicle, purchase: Purchase) -> dict[s
                      "activation_id": purchase.activation_id,
                      "failure_category": purchase.failure_category},
     }  # fmt: skip
+
+
+def queue_gateway_request(
+    session: AsyncSession,
+    purchase: Purchase,
+    activation_id: str,
+    kind: str,
+    action: str,
+    available_at: float,
+    now: float,
+) -> None:
+    """An outbox row asking the gateway to ``action`` this purchase's feature under
+    ``activation_id``; the relay fills in the VIN when it sends it."""
+    session.add(
+        OutboxMessage(
+            id=str(uuid.uuid4()),
+            purchase_id=purchase.id,
+            activation_id=activation_id,
+            kind=kind,
+            payload={
+                "activation_id": activation_id,
+                "vehicle_id": purchase.vehicle_id,
+                "feature": purchase.service_id,
+                "action": action,
+            },
+            available_at=available_at,
+            attempts=0,
+            dead=False,
+            created_at=now,
+        )
+    )

@@ -8,7 +8,6 @@ state, so a duplicate or late event is a no-op, never an error.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -16,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import lifecycle, money, notify
 from backend.logs import log
-from backend.models import Customer, MoneyOp, OutboxMessage, Payment, Purchase, Vehicle
+from backend.models import Customer, MoneyOp, Payment, Purchase, Vehicle
 from backend.payments import ProviderResult
-from backend.records import open_ticket, timeline
+from backend.records import open_ticket, queue_gateway_request, timeline
 from backend.states import HOLD_OPEN, IN_FLIGHT, OpKind, OpState, PaymentState, PurchaseState
 
 PS = PurchaseState
@@ -184,19 +183,10 @@ async def _authorized(
         return
     scheduled = purchase.start_at > now
     _move(purchase, PS.SCHEDULED if scheduled else PS.ACTIVATION_QUEUED, now)
-    session.add(
-        OutboxMessage(
-            id=str(uuid.uuid4()),
-            purchase_id=purchase.id,
-            activation_id=purchase.activation_id,
-            kind="activation.request",
-            payload=activation_payload(purchase),
-            available_at=max(now, purchase.start_at),
-            attempts=0,
-            dead=False,
-            created_at=now,
-        )
-    )
+    queue_gateway_request(
+        session, purchase, purchase.activation_id, "activation.request", "activate",
+        max(now, purchase.start_at), now,
+    )  # fmt: skip
     timeline(
         session,
         purchase.customer_id,
@@ -205,16 +195,6 @@ async def _authorized(
         "payment.held",
         amount_cents=payment.amount_cents,
     )
-
-
-def activation_payload(purchase: Purchase) -> dict[str, Any]:
-    """The gateway request body; the VIN is filled in by the relay at send time."""
-    return {
-        "activation_id": purchase.activation_id,
-        "vehicle_id": purchase.vehicle_id,
-        "feature": purchase.service_id,
-        "action": "activate",
-    }
 
 
 async def _captured(

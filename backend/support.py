@@ -13,8 +13,8 @@ from backend import lifecycle, notify, saga
 from backend.errors import Conflict, NotFound
 from backend.logs import log
 from backend.maintenance import MaintenanceStatus
-from backend.models import Customer, OutboxMessage, Purchase, Ticket, Vehicle
-from backend.records import timeline
+from backend.models import Customer, Purchase, Ticket, Vehicle
+from backend.records import queue_gateway_request, timeline
 from backend.states import PaymentState, PurchaseState
 from protocol.timeutil import format_ts
 
@@ -54,15 +54,9 @@ async def manual_activation(session: AsyncSession, ticket_id: str, now: float) -
     ticket, purchase = await _open_ticket(session, ticket_id)
     if purchase.support_activation_id is None:
         purchase.support_activation_id = str(uuid.uuid4())
-        session.add(
-            OutboxMessage(
-                id=str(uuid.uuid4()), purchase_id=purchase.id,
-                activation_id=purchase.support_activation_id, kind="manual_activation.request",
-                payload={"activation_id": purchase.support_activation_id,
-                         "vehicle_id": purchase.vehicle_id, "feature": purchase.service_id,
-                         "action": "activate"},
-                available_at=now, attempts=0, dead=False, created_at=now,
-            )
+        queue_gateway_request(
+            session, purchase, purchase.support_activation_id, "manual_activation.request",
+            "activate", now, now,
         )  # fmt: skip
         timeline(session, purchase.customer_id, purchase.id, now, "support.manual_activation")
     return {
