@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from launcher.demo import DemoOptions, seed_customers, start_platform
-from launcher.demo_traffic import place_purchases
+from launcher.demo_traffic import ops_summary, place_purchases
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
 from launcher.stack import LocalStack, StackOptions
@@ -30,11 +30,7 @@ ALL_ONLINE = "name: bench\nmix: {online: 1}\n"
 
 async def charged_count(backend_url: str, ops_token: str) -> tuple[int, int]:
     async with httpx.AsyncClient(base_url=backend_url, timeout=10) as http:
-        summary = (
-            await http.get(
-                "/v1/ops/metrics/summary", headers={"Authorization": f"Bearer {ops_token}"}
-            )
-        ).json()
+        summary = await ops_summary(http, ops_token)
     payments = summary["payments_by_state"]
     return payments.get("CHARGED", 0), payments.get("FAILED_NO_CHARGE", 0)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from launcher import demo_report
-from launcher.demo_traffic import Customer, follow, place_purchases
+from launcher.demo_traffic import Customer, follow, ops_summary, place_purchases
 from launcher.procs import free_port
 from launcher.services import PythonService, run_python
 from launcher.stack import LocalStack, StackOptions
@@ -56,6 +56,7 @@ class DemoOptions:
 
 @dataclass
 class Platform:
+    run_dir: Path
     env: dict[str, str]
     gateway_url: str
     backend_url: str
@@ -72,7 +73,6 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         "CAAS_GATEWAY_URL": f"http://127.0.0.1:{gw_port}",
         "CAAS_DATABASE_URL": opts.database_url or f"sqlite+aiosqlite:///{run / 'backend.sqlite3'}",
         "CAAS_BACKEND_ACTIVATION_DEADLINE_S": "300",
-        "CAAS_DEMO_RUN_DIR": str(run),
     }
     sim_port = free_port()
     sim_args = [
@@ -115,7 +115,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
             f"http://127.0.0.1:{be_port}/healthz",
         ),
     ]
-    platform = Platform(env, f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{be_port}", [])
+    platform = Platform(run, env, f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{be_port}", [])
     for service in services:
         print(f"demo: starting {service.name}", flush=True)
         service.start()
@@ -138,7 +138,7 @@ def seed_customers(platform: Platform, opts: DemoOptions) -> tuple[list[Customer
         platform.env,
     )
     seeded = json.loads(out)
-    manifest = json.loads((Path(platform.env["CAAS_DEMO_RUN_DIR"]) / "manifest.json").read_text())
+    manifest = json.loads((platform.run_dir / "manifest.json").read_text())
     firmware = {v["vin"]: set(v["installed_features"]) for v in manifest["fleet"]}
     customers = [
         Customer(c["token"], c["vehicles"], {vin: firmware[vin] for vin in c["vehicles"]})
@@ -160,11 +160,7 @@ async def drive(
     print(f"demo: purchase answers {dict(placed.answers)}; following the activations", flush=True)
     await follow(platform.backend_url, ops_token, platform.gateway_url, opts.timeout_s, opts.live)
     async with httpx.AsyncClient(base_url=platform.backend_url, timeout=10) as http:
-        summary = (
-            await http.get(
-                "/v1/ops/metrics/summary", headers={"Authorization": f"Bearer {ops_token}"}
-            )
-        ).json()
+        summary = await ops_summary(http, ops_token)
     outcomes = await demo_report.collect(
         platform.gateway_url, platform.env["CAAS_GATEWAY_TOKEN"], placed.activation_ids
     )

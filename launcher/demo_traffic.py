@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,14 +123,19 @@ def gateway_counts(metrics_text: str) -> tuple[dict[str, int], int, int]:
     return states, retries, escalations
 
 
+async def ops_summary(backend: httpx.AsyncClient, ops_token: str) -> dict[str, Any]:
+    """The backend's GET /v1/ops/metrics/summary (counts by state, handbook metrics)."""
+    reply = await backend.get(
+        "/v1/ops/metrics/summary", headers={"Authorization": f"Bearer {ops_token}"}
+    )
+    summary: dict[str, Any] = reply.json()
+    return summary
+
+
 async def snapshot(
     backend: httpx.AsyncClient, ops_token: str, gateway: httpx.AsyncClient
 ) -> Progress:
-    summary = (
-        await backend.get(
-            "/v1/ops/metrics/summary", headers={"Authorization": f"Bearer {ops_token}"}
-        )
-    ).json()
+    summary = await ops_summary(backend, ops_token)
     states, retries, escalations = gateway_counts((await gateway.get("/metrics")).text)
     return Progress(
         at=time.monotonic(),
