@@ -67,6 +67,7 @@ class Backend:
             settings.backend_workshop_url,
             {v.strip() for v in settings.backend_maintenance_overdue_vins.split(",") if v.strip()},
         )
+        self._owns_gateway = gateway is None  # close only what we created
         self.gateway = gateway or HttpGatewayClient.connect(
             settings.gateway_url, settings.resolved_gateway_token()
         )
@@ -213,6 +214,6 @@ class Backend:
             with suppress(Exception):
                 await self.redis.aclose()
             self.redis = None
-        if isinstance(self.gateway, HttpGatewayClient):
+        if self._owns_gateway and isinstance(self.gateway, HttpGatewayClient):
             await self.gateway.aclose()
         await self.engine.dispose()
