@@ -76,7 +76,7 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
     )
     token = gateway.cfg.token.encode()
 
-    def authorized(
+    async def authorized(  # async: a plain def would run in the threadpool per request
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> None:
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), token):

@@ -7,6 +7,7 @@ slot live in Redis, and a commit only lands if nothing it was decided on changed
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -21,7 +22,7 @@ from gateway.errors import (
     ActivationTerminal,
     TransitionConflict,
 )
-from gateway.events import Cancel, Emit, Event, Send, Step, VehicleView
+from gateway.events import Cancel, Emit, Event, Send, Step, Tick, VehicleView
 from gateway.machine import step
 from gateway.policy import RetryPolicy
 from gateway.store import Snapshot, Store, dumps
@@ -29,6 +30,10 @@ from protocol.timeutil import Clock
 
 log = logging.getLogger(__name__)
 MAX_TRIES = 25
+# A new activation's first step runs at once in the worker that accepted it (the CREATE
+# script returns what it needs); its timer is only the safety net, due this much later
+# in case that worker dies first.
+FIRST_STEP_GRACE_S = 2.0
 
 
 class CommandSender(Protocol):
@@ -65,6 +70,7 @@ class Engine:
         self.rng = rng or random.SystemRandom()
         self.waker: Wakeable | None = None
         self.after_terminal: Callable[[Activation], Awaitable[None]] | None = None
+        self._first_steps: set[asyncio.Task[None]] = set()
 
     async def create(
         self,
@@ -85,19 +91,40 @@ class Engine:
             {"activation_id": activation_id, "vin": vin, "feature": feature,
              "action": action.value, "policy": policy.to_dict()},
         )  # fmt: skip
-        result = await self.store.create(act, digest, [accepted], now)
-        if not result.created:
+        result = await self.store.create(
+            act, digest, [accepted], now, timer_at=now + FIRST_STEP_GRACE_S
+        )
+        if not result.created or result.snapshot is None:
             if result.request_hash != digest or result.activation is None:
                 raise ActivationConflict(activation_id)
             return result.activation, False
         log.info("activation.accepted activation_id=%s feature=%s", activation_id, feature)
-        self._wake()
+        task = asyncio.create_task(self._first_step(result.snapshot), name="first-step")
+        self._first_steps.add(task)
+        task.add_done_callback(self._first_steps.discard)
         return act, True
 
-    async def handle(self, activation_id: str, event: Event) -> Activation:
-        """Apply ``event`` to the activation; returns the activation as it now stands."""
+    async def _first_step(self, snap: Snapshot) -> None:
+        activation_id = snap.activation.activation_id
+        try:
+            await self.handle(activation_id, Tick(), snap)
+        except Exception as exc:  # the timer runs it FIRST_STEP_GRACE_S later
+            log.warning("activation.first_step_failed activation_id=%s error=%r",
+                        activation_id, exc)  # fmt: skip
+
+    async def aclose(self) -> None:
+        """Stop first steps still running (their timers pick them up)."""
+        for task in list(self._first_steps):
+            task.cancel()
+        await asyncio.gather(*self._first_steps, return_exceptions=True)
+
+    async def handle(
+        self, activation_id: str, event: Event, snap: Snapshot | None = None
+    ) -> Activation:
+        """Apply ``event`` to the activation; returns the activation as it now stands.
+        ``snap``: the activation as just loaded with something else (first try only)."""
         for _ in range(MAX_TRIES):
-            snap = await self.store.load(activation_id)
+            snap = snap or await self.store.load(activation_id)
             if snap is None:
                 raise ActivationNotFound(activation_id)
             if isinstance(event, Cancel) and snap.activation.terminal:
@@ -105,6 +132,7 @@ class Engine:
             result = await self._try(snap, event)
             if result is not None:
                 return result
+            snap = None
             self.observer.on_conflict()
         raise TransitionConflict(activation_id, MAX_TRIES)
 

@@ -1,8 +1,9 @@
 """What a worker does with each message from the shared subscriptions.
 
-responses  validate, match by command_id in Redis (any worker sent it), update the
-           twin (state, freshness, RTT), then feed the activation's machine, or hand
-           a live query's answer to the API worker waiting on it
+responses  validate; match by command_id in Redis (any worker sent it), update the
+           twin (state, freshness, RTT) and load the activation, in one script; then
+           feed the activation's machine, or hand a live query's answer to the API
+           worker waiting on it
 state      validate, store in the twin if newer (seq), wake waiting activations,
            reconcile active features
 presence   store if newer, wake waiting activations (event ``vehicle.presence``
@@ -81,18 +82,18 @@ class InboundHandler:
         if response is None:
             return
         body, parsed = response
-        info = await self.store.command_info(item.vin, parsed.command_id)
-        if info is None:
+        state = parsed.state.model_dump(mode="json") if parsed.state else None
+        matched = await self.store.respond(
+            item.vin, parsed.command_id, vehicle_at=parse_ts(parsed.at), recv_at=item.recv_at,
+            state=state,
+        )  # fmt: skip
+        if matched is None:
             self.metrics.responses.labels("unknown").inc()
             log.info("response.unknown vin=%s command_id=%s", item.vin, parsed.command_id)
             return
+        info = matched.info
         rtt_s = max(0.0, item.recv_at - info.sent_at)
         self.metrics.rtt.labels(info.type).observe(rtt_s)
-        state = parsed.state.model_dump(mode="json") if parsed.state else None
-        await self.store.update_twin(
-            item.vin, "response", vehicle_at=parse_ts(parsed.at), recv_at=item.recv_at,
-            state=state, rtt_ms=rtt_s * 1000,
-        )  # fmt: skip
         if not info.activation_id:
             self.metrics.responses.labels("query").inc()
             await self.store.push_reply(parsed.command_id, body)
@@ -109,7 +110,7 @@ class InboundHandler:
             rtt_s=rtt_s,
         )
         try:
-            act = await self.engine.handle(info.activation_id, reply)
+            act = await self.engine.handle(info.activation_id, reply, matched.snapshot)
         except ActivationNotFound:
             return
         if act.terminal and not (act.state is State.SUCCEEDED and act.action is Action.ACTIVATE):

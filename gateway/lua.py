@@ -16,9 +16,11 @@ local lock = redis.call('GET', ARGV[1] .. ':lock:' .. a[3]) or ''
 return {a[1], a[2], lock, twin}
 """
 
-# KEYS: act timers events states open desired
-# ARGV: id doc state due_ms request_hash vin open_member guard_feature now_ms
+# KEYS: act timers events states open desired twin lock
+# ARGV: id doc state due_ms request_hash vin open_member guard_feature now_ms timer_ms
 #       then n_events and 4 values per event (event_id type at data)
+# Returns {'created', lock_holder, twin_flat}: what the first step decides on, so the
+# creating worker can take it at once without another round trip (``LOAD``).
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists', redis.call('HGET', KEYS[1], 'request_hash') or '',
@@ -34,15 +36,15 @@ end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', 1, 'state', ARGV[3],
            'due_ms', ARGV[4], 'request_hash', ARGV[5], 'vin', ARGV[6])
 redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[7])
-local n = tonumber(ARGV[10])
+local n = tonumber(ARGV[11])
 for i = 0, n - 1 do
-  local b = 10 + i * 4
+  local b = 11 + i * 4
   redis.call('XADD', KEYS[3], '*', 'event_id', ARGV[b + 1], 'type', ARGV[b + 2],
              'at', ARGV[b + 3], 'data', ARGV[b + 4])
 end
-return {'created'}
+return {'created', redis.call('GET', KEYS[8]) or '', redis.call('HGETALL', KEYS[7])}
 """
 
 # KEYS: act timers leases events states twin lock waiting cmds open desired
@@ -125,61 +127,100 @@ if due and due ~= '' then redis.call('ZADD', KEYS[2], 'LT', due, ARGV[1]) end
 return 1
 """
 
-# KEYS: twin waiting timers events
-# ARGV: 1 kind (state|presence|response)  2 state_json ('' none)  3 seq  4 vehicle_ms
-#       5 recv_ms  6 presence_json  7 online (1|0)  8 rtt_ms ('' none)
-#       9 event_id  10 event_at  11 event_data
-TWIN = """
-local changed = false
-local state_changed = false
-redis.call('HSET', KEYS[1], 'seen_ms', ARGV[5])
-if ARGV[2] ~= '' then
-  local cur = redis.call('HGET', KEYS[1], 'seq')
-  if not cur or tonumber(ARGV[3]) > tonumber(cur) then
-    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'seq', ARGV[3])
-    changed = true
-    state_changed = true
-  end
-end
-if ARGV[1] == 'presence' then
-  local cur = redis.call('HGET', KEYS[1], 'presence_ms')
-  if not cur or tonumber(ARGV[4]) >= tonumber(cur) then
-    local was = redis.call('HGET', KEYS[1], 'online')
-    redis.call('HSET', KEYS[1], 'presence', ARGV[6], 'presence_ms', ARGV[4], 'online', ARGV[7])
-    changed = true
-    if was ~= ARGV[7] then
-      redis.call('XADD', KEYS[4], '*', 'event_id', ARGV[9], 'type', 'vehicle.presence',
-                 'at', ARGV[10], 'data', ARGV[11])
+# The twin update shared by TWIN and RESPOND, as a Lua function of K (twin waiting
+# timers events) and A:
+#   1 kind (state|presence|response)  2 state_json ('' none)  3 seq  4 vehicle_ms
+#   5 recv_ms  6 presence_json  7 online (1|0)  8 rtt_ms ('' none)
+#   9 event_id  10 event_at  11 event_data
+# Returns (changed, state_changed); a change bumps ``rev`` and wakes the waiters.
+_UPDATE_TWIN = """
+local function update_twin(K, A)
+  local changed = false
+  local state_changed = false
+  redis.call('HSET', K[1], 'seen_ms', A[5])
+  if A[2] ~= '' then
+    local cur = redis.call('HGET', K[1], 'seq')
+    if not cur or tonumber(A[3]) > tonumber(cur) then
+      redis.call('HSET', K[1], 'state', A[2], 'seq', A[3])
+      changed = true
+      state_changed = true
     end
   end
-elseif ARGV[1] == 'response' then
-  local cur = tonumber(redis.call('HGET', KEYS[1], 'response_ms') or '0')
-  if tonumber(ARGV[4]) > cur then
-    redis.call('HSET', KEYS[1], 'response_ms', ARGV[4])
+  if A[1] == 'presence' then
+    local cur = redis.call('HGET', K[1], 'presence_ms')
+    if not cur or tonumber(A[4]) >= tonumber(cur) then
+      local was = redis.call('HGET', K[1], 'online')
+      redis.call('HSET', K[1], 'presence', A[6], 'presence_ms', A[4], 'online', A[7])
+      changed = true
+      if was ~= A[7] then
+        redis.call('XADD', K[4], '*', 'event_id', A[9], 'type', 'vehicle.presence',
+                   'at', A[10], 'data', A[11])
+      end
+    end
+  elseif A[1] == 'response' then
+    local cur = tonumber(redis.call('HGET', K[1], 'response_ms') or '0')
+    if tonumber(A[4]) > cur then
+      redis.call('HSET', K[1], 'response_ms', A[4])
+      changed = true
+    end
+  end
+  if A[8] ~= '' then
+    local rtt = tonumber(A[8])
+    redis.call('HINCRBY', K[1], 'rtt_count', 1)
+    redis.call('HINCRBYFLOAT', K[1], 'rtt_sum_ms', rtt)
+    redis.call('HSET', K[1], 'rtt_last_ms', A[8])
+    if rtt > tonumber(redis.call('HGET', K[1], 'rtt_max_ms') or '0') then
+      redis.call('HSET', K[1], 'rtt_max_ms', A[8])
+    end
+  end
+  -- an answer to one of our commands is fresh when it arrives, whatever the vehicle clock
+  local fresh = tonumber(A[5])
+  if A[1] ~= 'response' then fresh = math.min(tonumber(A[4]), fresh) end
+  if fresh > tonumber(redis.call('HGET', K[1], 'fresh_ms') or '0') then
+    redis.call('HSET', K[1], 'fresh_ms', fresh)
     changed = true
   end
-end
-if ARGV[8] ~= '' then
-  local rtt = tonumber(ARGV[8])
-  redis.call('HINCRBY', KEYS[1], 'rtt_count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'rtt_sum_ms', rtt)
-  redis.call('HSET', KEYS[1], 'rtt_last_ms', ARGV[8])
-  if rtt > tonumber(redis.call('HGET', KEYS[1], 'rtt_max_ms') or '0') then
-    redis.call('HSET', KEYS[1], 'rtt_max_ms', ARGV[8])
+  if changed then
+    redis.call('HINCRBY', K[1], 'rev', 1)
+    for _, m in ipairs(redis.call('SMEMBERS', K[2])) do
+      redis.call('ZADD', K[3], 'LT', A[5], m)
+    end
   end
+  return changed, state_changed
 end
--- an answer to one of our commands is fresh when it arrives, whatever the vehicle clock
-local fresh = tonumber(ARGV[5])
-if ARGV[1] ~= 'response' then fresh = math.min(tonumber(ARGV[4]), fresh) end
-if fresh > tonumber(redis.call('HGET', KEYS[1], 'fresh_ms') or '0') then
-  redis.call('HSET', KEYS[1], 'fresh_ms', fresh)
-  changed = true
-end
-if changed then
-  redis.call('HINCRBY', KEYS[1], 'rev', 1)
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    redis.call('ZADD', KEYS[3], 'LT', ARGV[5], m)
-  end
-end
+"""
+
+# KEYS: twin waiting timers events   ARGV: as A of update_twin
+TWIN = (
+    _UPDATE_TWIN
+    + """
+local changed, state_changed = update_twin(KEYS, ARGV)
 return {changed and 1 or 0, state_changed and 1 or 0}
 """
+)
+
+# A vehicle's answer to one of our commands, in one round trip: match the command_id
+# (the index is per vehicle), store what the answer says in the twin (RTT from the
+# indexed send time), and load the activation it belongs to, as ``LOAD`` would.
+# KEYS: cmds twin waiting timers events
+# ARGV: 1 command_id  2 prefix  3 state_json ('' none)  4 seq  5 vehicle_ms  6 recv_ms
+#       7 recv_exact_ms (fractional)
+# Returns false (unknown command), {info} (a live query, or its activation is gone) or
+# {info, doc, version, lock_holder, twin_flat}.
+RESPOND = (
+    _UPDATE_TWIN
+    + """
+local info = redis.call('HGET', KEYS[1], ARGV[1])
+if not info then return false end
+local cmd = cjson.decode(info)
+local rtt = math.max(0, tonumber(ARGV[7]) - tonumber(cmd['sent_ms']))
+update_twin({KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
+            {'response', ARGV[3], ARGV[4], ARGV[5], ARGV[6], '', '0',
+             string.format('%.3f', rtt), '', '', ''})
+if cmd['act'] == '' then return {info} end
+local a = redis.call('HMGET', ARGV[2] .. ':act:' .. cmd['act'], 'doc', 'version', 'vin')
+if not a[1] then return {info} end
+local lock = redis.call('GET', ARGV[2] .. ':lock:' .. a[3]) or ''
+return {info, a[1], a[2], lock, redis.call('HGETALL', KEYS[2])}
+"""
+)

@@ -107,6 +107,7 @@ class Gateway:
                     for task in tasks:
                         task.cancel()
         finally:
+            await self.engine.aclose()
             await self.dispatcher.stop()
             await self._redis.aclose()
             log.info("gateway.stopped worker=%s", self.worker_id)

@@ -47,6 +47,7 @@ class Created:
     activation: Activation | None  # the stored one when it already existed
     request_hash: str = ""
     skipped: bool = False  # reconciliation guard: nothing to do
+    snapshot: Snapshot | None = None  # the new activation as ``load`` would return it
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,30 @@ class CommandInfo:
     activation_id: str  # "" for a live API query
     type: str
     sent_at: float
+
+    @classmethod
+    def from_json(cls, raw: str) -> CommandInfo:
+        info = json.loads(raw)
+        return cls(info["act"], info["type"], int(info["sent_ms"]) / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """A response matched to the command it answers (``Store.respond``)."""
+
+    info: CommandInfo
+    snapshot: Snapshot | None  # the activation it belongs to; None for a live query
+
+
+def twin_of(vin: str, flat: list[str]) -> Twin | None:
+    """The twin from a flat HGETALL reply inside a script's result."""
+    return Twin.from_hash(vin, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def snapshot_of(doc: str, version: Any, lock: str, twin_flat: list[str]) -> Snapshot:
+    """A ``Snapshot`` from what ``LOAD`` and ``RESPOND`` return."""
+    act = Activation.from_record(json.loads(doc))
+    return Snapshot(act, str(version), lock or None, twin_of(act.vin, twin_flat))
 
 
 def event_fields(event: Emit, now: float, origin: str) -> list[str]:
@@ -110,16 +135,12 @@ class Store:
         self._claim = client.register_script(lua.CLAIM)
         self._release = client.register_script(lua.RELEASE)
         self._twin = client.register_script(lua.TWIN)
+        self._respond = client.register_script(lua.RESPOND)
 
     # ------------------------------------------------------------ activations
     async def load(self, activation_id: str) -> Snapshot | None:
         raw = await self._load(keys=[self.keys.activation(activation_id)], args=[self.keys.prefix])
-        if not raw:
-            return None
-        doc, version, lock, twin_flat = raw
-        act = Activation.from_record(json.loads(doc))
-        twin_raw = dict(zip(twin_flat[::2], twin_flat[1::2], strict=True))
-        return Snapshot(act, str(version), lock or None, Twin.from_hash(act.vin, twin_raw))
+        return snapshot_of(*raw) if raw else None
 
     async def get(self, activation_id: str) -> Activation | None:
         doc = await self.redis.hget(self.keys.activation(activation_id), "doc")
@@ -132,8 +153,11 @@ class Store:
         events: list[Emit],
         now: float,
         guard_feature: str = "",
+        timer_at: float | None = None,
     ) -> Created:
+        """Store a new activation; its timer fires at ``timer_at`` (default: when due)."""
         k = self.keys
+        due_ms = ms(act.due_at or now)
         flat = [f for e in events for f in event_fields(e, now, act.origin)]
         result = await self._create(
             keys=[
@@ -143,17 +167,20 @@ class Store:
                 k.states,
                 k.open(act.vin),
                 k.desired(act.vin),
+                k.twin(act.vin),
+                k.lock(act.vin),
             ],
             args=[
                 act.activation_id,
                 dumps(act.to_record()),
                 act.state.value,
-                ms(act.due_at or now),
+                due_ms,
                 request_hash,
                 act.vin,
                 f"{act.feature}|{act.activation_id}",
                 guard_feature,
                 ms(now),
+                due_ms if timer_at is None else ms(timer_at),
                 len(events),
                 *flat,
             ],
@@ -161,7 +188,10 @@ class Store:
         if result[0] == "exists":
             stored = Activation.from_record(json.loads(result[2]))
             return Created(False, stored, result[1])
-        return Created(result[0] == "created", None, request_hash, result[0] == "skip")
+        if result[0] == "skip":
+            return Created(False, None, request_hash, skipped=True)
+        snap = Snapshot(act, "1", result[1] or None, twin_of(act.vin, result[2]))
+        return Created(True, None, request_hash, snapshot=snap)
 
     async def commit(self, snap: Snapshot, step: Step, now: float) -> bool:
         """Apply ``step`` if nothing it was based on changed meanwhile; False otherwise."""
@@ -199,9 +229,9 @@ class Store:
         recv_at: float,
         state: dict[str, Any] | None = None,
         presence: dict[str, Any] | None = None,
-        rtt_ms: float | None = None,
     ) -> tuple[bool, bool]:
-        """Store what the vehicle said; wakes activations waiting on it. (changed, new state)"""
+        """Store a state or presence message; wakes activations waiting on the vehicle.
+        (changed, new state). Answers to commands go through ``respond``."""
         k = self.keys
         online = bool(presence and presence.get("online"))
         event_data = dumps({"vin": vin, "online": online, "at": format_ts(vehicle_at)})
@@ -215,7 +245,7 @@ class Store:
                 ms(recv_at),
                 dumps(presence) if presence else "",
                 "1" if online else "0",
-                "" if rtt_ms is None else f"{rtt_ms:.3f}",
+                "",  # rtt: only answers carry one
                 str(uuid.uuid4()),
                 format_ts(recv_at),
                 event_data,
@@ -237,12 +267,35 @@ class Store:
         return wanted, {m.split("|", 1)[0] for m in open_members}
 
     # ------------------------------------------------------------ commands and replies
-    async def command_info(self, vin: str, command_id: str) -> CommandInfo | None:
-        raw = await self.redis.hget(self.keys.commands(vin), command_id)
+    async def respond(
+        self,
+        vin: str,
+        command_id: str,
+        *,
+        vehicle_at: float,
+        recv_at: float,
+        state: dict[str, Any] | None,
+    ) -> Matched | None:
+        """Match an answer to its command, store it in the twin, and load the activation
+        it belongs to: one round trip (``lua.RESPOND``). None: not one of our commands."""
+        k = self.keys
+        keys = [k.commands(vin), k.twin(vin), k.waiting(vin), k.timers, k.events]
+        raw = await self._respond(
+            keys=keys,
+            args=[
+                command_id,
+                k.prefix,
+                dumps(state) if state else "",
+                state.get("seq", 0) if state else 0,
+                ms(vehicle_at),
+                ms(recv_at),
+                f"{recv_at * 1000:.3f}",
+            ],
+        )
         if not raw:
             return None
-        info = json.loads(raw)
-        return CommandInfo(info["act"], info["type"], int(info["sent_ms"]) / 1000)
+        info = CommandInfo.from_json(raw[0])
+        return Matched(info, snapshot_of(*raw[1:]) if len(raw) > 1 else None)
 
     async def register_query(self, vin: str, command_id: str, ctype: str, now: float) -> None:
         key = self.keys.commands(vin)
