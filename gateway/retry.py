@@ -21,6 +21,14 @@ TRANSIENT = (
 )
 
 
+def cancel_requested() -> bool:
+    """This task was cancelled, but the CancelledError may not have reached us: redis-py
+    can turn a cancel that lands mid-command into a ConnectionError. Loops check this so
+    a swallowed cancel cannot keep them (and a shutdown waiting on them) alive."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def with_redis(
     fn: Callable[[], Awaitable[T]], what: str, budget_s: float = 60.0, first_s: float = 0.05
 ) -> T:
@@ -32,6 +40,8 @@ async def with_redis(
         try:
             return await fn()
         except TRANSIENT as exc:
+            if cancel_requested():
+                raise asyncio.CancelledError from exc
             if loop.time() + delay > deadline:
                 raise
             log.warning(

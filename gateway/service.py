@@ -33,7 +33,7 @@ from gateway.inbound import InboundHandler
 from gateway.keys import Keys
 from gateway.metrics import GatewayMetrics
 from gateway.reconcile import Reconciler
-from gateway.retry import with_redis
+from gateway.retry import cancel_requested, with_redis
 from gateway.store import Store
 from gateway.timers import TimerWorker
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
@@ -158,6 +158,8 @@ class Gateway:
                 await with_redis(partial(inbound.handle, item), "inbound", 120.0)
             except Exception:
                 log.exception("inbound.failed leaf=%s vin=%s", item.leaf, item.vin)
+            if cancel_requested():
+                raise asyncio.CancelledError
 
     async def _bootstrap(self) -> None:
         """Read the retained state/presence once through a plain subscription."""
