@@ -9,6 +9,17 @@ from pathlib import Path
 from bench import activations, fleet_scale, micro, purchases
 
 
+def _windows(text: str) -> list[int]:
+    """``--window 64`` or ``--window 16,64,256``."""
+    try:
+        windows = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 16,64,256") from None
+    if not windows or min(windows) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: each window must be at least 1")
+    return windows
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,7 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     act.add_argument("--workers", type=int, default=2, help="gateway processes")
     act.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
-    act.add_argument("--window", type=int, default=400, help="activations outstanding (max)")
+    act.add_argument(
+        "--window",
+        type=_windows,
+        default=[16, 64, 256],
+        help="activations kept outstanding in (b); several (comma-separated): each is probed "
+        f"for {activations.PROBE_S:g} s and the fastest is sustained",
+    )
     act.add_argument("--json", type=Path, help="also write the result here")
     buy = sub.add_parser(
         "purchases",

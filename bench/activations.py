@@ -4,8 +4,9 @@ In one run, on one machine:
   (a) raw MQTT round trips: a QoS 1 request/response echo through the same broker,
       same driver (bench/echo.py): the baseline everything is quoted against;
   (b) activations/s: POST /v1/activations, each for a distinct all-online vehicle, with
-      a window of activations outstanding, sustained for --duration seconds; an
-      activation counts when its activation.succeeded event is on caas:events;
+      a window of activations outstanding (the best of a short probe of each --window),
+      sustained for --duration seconds; an activation counts when its
+      activation.succeeded event is on caas:events;
   (c) latency from the API's accept to that event, offered open-loop at 25 % and 50 % of
       the rate measured in (b).
 """
@@ -25,8 +26,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import redis.asyncio as aioredis
+import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet_scale import echo_baseline
@@ -37,6 +40,7 @@ from protocol.signing import Signer, load_private_key
 from vehicle_sim.fleet import build_fleet, parse_mix
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PROBE_S = 3.0  # each window tried before the sustained phase
 
 
 def cpu_seconds(pid: int) -> float:
@@ -73,6 +77,7 @@ class Phase:
     name: str
     offered_per_s: float | None  # None: closed loop (as fast as it goes)
     seconds: float
+    window: int | None = None  # closed loop: activations kept outstanding
     accepted: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -129,39 +134,49 @@ class Outcomes:
 
 
 class Driver:
+    """Posts activations through aiohttp: the lightest HTTP client we have measured
+    (httpx cost as much CPU per activation as the gateway itself)."""
+
     def __init__(self, urls: list[str], token: str, vins: list[str], outcomes: Outcomes):
         self.clients = [
-            httpx.AsyncClient(
+            aiohttp.ClientSession(
                 base_url=u,
                 headers={"Authorization": f"Bearer {token}"},
-                timeout=30,
-                limits=httpx.Limits(max_connections=200),
+                timeout=aiohttp.ClientTimeout(total=30),
+                connector=aiohttp.TCPConnector(limit=200),
             )
             for u in urls
         ]
         self.vins = iter(vins)
         self.outcomes = outcomes
         self.sent = 0
+        self.exhausted = False  # every vehicle has had its activation: phases end early
 
     async def one(self, phase: Phase) -> None:
         """Activate the next unused vehicle; record accept → SUCCEEDED latency."""
+        vin = next(self.vins, None)
+        if vin is None:
+            self.exhausted = True
+            return
         activation_id = str(uuid.uuid4())
         client = self.clients[self.sent % len(self.clients)]
         self.sent += 1
         done = self.outcomes.expect(activation_id)
         body = {
             "activation_id": activation_id,
-            "vin": next(self.vins),
+            "vin": vin,
             "feature": "climate_plus",
             "action": "activate",
         }
         started = time.perf_counter()
         try:
-            reply = await client.post("/v1/activations", json=body)
-        except httpx.HTTPError:
+            async with client.post("/v1/activations", json=body) as reply:
+                await reply.read()
+                status = reply.status
+        except (aiohttp.ClientError, TimeoutError):
             phase.http_errors += 1
             return
-        if reply.status_code != 202:
+        if status != 202:
             phase.http_errors += 1
             return
         phase.accepted += 1
@@ -172,12 +187,13 @@ class Driver:
         else:
             phase.failed += 1
 
-    async def closed_loop(self, phase: Phase, window: int) -> Phase:
-        slots = asyncio.Semaphore(window)
+    async def closed_loop(self, phase: Phase) -> Phase:
+        assert phase.window
+        slots = asyncio.Semaphore(phase.window)
         tasks: set[asyncio.Task[None]] = set()
         deadline = time.perf_counter() + phase.seconds
         started = time.perf_counter()
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not self.exhausted:
             await slots.acquire()
             task = asyncio.create_task(self.one(phase))
             tasks.add(task)
@@ -197,6 +213,8 @@ class Driver:
         tasks = []
         started = time.perf_counter()
         for n in range(int(phase.seconds * phase.offered_per_s)):
+            if self.exhausted:
+                break
             await asyncio.sleep(max(0.0, started + n * interval - time.perf_counter()))
             tasks.append(asyncio.create_task(self.one(phase)))
         await asyncio.gather(*tasks)
@@ -205,7 +223,7 @@ class Driver:
 
     async def close(self) -> None:
         for client in self.clients:
-            await client.aclose()
+            await client.close()
 
 
 def start_gateways(stack: LocalStack, workers: int) -> tuple[list[PythonService], list[str]]:
@@ -285,7 +303,7 @@ def start_fleet(stack: LocalStack, vehicles: int) -> PythonService:
 
 
 async def measure(
-    vehicles: int, workers: int, duration_s: float, window: int, echo_commands: int
+    vehicles: int, workers: int, duration_s: float, windows: list[int], echo_commands: int
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="caas-bench-") as run_dir,
@@ -311,7 +329,7 @@ async def measure(
             follower = asyncio.create_task(outcomes.run())
             driver = Driver(urls, stack.env()["CAAS_GATEWAY_TOKEN"], vins, outcomes)
             meter = CpuMeter(process_ids(stack, services))
-            phases, cpu = await run_phases(driver, duration_s, window, meter)
+            phases, cpu = await run_phases(driver, duration_s, windows, meter)
             follower.cancel()
             await driver.close()
         finally:
@@ -333,11 +351,14 @@ def process_ids(stack: LocalStack, services: list[PythonService]) -> dict[str, i
 
 
 async def run_phases(
-    driver: Driver, duration_s: float, window: int, meter: CpuMeter
+    driver: Driver, duration_s: float, windows: list[int], meter: CpuMeter
 ) -> tuple[list[Phase], dict[str, float]]:
+    window = windows[0]
+    if len(windows) > 1:
+        window = await pick_window(driver, windows, min(PROBE_S, duration_s))
     print(f"(b) closed loop, {window} outstanding, {duration_s:g} s", flush=True)
     meter.start()
-    peak = await driver.closed_loop(Phase("max", None, duration_s), window)
+    peak = await driver.closed_loop(Phase("max", None, duration_s, window))
     cpu = meter.stop(peak.succeeded)
     print(f"    {peak.per_s} activations/s; CPU ms per activation: {cpu}", flush=True)
     phases = [peak]
@@ -349,7 +370,20 @@ async def run_phases(
             f"    p50 {phases[-1].percentile_ms(50)} ms, p99 {phases[-1].percentile_ms(99)} ms",
             flush=True,
         )
+    if driver.exhausted:
+        print("    the fleet ran out of vehicles: phases ended early; raise --vehicles", flush=True)
     return phases, cpu
+
+
+async def pick_window(driver: Driver, windows: list[int], probe_s: float) -> int:
+    """The outstanding-activations window with the best rate in a short probe of each:
+    too few leave the pipeline idle, too many only add queueing and client overhead."""
+    rates = {}
+    for window in windows:
+        probe = await driver.closed_loop(Phase(f"probe-{window}", None, probe_s, window))
+        rates[window] = probe.per_s
+        print(f"    probe: {window} outstanding -> {probe.per_s}/s", flush=True)
+    return max(rates, key=lambda w: rates[w])
 
 
 def result(echo_per_s: float, phases: list[Phase], workers: int, vehicles: int) -> dict[str, Any]:
@@ -372,8 +406,10 @@ def result(echo_per_s: float, phases: list[Phase], workers: int, vehicles: int) 
     }
 
 
-def run(vehicles: int, workers: int, duration_s: float, window: int, json_out: Path | None) -> int:
-    report = asyncio.run(measure(vehicles, workers, duration_s, window, min(vehicles, 5000)))
+def run(
+    vehicles: int, workers: int, duration_s: float, windows: list[int], json_out: Path | None
+) -> int:
+    report = uvloop.run(measure(vehicles, workers, duration_s, windows, min(vehicles, 5000)))
     text = json.dumps(report, indent=2)
     print(text)
     if json_out is not None:

@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+import uvloop
+
 from launcher.procs import raise_fd_limit
 from protocol.errors import KeyFileError, MqttError
 from protocol.mqtt import BrokerAddress
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(manifest(seed, build_fleet(seed, vehicles, mix), "n/a"), indent=1))
             return 0
         raise_fd_limit()
-        return asyncio.run(run(args))
+        return uvloop.run(run(args))
     except (SimulatorError, KeyFileError, MqttError, ValueError) as exc:
         print(f"vehicle_sim: error: {exc}", file=sys.stderr)
         return 2

@@ -392,3 +392,27 @@ async def test_one_command_in_flight_per_vehicle(
         sends = car.feature_commands()
         assert len(sends) == 2
         assert sends[1].at - sends[0].at >= 0.35, "second sent only after the first ack"
+
+
+@pytest.mark.timeout(30)
+async def test_first_step_lost_with_its_worker_is_taken_by_the_timer(
+    make_gateway: GatewayFactory, make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accepting worker dies between CREATE and its first step: the timer, due
+    FIRST_STEP_GRACE_S later, takes the step instead, and the activation SUCCEEDS once."""
+    from gateway import engine
+
+    async def lost(self: engine.Engine, snap: object) -> None:
+        return None  # the worker "died" right after the create committed
+
+    monkeypatch.setattr(engine, "FIRST_STEP_GRACE_S", 0.5)
+    monkeypatch.setattr(engine.Engine, "_first_step", lost)
+    async with make_sim(vehicles=1) as sim, make_gateway() as gw:
+        spec = sim.specs[0]
+        created = await gw.activate(spec.vin, spec.installed_features[0])
+        await asyncio.sleep(0.3)
+        pending = await gw.get(created["activation_id"])
+        assert pending["state"] == "QUEUED", "nothing ran before the grace period"
+        final = await gw.wait_terminal(created["activation_id"])
+        assert final["state"] == "SUCCEEDED"
+        assert sim.runtime.stats.received["activate"] == 1
