@@ -4,9 +4,12 @@
 ``TaskGroup`` (timer worker, inbound consumers, twin bootstrap) and stops them on
 exit. The FastAPI lifespan owns exactly this (``api.create_app``).
 
-Retained state/presence are not delivered to shared subscriptions (MQTT 5 §4.8.2),
-so at start a short-lived plain subscription reads them once into the twins
-("bootstrap"); from then on the shared subscriptions carry the live changes.
+MQTT 5 (§4.8.2) lets a broker keep retained messages from shared subscriptions, so
+at start a short-lived plain subscription reads the retained state/presence once into
+the twins ("bootstrap"); from then on the shared subscriptions carry the live changes.
+mosquitto 2.0 does deliver retained messages to shared subscriptions as well, so there
+each twin is loaded more than once at start (harmless: updates are ordered by ``seq``
+and vehicle time; see docs/protocol.md).
 """
 
 from __future__ import annotations
