@@ -26,7 +26,15 @@ class BackendSettings(BaseSettings):
     backend_consumer_name: str = "backend-1"
     backend_public_url: str = "http://127.0.0.1:8080"
     backend_webhook_secret: SecretStr = SecretStr("dev-webhook-secret")
+    # how often each background loop looks for due work it was not woken for (work
+    # committed by another process, or before a restart)
     backend_poll_s: float = Field(default=0.5, gt=0)
+    # provider calls / gateway POSTs in flight at once (money executor / outbox relay)
+    backend_money_concurrency: int = Field(default=32, ge=1)
+    backend_relay_concurrency: int = Field(default=32, ge=1)
+    # a claimed money intent or outbox row is left alone by other executors this long;
+    # above the gateway client's timeout (10 s), so a live claim never expires
+    backend_claim_lease_s: float = Field(default=30.0, gt=0)
     backend_outbox_initial_backoff_s: float = Field(default=1.0, gt=0)
     backend_outbox_max_backoff_s: float = Field(default=60.0, gt=0)
     # how long an activation may take before the purchase must be terminal; covers the

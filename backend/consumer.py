@@ -1,15 +1,17 @@
 """Idempotent consumer of ``caas:events`` (Redis consumer group).
 
-Per entry: one transaction writes the inbox row and applies the event; XACK only after
-that commit. A crash before the XACK redelivers the entry (pending list, read first on
-start) and the inbox makes the replay a no-op. Money intents written by the event are
-executed right after, and by the periodic worker if this process dies first.
+Per batch read: one transaction writes the inbox rows and applies the events; XACK only
+after that commit (a batch whose transaction fails is applied entry by entry). A crash
+before the XACK redelivers the entries (pending list, read first on start) and the inbox
+makes the replay a no-op. The commit wakes the loops that run the money intents and
+notifications the events wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,7 +35,7 @@ class EventConsumer:
         name: str,
         sessions: Sessions,
         clock: Clock,
-        after_batch: Callable[[], Awaitable[Any]],
+        after_batch: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.redis = redis_client
         self.stream, self.group, self.name = stream, group, name
@@ -73,12 +75,7 @@ class EventConsumer:
         claimed: Any = await self.redis.xautoclaim(
             self.stream, self.group, self.name, min_idle_ms, "0-0", count=count
         )
-        entries: list[tuple[str, dict[str, str]]] = [e for e in claimed[1] if e[1]]
-        for entry_id, fields in entries:
-            await self.handle(entry_id, fields)
-        if entries:
-            await self.after_batch()
-        return len(entries)
+        return await self.handle_batch([e for e in claimed[1] if e[1]])
 
     async def poll(self, pending: bool, block_ms: int | None, count: int = 100) -> int:
         """Read and handle one batch: this consumer's pending entries, or new ones."""
@@ -90,27 +87,44 @@ class EventConsumer:
             block=block_ms,
         )
         streams: list[tuple[str, list[tuple[str, dict[str, str]]]]] = read or []  # type: ignore[assignment]
-        entries = [entry for _, batch in streams for entry in batch]
+        return await self.handle_batch([entry for _, batch in streams for entry in batch])
+
+    async def handle_batch(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+        """Apply the entries in one transaction, then acknowledge them all (after the
+        commit). If that transaction fails, each entry gets a transaction of its own,
+        as before batching, so one bad entry cannot hold the others back."""
+        if not entries:
+            return 0
+        events, malformed = [], []
         for entry_id, fields in entries:
-            await self.handle(entry_id, fields)
-        if entries:
+            try:
+                events.append(Event(entry_id, *inbox.parse_entry(fields)))
+            except ValueError as exc:
+                log("consumer.malformed", entry_id=entry_id, error=str(exc))
+                malformed.append(entry_id)
+        try:
+            outcomes = await consume_batch(self.sessions, self.clock.now(), events)
+        except Exception as exc:
+            log("consumer.batch_failed", entries=len(events), error=type(exc).__name__)
+            outcomes = [await self._apply(e.event_id, e.type, e.data) for e in events]
+        await self.redis.xack(self.stream, self.group, *malformed, *(e.entry_id for e in events))
+        self.handled += len(events)
+        for e, outcome in zip(events, outcomes, strict=True):
+            log("consumer.event", event_id=e.event_id, type=e.type, outcome=outcome)
+        if self.after_batch is not None:  # the commit already woke the loops it fed
             await self.after_batch()
         return len(entries)
 
-    async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        try:
-            event_id, type_, data = inbox.parse_entry(fields)
-        except ValueError as exc:
-            log("consumer.malformed", entry_id=entry_id, error=str(exc))
-            await self.redis.xack(self.stream, self.group, entry_id)
-            return
-        outcome = await self._apply(event_id, type_, data)
-        await self.redis.xack(self.stream, self.group, entry_id)
-        self.handled += 1
-        log("consumer.event", event_id=event_id, type=type_, outcome=outcome)
-
     async def _apply(self, event_id: str, type_: str, data: dict[str, Any]) -> str:
         return await consume(self.sessions, self.clock.now(), event_id, type_, data)
+
+
+@dataclass(frozen=True)
+class Event:
+    entry_id: str
+    event_id: str
+    type: str
+    data: dict[str, Any]
 
 
 async def consume(
@@ -126,3 +140,23 @@ async def consume(
     except IntegrityError:
         return "duplicate"  # another consumer committed the same event first
     return outcome
+
+
+async def consume_batch(sessions: Sessions, now: float, events: list[Event]) -> list[str]:
+    """Apply several events exactly once, in stream order, in one transaction: their
+    inbox rows commit with their effects, all or none. Raises when any of it fails
+    (e.g. another consumer committed one of these events first: IntegrityError)."""
+    if not events:
+        return []
+    async with sessions.begin() as session:
+        seen = await inbox.seen_among(session, [e.event_id for e in events])
+        outcomes = []
+        for e in events:
+            if e.event_id in seen:
+                outcomes.append("duplicate")
+                continue
+            seen.add(e.event_id)  # the same event twice in one batch
+            outcome = await inbox.apply_gateway_event(session, e.type, e.data, now)
+            inbox.remember(session, e.event_id, "gateway", e.type, outcome, now)
+            outcomes.append(outcome)
+    return outcomes

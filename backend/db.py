@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from backend.wakeups import Wakeups, WakingSession
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -22,11 +24,21 @@ Sessions = async_sessionmaker[AsyncSession]
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection, so the transactions (all BEGIN IMMEDIATE: SQLite has one
+        # writer) queue in order on the pool rather than in SQLite's busy handler, which
+        # is not fair: with several loops polling, one of them could wait for seconds.
+        # Nothing holds two sessions at once, so one connection cannot deadlock.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pool_pre_ping: with asyncpg it costs three round trips (BEGIN, ";", ROLLBACK) on
+    # every checkout, a third of the purchase path's database work (measured, see
+    # docs/performance.md). A connection found dead (server restart) fails that one
+    # transaction and invalidates the whole pool; loops retry, API clients replay.
+    return create_async_engine(url, pool_size=10, max_overflow=20)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -44,8 +56,14 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_sessions(engine: AsyncEngine) -> Sessions:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def make_sessions(engine: AsyncEngine, wakeups: Wakeups | None = None) -> Sessions:
+    """Sessions; with ``wakeups``, a commit wakes the loops its writes gave work to."""
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        sync_session_class=WakingSession,
+        info=wakeups.session_info() if wakeups else None,
+    )
 
 
 def alembic_config(url: str) -> Config:

@@ -26,6 +26,14 @@ async def seen(session: AsyncSession, event_id: str) -> bool:
     return await session.get(InboxEvent, event_id) is not None
 
 
+async def seen_among(session: AsyncSession, event_ids: list[str]) -> set[str]:
+    """Which of these event ids were consumed already (one query for a batch)."""
+    found = await session.scalars(
+        select(InboxEvent.event_id).where(InboxEvent.event_id.in_(event_ids))
+    )
+    return set(found.all())
+
+
 def remember(
     session: AsyncSession, event_id: str, source: str, type_: str, outcome: str, now: float
 ) -> None:

@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend import wakeups
 from backend.db import Sessions
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
+from backend.loops import bounded
 from backend.models import MoneyOp, Payment
 from backend.payments import PaymentProvider, ProviderResult
 from backend.retry import backoff_s
@@ -42,6 +44,23 @@ async def request(
     )
     if existing is not None:
         return existing
+    return await add_intent(session, payment, kind, amount_cents, target_state, now)
+
+
+async def add_intent(
+    session: AsyncSession,
+    payment: Payment,
+    kind: OpKind,
+    amount_cents: int,
+    target_state: PaymentState | None,
+    now: float,
+    claim_s: float = 0.0,
+) -> MoneyOp:
+    """A new intent on a payment known to have none of this kind (one just created).
+
+    ``claim_s`` > 0: the caller executes it itself right after the commit, so it is
+    born claimed (due only after ``claim_s``, when the executor takes it over if the
+    caller died); otherwise the money loop is woken by the commit."""
     op = MoneyOp(
         id=str(uuid.uuid4()),
         payment_id=payment.id,
@@ -51,48 +70,80 @@ async def request(
         target_state=target_state.value if target_state else None,
         state=OpState.REQUESTED.value,
         attempts=0,
-        next_attempt_at=now,
+        next_attempt_at=now + claim_s,
         created_at=now,
     )
     session.add(op)
     await session.flush()
+    if claim_s <= 0:
+        wakeups.mark(session, wakeups.MONEY)
     log("money.requested", op=kind.value, payment_id=payment.id, amount_cents=amount_cents)
     return op
 
 
 class MoneyExecutor:
+    """Runs due intents, ``concurrency`` provider calls at a time. An intent is claimed
+    before it runs (``next_attempt_at`` pushed ``lease_s`` ahead by a guarded UPDATE), so
+    no two executors run it at once; one whose executor died is due again after the
+    lease, and its replay is harmless (same idempotency key, result recorded once)."""
+
     def __init__(
-        self, sessions: Sessions, provider: PaymentProvider, clock: Clock, on_result: Applier
+        self,
+        sessions: Sessions,
+        provider: PaymentProvider,
+        clock: Clock,
+        on_result: Applier,
+        concurrency: int = 1,
+        lease_s: float = 30.0,
     ) -> None:
         self.sessions = sessions
         self.provider = provider
         self.clock = clock
         self.on_result = on_result
+        self.concurrency = concurrency
+        self.lease_s = lease_s
 
     async def run_pending(self, limit: int = 200) -> int:
         """Execute the due REQUESTED intents (oldest first); returns how many finished."""
-        async with self.sessions() as session:
-            ids = (
+        claimed = await self._claim(limit)
+        return sum(await bounded(claimed, lambda c: self.execute(*c), self.concurrency))
+
+    async def _claim(self, limit: int) -> list[tuple[MoneyOp, Payment]]:
+        """Claim up to ``limit`` due intents; with their payments, read in the same trip."""
+        now = self.clock.now()
+        due = (
+            select(MoneyOp.id)
+            .where(MoneyOp.state == OpState.REQUESTED.value, MoneyOp.next_attempt_at <= now)
+            .order_by(MoneyOp.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL: claimers skip each other
+        )
+        async with self.sessions.begin() as session:
+            ops = (
                 await session.scalars(
-                    select(MoneyOp.id)
+                    update(MoneyOp)
                     .where(
+                        MoneyOp.id.in_(due.scalar_subquery()),
                         MoneyOp.state == OpState.REQUESTED.value,
-                        MoneyOp.next_attempt_at <= self.clock.now(),
+                        MoneyOp.next_attempt_at <= now,  # re-checked under the row lock
                     )
-                    .order_by(MoneyOp.created_at)
-                    .limit(limit)
+                    .values(next_attempt_at=now + self.lease_s)
+                    .returning(MoneyOp)
+                    .execution_options(synchronize_session=False)
                 )
             ).all()
-        done = 0
-        for op_id in ids:
-            done += await self.execute(op_id)
-        return done
+            if not ops:
+                return []
+            payments = await session.scalars(
+                select(Payment).where(Payment.id.in_({op.payment_id for op in ops}))
+            )
+            by_id = {payment.id: payment for payment in payments}
+        return [(op, by_id[op.payment_id]) for op in ops]
 
-    async def execute(self, op_id: str) -> bool:
-        async with self.sessions() as session:
-            op = await session.get(MoneyOp, op_id)
-            payment = await session.get(Payment, op.payment_id) if op else None
-        if op is None or payment is None or op.state != OpState.REQUESTED.value:
+    async def execute(self, op: MoneyOp, payment: Payment) -> bool:
+        """Run one intent this executor claimed (or created claimed): the provider call
+        with the intent's key, then its answer recorded once."""
+        if op.state != OpState.REQUESTED.value:
             return False
         try:
             result = await self._call(op, payment)
@@ -101,7 +152,7 @@ class MoneyExecutor:
             return False
         except ProviderError as exc:
             result = ProviderResult("", False, exc.reason)
-        return await self._record(op_id, result)
+        return await self._record(op.id, result)
 
     async def _call(self, op: MoneyOp, payment: Payment) -> ProviderResult:
         key, ref = op.idempotency_key, payment.authorization_ref or ""
@@ -149,7 +200,7 @@ class MoneyExecutor:
         now = self.clock.now()
         async with self.sessions.begin() as session:
             state = OpState.SUCCEEDED if result.approved else OpState.FAILED
-            claimed = await session.execute(
+            op = await session.scalar(
                 update(MoneyOp)
                 .where(MoneyOp.id == op_id, MoneyOp.state == OpState.REQUESTED.value)
                 .values(
@@ -158,12 +209,12 @@ class MoneyExecutor:
                     error=result.reason,
                     completed_at=now,
                 )
+                .returning(MoneyOp)  # the recorded row, read by the same statement
+                .execution_options(synchronize_session=False)
             )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            if op is None:
                 return False  # another executor recorded it first
-            op = await session.get(MoneyOp, op_id)
-            payment = await session.get(Payment, op.payment_id) if op else None
-            assert op is not None
+            payment = await session.get(Payment, op.payment_id)
             assert payment is not None
             await self.on_result(session, op, payment, result)
         log(

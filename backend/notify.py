@@ -16,9 +16,10 @@ from email.message import EmailMessage
 from typing import Protocol
 from urllib.parse import urlparse
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend import wakeups
 from backend.db import Sessions
 from backend.logs import log
 from backend.models import Customer, Notification
@@ -180,6 +181,7 @@ async def queue(
                 created_at=now,
             )
         )
+    wakeups.mark(session, wakeups.NOTIFY)
 
 
 class Dispatcher:
@@ -189,6 +191,8 @@ class Dispatcher:
         self.clock = clock
 
     async def dispatch_pending(self, limit: int = 200) -> int:
+        """Send the queued notifications (oldest first), recording each outcome as soon as
+        it is known (guarded by ``status = 'QUEUED'``), so a crash resends at most one."""
         async with self.sessions() as session:
             rows = (
                 await session.scalars(
@@ -199,20 +203,32 @@ class Dispatcher:
                 )
             ).all()
         for row in rows:
-            await self._send(row)
+            error = await self._send(row)
+            async with self.sessions.begin() as session:
+                status = "FAILED" if error else "SENT"
+                await _record(session, row.id, status, error, self.clock.now())
         return len(rows)
 
-    async def _send(self, row: Notification) -> None:
+    async def _send(self, row: Notification) -> str | None:
+        """Send one; the error text when it failed (recorded, never raised)."""
         channel = self.channels.get(row.channel)
-        status, error = "SENT", None
         try:
             if channel is None:
                 raise LookupError(f"no {row.channel} channel configured")
             await channel.send(row.address, row.subject, row.body)
         except Exception as exc:  # any channel failure is recorded, never raised
-            status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:500]
+            error = f"{type(exc).__name__}: {exc}"[:500]
             log("notify.failed", channel=row.channel, notification_id=row.id, error=error)
-        async with self.sessions.begin() as session:
-            stored = await session.get(Notification, row.id)
-            if stored is not None and stored.status == "QUEUED":
-                stored.status, stored.error, stored.sent_at = status, error, self.clock.now()
+            return error
+        return None
+
+
+async def _record(
+    session: AsyncSession, row_id: str, status: str, error: str | None, now: float
+) -> None:
+    await session.execute(
+        update(Notification)
+        .where(Notification.id == row_id, Notification.status == "QUEUED")
+        .values(status=status, error=error, sent_at=now)
+        .execution_options(synchronize_session=False)
+    )

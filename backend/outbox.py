@@ -8,13 +8,15 @@ a 4xx other than 401/408/429 is a rejection: the purchase fails without charge.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import lifecycle, saga
 from backend.db import Sessions
 from backend.errors import GatewayError
 from backend.gateway_client import GatewayClient
 from backend.logs import log
+from backend.loops import bounded
 from backend.models import OutboxMessage, Purchase, Vehicle
 from backend.records import timeline
 from backend.retry import backoff_s
@@ -23,6 +25,10 @@ from protocol.timeutil import Clock
 
 
 class OutboxRelay:
+    """Delivers due rows, ``concurrency`` POSTs at a time. A row is claimed before it is
+    sent (``available_at`` pushed ``lease_s`` ahead by a guarded UPDATE), so no two
+    relays send it at once; a row whose relay died is due again after the lease."""
+
     def __init__(
         self,
         sessions: Sessions,
@@ -30,41 +36,63 @@ class OutboxRelay:
         clock: Clock,
         initial_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
+        concurrency: int = 1,
+        lease_s: float = 30.0,
     ) -> None:
         self.sessions = sessions
         self.gateway = gateway
         self.clock = clock
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.concurrency = concurrency
+        self.lease_s = lease_s
         self.delivered = 0
 
     async def run_once(self, limit: int = 100) -> int:
         """Deliver the due rows; returns how many the gateway accepted."""
-        async with self.sessions() as session:
+        rows, vins = await self._claim(limit)
+        if not rows:
+            return 0
+
+        async def send(row: OutboxMessage) -> bool:
+            return await self._send(row, vins.get(row.payload["vehicle_id"], ""))
+
+        accepted = await bounded(rows, send, self.concurrency)
+        sent = [row for row, ok in zip(rows, accepted, strict=True) if ok]
+        if sent:  # one transaction marks the whole batch (a resend after a crash is harmless)
+            async with self.sessions.begin() as session:
+                await _delivered(session, sent, self.clock.now())
+        self.delivered += len(sent)
+        return len(sent)
+
+    async def _claim(self, limit: int) -> tuple[list[OutboxMessage], dict[str, str]]:
+        """Claim up to ``limit`` due rows; with their vehicles' VINs, in the same trip."""
+        now = self.clock.now()
+        due = (
+            select(OutboxMessage.id)
+            .where(*_due(now))
+            .order_by(OutboxMessage.available_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL: claimers skip each other
+        )
+        async with self.sessions.begin() as session:
             rows = (
                 await session.scalars(
-                    select(OutboxMessage)
-                    .where(
-                        OutboxMessage.delivered_at.is_(None),
-                        OutboxMessage.dead.is_(False),
-                        OutboxMessage.available_at <= self.clock.now(),
-                    )
-                    .order_by(OutboxMessage.available_at)
-                    .limit(limit)
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(due.scalar_subquery()), *_due(now))  # re-checked
+                    .values(available_at=now + self.lease_s)
+                    .returning(OutboxMessage)
+                    .execution_options(synchronize_session=False)
                 )
             ).all()
-            vins = {
-                v.id: v.vin
-                for v in await session.scalars(
-                    select(Vehicle).where(Vehicle.id.in_({r.payload["vehicle_id"] for r in rows}))
-                )
-            }
-        accepted = 0
-        for row in rows:
-            accepted += await self._deliver(row, vins.get(row.payload["vehicle_id"], ""))
-        return accepted
+            if not rows:
+                return [], {}
+            vehicles = await session.scalars(
+                select(Vehicle).where(Vehicle.id.in_({r.payload["vehicle_id"] for r in rows}))
+            )
+            return list(rows), {v.id: v.vin for v in vehicles}
 
-    async def _deliver(self, row: OutboxMessage, vin: str) -> int:
+    async def _send(self, row: OutboxMessage, vin: str) -> bool:
         body = {
             "activation_id": row.activation_id,
             "vin": vin,
@@ -75,23 +103,9 @@ class OutboxRelay:
             await self.gateway.request_activation(body)
         except GatewayError as exc:
             await self._failed(row, exc)
-            return 0
-        now = self.clock.now()
-        async with self.sessions.begin() as session:
-            stored = await session.get(OutboxMessage, row.id)
-            purchase = await session.get(Purchase, row.purchase_id)
-            assert stored is not None
-            assert purchase is not None
-            stored.delivered_at, stored.attempts = now, stored.attempts + 1
-            if row.kind == "deactivation.request" and purchase.deactivation_state == "QUEUED":
-                purchase.deactivation_state = "SENT"
-            elif row.kind != "activation.request":
-                pass
-            elif purchase.state in (PurchaseState.ACTIVATION_QUEUED, PurchaseState.SCHEDULED):
-                purchase.state, purchase.updated_at = PurchaseState.ACTIVATING.value, now
-        self.delivered += 1
+            return False
         log("outbox.delivered", activation_id=row.activation_id, attempts=row.attempts + 1)
-        return 1
+        return True
 
     async def _failed(self, row: OutboxMessage, exc: GatewayError) -> None:
         now = self.clock.now()
@@ -132,3 +146,38 @@ class OutboxRelay:
                     ticket_kind="dispatch_rejected",
                 )
         log("outbox.rejected", activation_id=row.activation_id, status=exc.status)
+
+
+def _due(now: float) -> tuple[ColumnElement[bool], ...]:
+    return (
+        OutboxMessage.delivered_at.is_(None),
+        OutboxMessage.dead.is_(False),
+        OutboxMessage.available_at <= now,
+    )
+
+
+async def _delivered(session: AsyncSession, rows: list[OutboxMessage], now: float) -> None:
+    """The gateway has them: mark the rows, move their purchases on (guarded updates)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.delivered_at.is_(None))
+        .values(delivered_at=now, attempts=OutboxMessage.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    activating = [r.purchase_id for r in rows if r.kind == "activation.request"]
+    if activating:
+        waiting = (PurchaseState.ACTIVATION_QUEUED.value, PurchaseState.SCHEDULED.value)
+        await session.execute(
+            update(Purchase)
+            .where(Purchase.id.in_(activating), Purchase.state.in_(waiting))
+            .values(state=PurchaseState.ACTIVATING.value, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    deactivating = [r.purchase_id for r in rows if r.kind == "deactivation.request"]
+    if deactivating:
+        await session.execute(
+            update(Purchase)
+            .where(Purchase.id.in_(deactivating), Purchase.deactivation_state == "QUEUED")
+            .values(deactivation_state="SENT")
+            .execution_options(synchronize_session=False)
+        )

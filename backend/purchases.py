@@ -21,7 +21,15 @@ from backend.db import Sessions
 from backend.errors import Conflict, InvalidRequest, NotFound
 from backend.logs import log
 from backend.maintenance import MaintenanceClient
-from backend.models import Customer, IdempotencyKey, Payment, Purchase, Service, Vehicle
+from backend.models import (
+    Customer,
+    IdempotencyKey,
+    MoneyOp,
+    Payment,
+    Purchase,
+    Service,
+    Vehicle,
+)
 from backend.money import MoneyExecutor
 from backend.records import timeline
 from backend.states import IN_FLIGHT, OpKind, PaymentState, PurchaseState
@@ -68,14 +76,14 @@ class PurchaseService:
         if service.maintenance_linked:
             await self._gate(customer_id, vehicle, req)
         try:
-            purchase_id, op_id = await self._insert(customer_id, req, key, price)
+            purchase_id, op, payment = await self._insert(customer_id, req, key, price)
         except IntegrityError:
             async with self.sessions() as session:  # a concurrent twin request won the key
                 replay = await self._replayed(session, customer_id, key, req.digest())
             if replay:
                 return replay
             raise
-        await self.executor.execute(op_id)
+        await self.executor.execute(op, payment)  # the hold, before the answer
         return purchase_id
 
     async def _replayed(
@@ -171,7 +179,7 @@ class PurchaseService:
 
     async def _insert(
         self, customer_id: str, req: PurchaseRequest, key: str, price: int
-    ) -> tuple[str, str]:
+    ) -> tuple[str, MoneyOp, Payment]:
         now = self.clock.now()
         async with self.sessions.begin() as session:
             purchase = self._purchase(customer_id, req, price, now, PurchaseState.PAYMENT_PENDING)
@@ -198,8 +206,15 @@ class PurchaseService:
                 )
             )
             await session.flush()
-            op = await money.request(
-                session, payment, OpKind.AUTHORIZE, price, PaymentState.HELD_FOR_ACTIVATION, now
+            # a fresh payment has no intent yet; born claimed: this request runs it
+            op = await money.add_intent(
+                session,
+                payment,
+                OpKind.AUTHORIZE,
+                price,
+                PaymentState.HELD_FOR_ACTIVATION,
+                now,
+                claim_s=self.executor.lease_s,
             )
             timeline(
                 session,
@@ -211,7 +226,7 @@ class PurchaseService:
                 price_cents=price,
             )
         log("purchase.created", purchase_id=purchase.id, service=req.service_id, price_cents=price)
-        return purchase.id, op.id
+        return purchase.id, op, payment
 
 
 async def _lifecycle_gates(

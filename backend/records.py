@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend import wakeups
 from backend.models import Customer, OutboxMessage, Purchase, Ticket, TimelineEntry, Vehicle
 
 
@@ -107,3 +108,4 @@ def queue_gateway_request(
             created_at=now,
         )
     )
+    wakeups.mark(session, wakeups.RELAY)

@@ -1,22 +1,25 @@
 """The backend process: wiring, the background loops, and one-shot steps for tests.
 
-``Backend.running()`` owns a ``TaskGroup`` with named tasks: ``backend.worker`` (money
-intents, outbox relay, notifications, deadline watchdog, reconciliation),
-``backend.consumer`` (``caas:events``) and ``backend.paysim`` (simulated webhooks).
+``Backend.running()`` owns a ``TaskGroup`` with one named task per job: ``backend.money``
+(money intents), ``backend.relay`` (outbox), ``backend.notify``, ``backend.scheduler``,
+``backend.watchdog`` (deadlines), ``backend.reconciler`` (settlement),
+``backend.charges`` (subscription months), ``backend.consumer`` (``caas:events``) and
+``backend.paysim`` (simulated webhooks). The first three are woken by the commit that
+gives them work (``wakeups``); every job also polls every ``backend_poll_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 
-from backend import billing, catalog, inbox, lifecycle, saga
+from backend import billing, catalog, inbox, lifecycle, saga, wakeups
 from backend.charges import ChargeExecutor
 from backend.config import BackendSettings
 from backend.consumer import EventConsumer
@@ -24,6 +27,7 @@ from backend.db import make_engine, make_sessions, migrate
 from backend.errors import InvalidRequest
 from backend.gateway_client import GatewayClient, HttpGatewayClient
 from backend.logs import log
+from backend.loops import Step, run_loop
 from backend.maintenance import MaintenanceClient, SimulatedMaintenance
 from backend.models import MoneyOp, Payment
 from backend.money import MoneyExecutor
@@ -34,6 +38,7 @@ from backend.paysim import SimConfig, SimulatedProvider
 from backend.purchases import PurchaseService
 from backend.reconcile import Reconciler, Watchdog
 from backend.scheduler import Scheduler, ensure
+from backend.wakeups import Wakeups
 from protocol.timeutil import Clock, SystemClock
 
 
@@ -61,7 +66,8 @@ class Backend:
         self.clock = clock or SystemClock()
         self.webhook_secret = settings.backend_webhook_secret.get_secret_value()
         self.engine = make_engine(settings.resolved_database_url())
-        self.sessions = make_sessions(self.engine)
+        self.wakeups = Wakeups()
+        self.sessions = make_sessions(self.engine, self.wakeups)
         self.provider = provider or self._simulated_provider()
         self.maintenance = maintenance or SimulatedMaintenance(
             settings.backend_workshop_url,
@@ -71,7 +77,14 @@ class Backend:
         self.gateway = gateway or HttpGatewayClient.connect(
             settings.gateway_url, settings.resolved_gateway_token()
         )
-        self.executor = MoneyExecutor(self.sessions, self.provider, self.clock, self._on_money)
+        self.executor = MoneyExecutor(
+            self.sessions,
+            self.provider,
+            self.clock,
+            self._on_money,
+            settings.backend_money_concurrency,
+            settings.backend_claim_lease_s,
+        )
         self.dispatcher = Dispatcher(
             self.sessions, channels or default_channels(settings), self.clock
         )
@@ -81,6 +94,8 @@ class Backend:
             self.clock,
             settings.backend_outbox_initial_backoff_s,
             settings.backend_outbox_max_backoff_s,
+            settings.backend_relay_concurrency,
+            settings.backend_claim_lease_s,
         )
         self.watchdog = Watchdog(self.sessions, self.gateway, self.clock)
         self.reconciler = Reconciler(
@@ -141,7 +156,6 @@ class Backend:
                 s.backend_consumer_name,
                 self.sessions,
                 self.clock,
-                self.settle,
             )
             await self.consumer.ensure_group()
         log("backend.started", redis=bool(redis_url))
@@ -189,7 +203,7 @@ class Backend:
     async def running(self) -> AsyncIterator[Backend]:
         await self.start()
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(self._loop(self.work_once), name="backend.worker")]
+            tasks = [tg.create_task(job, name=f"backend.{name}") for name, job in self._jobs()]
             if self.consumer is not None:
                 tasks.append(tg.create_task(self.consumer.run(), name="backend.consumer"))
             if isinstance(self.provider, SimulatedProvider):
@@ -201,13 +215,29 @@ class Backend:
                     task.cancel()
         await self.close()
 
-    async def _loop(self, step: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
+    def _jobs(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """One loop per job. Money, relay and notify run again at once after a pass that
+        did work; the others (rare, time-driven work) only poll."""
+        poll_s = self.settings.backend_poll_s
+
+        def woken(name: str, step: Step) -> tuple[str, Coroutine[Any, Any, None]]:
+            return name, run_loop(name, step, self.wakeups.event(name), poll_s)
+
+        def polled(name: str, step: Step) -> tuple[str, Coroutine[Any, Any, None]]:
+            async def quiet() -> None:  # no count: never "busy"
                 await step()
-            except Exception as exc:  # a failed pass is logged; the next pass retries
-                log("backend.worker_error", error=f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(self.settings.backend_poll_s)
+
+            return name, run_loop(name, quiet, asyncio.Event(), poll_s)
+
+        return [
+            woken(wakeups.MONEY, self.executor.run_pending),
+            woken(wakeups.RELAY, self.relay.run_once),
+            woken(wakeups.NOTIFY, self.dispatcher.dispatch_pending),
+            polled("scheduler", self.scheduler.run_once),
+            polled("watchdog", self.watchdog.run_once),
+            polled("reconciler", self.reconciler.run_once),
+            polled("charges", self.charges.run_pending),
+        ]
 
     async def close(self) -> None:
         if self.redis is not None:

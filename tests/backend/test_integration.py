@@ -169,6 +169,7 @@ async def test_killed_between_capture_and_db_write(make_world: WorldFactory, db_
         await w.backend.close()
     async with make_world(db_url, provider=inner, restart_of=w) as again:  # the restart
         inner.clock = again.clock
+        again.clock.advance(again.backend.executor.lease_s)  # the dead one's claim expired
         await again.drain()
         assert await states(again, p["id"]) == ("ACTIVE", "CHARGED")
         assert sum(inner.real_captures.values()) == 1

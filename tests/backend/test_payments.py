@@ -63,8 +63,10 @@ async def test_crash_between_capture_and_db_write_ends_with_one_capture(
             await w.backend.executor.run_pending()
         assert sum(inner.real_captures.values()) == 1
         assert (await w.purchase(p["id"]))["payment"]["state"] == "HELD_FOR_ACTIVATION"
-        # "restart": a fresh executor over the same database and the real provider
+        # "restart": a fresh executor over the same database and the real provider, once
+        # the dead executor's claim on the intent has expired
         w.backend.executor.provider = inner
+        w.clock.advance(w.backend.executor.lease_s)
         await w.drain()
         got = await w.purchase(p["id"])
         assert (got["state"], got["payment"]["state"]) == ("ACTIVE", "CHARGED")
