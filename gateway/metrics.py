@@ -22,14 +22,16 @@ RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 
 AGE_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 86400)
 
 
-class _Reconnects(Collector):
-    def __init__(self, read: Callable[[], int]) -> None:
+class _ReadCounter(Collector):
+    """A counter whose value lives elsewhere (read at scrape time)."""
+
+    def __init__(self, name: str, doc: str, read: Callable[[], int]) -> None:
+        self.name = name
+        self.doc = doc
         self.read = read
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(
-            "caas_gateway_mqtt_reconnects", "MQTT reconnects of this worker"
-        )
+        family = CounterMetricFamily(self.name, self.doc)
         family.add_metric([], self.read())
         yield family
 
@@ -110,14 +112,22 @@ class GatewayMetrics:
             "caas_gateway_leased_timers", "Due timers held by a worker (from Redis)", registry=r
         )
         self._finished_count = 0
-        self._reconnects: _Reconnects | None = None
+        self._read_counters: dict[str, _ReadCounter] = {}
         self._first_count = 0
 
     def watch_reconnects(self, read: Callable[[], int]) -> None:
-        if self._reconnects is not None:
-            self.registry.unregister(self._reconnects)
-        self._reconnects = _Reconnects(read)
-        self.registry.register(self._reconnects)
+        self._watch("caas_gateway_mqtt_reconnects", "MQTT reconnects of this worker", read)
+
+    def watch_pipeline(self, calls: Callable[[], int], batches: Callable[[], int]) -> None:
+        """calls / pipelines = the mean number of scripts sent per Redis round trip."""
+        self._watch("caas_gateway_redis_script_calls", "Store script calls", calls)
+        self._watch("caas_gateway_redis_pipelines", "Pipelines those calls went in", batches)
+
+    def _watch(self, name: str, doc: str, read: Callable[[], int]) -> None:
+        if name in self._read_counters:
+            self.registry.unregister(self._read_counters[name])
+        self._read_counters[name] = _ReadCounter(name, doc, read)
+        self.registry.register(self._read_counters[name])
 
     # -------------------------------------------------------------- engine observer
     def on_step(self, before: Activation, step: Step, now: float) -> None:

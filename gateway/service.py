@@ -111,6 +111,7 @@ class Gateway:
                         task.cancel()
         finally:
             await self.engine.aclose()
+            await self.store.aclose()
             await self.dispatcher.stop()
             await self._redis.aclose()
             log.info("gateway.stopped worker=%s", self.worker_id)
@@ -141,6 +142,7 @@ class Gateway:
         )  # fmt: skip
         engine.waker = timers
         self.metrics.watch_reconnects(lambda: dispatcher.conn.reconnects)
+        self.metrics.watch_pipeline(lambda: store.pipeline.calls, lambda: store.pipeline.batches)
         return InboundHandler(store, engine, reconciler, self.metrics), timers
 
     def _after_terminal(self, reconciler: Reconciler) -> Callable[[Activation], Awaitable[None]]:

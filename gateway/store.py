@@ -21,6 +21,7 @@ from gateway import lua
 from gateway.activation import Action, Activation, State
 from gateway.events import Emit, Step
 from gateway.keys import COMMAND_INDEX_TTL_MS, LOCK_MARGIN_MS, REPLY_TTL_S, Keys
+from gateway.pipelining import AutoPipeline
 from gateway.twin import Twin
 from protocol.timeutil import format_ts
 
@@ -136,10 +137,13 @@ class Store:
         self._release = client.register_script(lua.RELEASE)
         self._twin = client.register_script(lua.TWIN)
         self._respond = client.register_script(lua.RESPOND)
+        self.pipeline = AutoPipeline(client)
 
     # ------------------------------------------------------------ activations
     async def load(self, activation_id: str) -> Snapshot | None:
-        raw = await self._load(keys=[self.keys.activation(activation_id)], args=[self.keys.prefix])
+        raw = await self.pipeline.run(
+            self._load, keys=[self.keys.activation(activation_id)], args=[self.keys.prefix]
+        )
         return snapshot_of(*raw) if raw else None
 
     async def get(self, activation_id: str) -> Activation | None:
@@ -159,7 +163,8 @@ class Store:
         k = self.keys
         due_ms = ms(act.due_at or now)
         flat = [f for e in events for f in event_fields(e, now, act.origin)]
-        result = await self._create(
+        result = await self.pipeline.run(
+            self._create,
             keys=[
                 k.activation(act.activation_id),
                 k.timers,
@@ -198,22 +203,28 @@ class Store:
         act, k = step.activation, self.keys
         keys = [k.activation(act.activation_id), k.timers, k.leases, k.events, k.states]
         keys += k.vehicle_keys(act.vin)
-        result = await self._commit(keys=keys, args=commit_args(snap, step, now))
+        result = await self.pipeline.run(self._commit, keys=keys, args=commit_args(snap, step, now))
         return bool(result[0] == "ok")
 
     # ------------------------------------------------------------ timers
     async def claim(self, now: float, lease_s: float, limit: int) -> tuple[list[str], int]:
         lease_until = ms(now + lease_s)
-        ids = await self._claim(
-            keys=[self.keys.timers, self.keys.leases], args=[ms(now), lease_until, limit]
+        ids = await self.pipeline.run(
+            self._claim,
+            keys=[self.keys.timers, self.keys.leases],
+            args=[ms(now), lease_until, limit],
         )
         return [str(i) for i in ids], lease_until
 
     async def release(self, activation_id: str, lease_ms: int, retry_at: float | None) -> None:
-        await self._release(
+        await self.pipeline.run(
+            self._release,
             keys=[self.keys.activation(activation_id), self.keys.timers, self.keys.leases],
             args=[activation_id, lease_ms, "" if retry_at is None else ms(retry_at)],
         )
+
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
 
     async def next_due(self) -> float | None:
         first = await self.redis.zrange(self.keys.timers, 0, 0, withscores=True)
@@ -235,7 +246,8 @@ class Store:
         k = self.keys
         online = bool(presence and presence.get("online"))
         event_data = dumps({"vin": vin, "online": online, "at": format_ts(vehicle_at)})
-        changed, state_changed = await self._twin(
+        changed, state_changed = await self.pipeline.run(
+            self._twin,
             keys=[k.twin(vin), k.waiting(vin), k.timers, k.events],
             args=[
                 kind,
@@ -280,7 +292,8 @@ class Store:
         it belongs to: one round trip (``lua.RESPOND``). None: not one of our commands."""
         k = self.keys
         keys = [k.commands(vin), k.twin(vin), k.waiting(vin), k.timers, k.events]
-        raw = await self._respond(
+        raw = await self.pipeline.run(
+            self._respond,
             keys=keys,
             args=[
                 command_id,
