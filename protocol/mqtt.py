@@ -30,6 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol.errors import MqttConnectError, MqttTimeout
 from protocol.paho_fast import FastProperties
+from protocol.paho_writes import CoalescingClient
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class MqttConnection:
     # ----------------------------------------------------------------- set-up
     def _make_client(self) -> paho.Client:
         opts = self.options
-        client = paho.Client(
+        client = CoalescingClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=opts.client_id,
             protocol=paho.MQTTv5,

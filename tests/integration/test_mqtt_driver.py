@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import uuid
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -13,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from launcher.stack import LocalStack
-from protocol.mqtt import ConnectionOptions, MqttConnection
+from protocol.mqtt import ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics
 from tests.helpers import wait_until
 
@@ -83,3 +85,68 @@ async def test_flush_waits_for_every_acknowledgement(stack: LocalStack, topics: 
         assert conn._unacked == set()
     finally:
         await conn.disconnect()
+
+
+class CountingSocket:
+    """Counts the send() calls made on a socket (the attribute itself is read-only)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.sends: list[int] = []
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(len(data))
+        return int(self.real.send(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_writes_are_coalesced_and_a_clean_disconnect_still_reaches_the_broker(
+    stack: LocalStack, topics: Topics
+) -> None:
+    """Packets queued in one iteration go out in one send(), in order; the DISCONNECT
+    paho writes right before closing the socket is flushed (no Will), while a dropped
+    connection's Will does fire (so the check can fail)."""
+    clean_vin, dropped_vin = "C" * 17, "D" * 17
+    received: list[tuple[str, bytes]] = []
+    watcher = MqttConnection(
+        stack.broker.gateway_address(),
+        ConnectionOptions(
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            subscriptions=[(topics.presence(clean_vin), 1), (topics.presence(dropped_vin), 1)],
+        ),
+        on_message=lambda m: received.append((m.topic, bytes(m.payload))),
+    )
+    await watcher.connect(5)
+
+    def with_will(vin: str) -> MqttConnection:
+        will = Will(topics.presence(vin), b"will", retain=False)
+        options = ConnectionOptions(
+            client_id=f"will-{uuid.uuid4().hex[:8]}", will=will, auto_reconnect=False
+        )
+        return MqttConnection(stack.broker.fleet_address(), options)
+
+    clean, dropped = with_will(clean_vin), with_will(dropped_vin)
+    await clean.connect(5)
+    await dropped.connect(5)
+    counting = CountingSocket(clean._client._sock)
+    clean._client._sock = counting  # type: ignore[assignment]
+    for n in range(20):  # one iteration: 20 PUBLISH packets for the buffer
+        clean.publish(topics.presence(clean_vin), f"{n}".encode(), qos=1)
+    await clean.flush(5)
+    clean._client._sock = counting.real
+    sends = counting.sends
+    assert len(sends) == 1, "the 20 publishes went out in one send()"
+    await wait_until(lambda: len(received) == 20)
+    assert [p for _, p in received] == [f"{n}".encode() for n in range(20)]
+
+    await clean.disconnect()
+    dropped_socket = dropped._client.socket()
+    assert dropped_socket is not None
+    dropped_socket.shutdown(socket.SHUT_RDWR)  # no DISCONNECT: the broker sends the Will
+    await wait_until(lambda: (topics.presence(dropped_vin), b"will") in received)
+    await asyncio.sleep(0.3)
+    assert (topics.presence(clean_vin), b"will") not in received
+    await dropped.disconnect()
+    await watcher.disconnect()
