@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,8 +15,9 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import catalog, lifecycle, views
+from backend import lifecycle, views
 from backend.api_errors import install_error_handlers
 from backend.auth import Principal, authenticate
 from backend.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
@@ -92,25 +94,35 @@ def _backend(request: Request) -> Backend:
     return backend
 
 
-async def principal(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+async def _authenticated(
+    session: AsyncSession, creds: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if creds is not None and creds.credentials:
-        async with _backend(request).sessions() as session:
-            found = await authenticate(session, creds.credentials)
+        found = await authenticate(session, creds.credentials)
         if found is not None:
             return found
     raise Unauthorized()
+
+
+def _customer_of(who: Principal) -> str:
+    if who.role != "customer" or who.customer_id is None:
+        raise NotFound("customer", "me")
+    return who.customer_id
+
+
+Creds = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+async def principal(request: Request, creds: Creds) -> Principal:
+    async with _backend(request).sessions() as session:
+        return await _authenticated(session, creds)
 
 
 Who = Annotated[Principal, Depends(principal)]
 
 
 async def customer(who: Who) -> str:
-    if who.role != "customer" or who.customer_id is None:
-        raise NotFound("customer", "me")
-    return who.customer_id
+    return _customer_of(who)
 
 
 async def ops(who: Who) -> Principal:
@@ -121,6 +133,37 @@ async def ops(who: Who) -> Principal:
 
 CustomerId = Annotated[str, Depends(customer)]
 Ops = Annotated[Principal, Depends(ops)]
+
+
+@dataclass(frozen=True)
+class Authed:
+    """A request's principal and the session its token was checked in. The handler goes
+    on in that session: one pool checkout and one transaction for the whole request
+    (each session costs a checkout, BEGIN and COMMIT/ROLLBACK: see docs/performance.md).
+    The session ends before the answer is sent (``scope="function"``)."""
+
+    who: Principal
+    session: AsyncSession
+
+    @property
+    def customer_id(self) -> str:
+        return _customer_of(self.who)
+
+
+async def authed(request: Request, creds: Creds) -> AsyncIterator[Authed]:
+    async with _backend(request).sessions() as session:
+        yield Authed(await _authenticated(session, creds), session)
+
+
+async def customer_authed(
+    auth: Annotated[Authed, Depends(authed, scope="function")],
+) -> Authed:
+    _customer_of(auth.who)  # 404 for ops tokens, as ``customer`` does
+    return auth
+
+
+AuthedSession = Annotated[Authed, Depends(authed, scope="function")]
+CustomerSession = Annotated[Authed, Depends(customer_authed, scope="function")]
 
 
 def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
@@ -143,19 +186,19 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
 def _customer_routes(app: FastAPI, backend: Backend) -> None:
     @app.get("/v1/catalog", responses=_doc(401, 404))
     async def get_catalog(
-        who: CustomerId, vehicle_id: Annotated[str, Query(pattern=RESOURCE_ID)]
+        auth: CustomerSession, vehicle_id: Annotated[str, Query(pattern=RESOURCE_ID)]
     ) -> dict[str, Any]:
-        async with backend.sessions() as session:
-            vehicle = await views.vehicle_of(session, vehicle_id, who)
-            excluded = frozenset(await lifecycle.excluded_services(session, who))
-            entries = await catalog.catalog_for(session, vehicle.model, excluded)
-        return views.catalog_view(vehicle, entries)
+        session, who, offer = auth.session, auth.customer_id, backend.catalog.current
+        vehicle = await views.vehicle_of(session, vehicle_id, who)
+        excluded = frozenset(await lifecycle.excluded_services(session, who, offer))
+        return views.catalog_view(vehicle, offer.entries_for(vehicle.model, excluded))
 
     @app.get("/v1/vehicles", responses=_doc(401, 404))
-    async def my_vehicles(who: CustomerId) -> list[dict[str, Any]]:
-        async with backend.sessions() as session:
-            rows = await session.scalars(select(Vehicle).where(Vehicle.customer_id == who))
-            return [{"id": v.id, "vin": v.vin, "model": v.model} for v in rows.all()]
+    async def my_vehicles(auth: CustomerSession) -> list[dict[str, Any]]:
+        rows = await auth.session.scalars(
+            select(Vehicle).where(Vehicle.customer_id == auth.customer_id)
+        )
+        return [{"id": v.id, "vin": v.vin, "model": v.model} for v in rows.all()]
 
     _purchase_routes(app, backend)
 
@@ -164,30 +207,28 @@ def _purchase_routes(app: FastAPI, backend: Backend) -> None:
     @app.post("/v1/purchases", status_code=202, responses=_doc(400, 401, 404, 409, 503))
     async def create_purchase(
         body: PurchaseIn,
-        who: CustomerId,
+        auth: CustomerSession,
         idempotency_key: Annotated[str, Header(pattern=IDEMPOTENCY_KEY)],
     ) -> dict[str, Any]:
-        purchase_id = await backend.purchases.create(who, body.request(), idempotency_key)
-        async with backend.sessions() as session:
-            return await views.purchase_of(session, purchase_id, who)
+        purchase, payment = await backend.purchases.create(
+            auth.session, auth.customer_id, body.request(), idempotency_key
+        )
+        return views.purchase_view(purchase, payment)
 
     @app.get("/v1/purchases/{purchase_id}", responses=_doc(401, 404))
     async def get_purchase(
-        purchase_id: Annotated[str, Path(pattern=RESOURCE_ID)], who: Who
+        purchase_id: Annotated[str, Path(pattern=RESOURCE_ID)], auth: AuthedSession
     ) -> dict[str, Any]:
-        scope = None if who.role == "ops" else who.customer_id
-        async with backend.sessions() as session:
-            return await views.purchase_of(session, purchase_id, scope)
+        scope = None if auth.who.role == "ops" else auth.who.customer_id
+        return await views.purchase_of(auth.session, purchase_id, scope)
 
     @app.get("/v1/customers/me/expediente", responses=_doc(401, 404))
-    async def expediente(who: CustomerId) -> dict[str, Any]:
-        async with backend.sessions() as session:
-            return await views.expediente(session, who)
+    async def expediente(auth: CustomerSession) -> dict[str, Any]:
+        return await views.expediente(auth.session, auth.customer_id)
 
     @app.get("/v1/customers/me/notifications", responses=_doc(401, 404))
-    async def notifications(who: CustomerId) -> list[dict[str, Any]]:
-        async with backend.sessions() as session:
-            return await views.notifications(session, who)
+    async def notifications(auth: CustomerSession) -> list[dict[str, Any]]:
+        return await views.notifications(auth.session, auth.customer_id)
 
 
 def _ops_routes(app: FastAPI, backend: Backend) -> None:

@@ -40,5 +40,12 @@ async def issue_token(session: AsyncSession, role: str, customer_id: str | None,
 
 
 async def authenticate(session: AsyncSession, token: str) -> Principal | None:
-    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    # two columns, not the ORM entity: every request runs this
+    row = (
+        await session.execute(
+            select(ApiToken.role, ApiToken.customer_id).where(
+                ApiToken.token_hash == hash_token(token)
+            )
+        )
+    ).first()
     return Principal(row.role, row.customer_id) if row else None

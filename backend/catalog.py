@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,51 +75,92 @@ async def seed_catalog(session: AsyncSession, path: Path = CATALOG_FILE) -> int:
     return len(entries)
 
 
-async def catalog_for(
-    session: AsyncSession, vehicle_model: str, excluded: frozenset[str] = frozenset()
-) -> list[CatalogEntry]:
-    """The services a customer may buy for a vehicle of this model (never the base, nor
-    ``excluded``: the post-cancellation policy)."""
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One service as sold: the catalog file's entry, as seeded into SQL."""
+
+    id: str
+    name: str
+    description: str
+    base_platform: bool
+    maintenance_linked: bool
+    exclude_after_cancel: bool
+    applies_to: tuple[str, ...]
+    prices: tuple[PriceOption, ...]  # in display order
+
+    def entry(self) -> CatalogEntry:
+        return CatalogEntry(
+            self.id, self.name, self.description, self.maintenance_linked, self.prices
+        )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The services and prices, read once per process: they only change through the
+    catalog file, which is seeded on start (``Backend.start``), so a running process
+    never needs to read them again. Immutable: safe to share between requests."""
+
+    services: tuple[ServiceInfo, ...] = ()  # ordered by id
+
+    def service(self, service_id: str) -> ServiceInfo | None:
+        return next((s for s in self.services if s.id == service_id), None)
+
+    def entries_for(
+        self, vehicle_model: str, excluded: frozenset[str] = frozenset()
+    ) -> list[CatalogEntry]:
+        """The services a customer may buy for a vehicle of this model (never the base,
+        nor ``excluded``: the post-cancellation policy)."""
+        return [
+            s.entry()
+            for s in self.services
+            if not s.base_platform
+            and s.id not in excluded
+            and (not s.applies_to or vehicle_model in s.applies_to)
+            and s.prices
+        ]
+
+    def price_of(self, service_id: str, model: str, days: int | None) -> tuple[ServiceInfo, int]:
+        """The service and the price of one option; 422 ``unknown_service`` /
+        ``unknown_price`` otherwise. ``days`` None: the model's first option."""
+        service = self.service(service_id)
+        if service is None or service.base_platform:
+            raise InvalidRequest("unknown_service", f"{service_id!r} is not sold")
+        for option in service.prices:
+            if option.model == model and (days is None or option.days == days):
+                return service, option.price_cents
+        raise InvalidRequest("unknown_price", f"{service_id} has no {model} option {days or ''}")
+
+
+async def load(session: AsyncSession) -> Catalog:
+    """The catalog as stored (two queries; call it after ``seed_catalog``)."""
     services = (await session.scalars(select(Service).order_by(Service.id))).all()
     prices = (await session.scalars(select(ServicePrice))).all()
-    out = []
-    for service in services:
-        applies = service.models.get("applies_to") or []
-        if service.base_platform or service.id in excluded:
-            continue
-        if applies and vehicle_model not in applies:
-            continue
-        options = sorted(
-            (
-                PriceOption(p.model, p.days, p.price_cents)
-                for p in prices
-                if p.service_id == service.id
-            ),
-            key=lambda o: (DURATION_MODELS.index(o.model), o.days or 0),
-        )
-        if options:
-            out.append(
-                CatalogEntry(
-                    service.id,
-                    service.name,
-                    service.description,
-                    service.maintenance_linked,
-                    tuple(options),
-                )
-            )
-    return out
+    return Catalog(tuple(_info(service, prices) for service in services))
 
 
-async def price_of(session: AsyncSession, service_id: str, model: str, days: int | None) -> int:
-    """The price of one option; 422 ``unknown_service`` / ``unknown_price`` otherwise."""
-    service = await session.get(Service, service_id)
-    if service is None or service.base_platform:
-        raise InvalidRequest("unknown_service", f"{service_id!r} is not sold")
-    query = select(ServicePrice).where(
-        ServicePrice.service_id == service_id, ServicePrice.model == model
+def _info(service: Service, prices: Sequence[ServicePrice]) -> ServiceInfo:
+    options = sorted(
+        (PriceOption(p.model, p.days, p.price_cents) for p in prices if p.service_id == service.id),
+        key=lambda o: (DURATION_MODELS.index(o.model), o.days or 0),
     )
-    query = query.where(ServicePrice.days == days) if days is not None else query
-    price = (await session.scalars(query)).first()
-    if price is None:
-        raise InvalidRequest("unknown_price", f"{service_id} has no {model} option {days or ''}")
-    return price.price_cents
+    return ServiceInfo(
+        id=service.id,
+        name=service.name,
+        description=service.description,
+        base_platform=service.base_platform,
+        maintenance_linked=service.maintenance_linked,
+        exclude_after_cancel=service.exclude_after_cancel,
+        applies_to=tuple(service.models.get("applies_to") or ()),
+        prices=tuple(options),
+    )
+
+
+class CatalogCache:
+    """This process's ``Catalog``: empty until ``reload`` (at start, after seeding)."""
+
+    def __init__(self) -> None:
+        self.current = Catalog()
+
+    async def reload(self, session: AsyncSession) -> Catalog:
+        self.current = await load(session)
+        return self.current

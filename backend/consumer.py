@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from sqlalchemy.exc import IntegrityError
 
-from backend import inbox
+from backend import inbox, preload
 from backend.db import Sessions
 from backend.logs import log
 from protocol.timeutil import Clock
@@ -150,13 +150,16 @@ async def consume_batch(sessions: Sessions, now: float, events: list[Event]) -> 
         return []
     async with sessions.begin() as session:
         seen = await inbox.seen_among(session, [e.event_id for e in events])
+        wanted = {inbox.purchase_activation_id(e.type, e.data) for e in events}
+        rows = await preload.load(session, {a for a in wanted if a is not None})
         outcomes = []
-        for e in events:
-            if e.event_id in seen:
-                outcomes.append("duplicate")
-                continue
-            seen.add(e.event_id)  # the same event twice in one batch
-            outcome = await inbox.apply_gateway_event(session, e.type, e.data, now)
-            inbox.remember(session, e.event_id, "gateway", e.type, outcome, now)
-            outcomes.append(outcome)
+        with preload.kept(session, rows):
+            for e in events:
+                if e.event_id in seen:
+                    outcomes.append("duplicate")
+                    continue
+                seen.add(e.event_id)  # the same event twice in one batch
+                outcome = await inbox.apply_gateway_event(session, e.type, e.data, now)
+                inbox.remember(session, e.event_id, "gateway", e.type, outcome, now)
+                outcomes.append(outcome)
     return outcomes

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Exists, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import lifecycle, saga, support
+from backend import lifecycle, preload, saga, support
 from backend.models import InboxEvent, Payment, Purchase
 from backend.records import open_ticket, timeline
 
@@ -61,6 +61,14 @@ def activation_state_after(type_: str, data: dict[str, Any]) -> str:
     }.get(type_, "IN_PROGRESS")
 
 
+def purchase_activation_id(type_: str, data: dict[str, Any]) -> str | None:
+    """The activation id ``apply_gateway_event`` looks a purchase up by (None: it looks
+    up none), so that a batch can load those purchases up front."""
+    if type_ not in ACTIVATION_TYPES or data.get("action", "activate") == "deactivate":
+        return None
+    return str(data.get("activation_id"))
+
+
 async def apply_gateway_event(
     session: AsyncSession, type_: str, data: dict[str, Any], now: float
 ) -> str:
@@ -69,9 +77,7 @@ async def apply_gateway_event(
         return "ignored"
     if data.get("action", "activate") == "deactivate":
         return await lifecycle.on_deactivation_event(session, type_, data, now)
-    purchase = await session.scalar(
-        select(Purchase).where(Purchase.activation_id == str(data.get("activation_id")))
-    )
+    purchase = await preload.purchase_by_activation(session, str(data.get("activation_id")))
     if purchase is None:
         return await support.on_support_event(session, type_, data, now)
     purchase.activation_state = activation_state_after(type_, data)
@@ -112,18 +118,45 @@ SETTLEMENT_OF = {
 }
 
 
-async def apply_provider_event(session: AsyncSession, body: dict[str, Any], now: float) -> str:
-    """A settlement webhook: newer ``seq`` wins, so a late "pending" never undoes "settled"."""
+async def consume_provider_event(
+    session: AsyncSession, event_id: str, body: dict[str, Any], now: float
+) -> str:
+    """A settlement webhook, exactly once: duplicate | applied | stale | ignored. One
+    query finds the payment, its purchase and whether the event was consumed already."""
+    found = (
+        await session.execute(
+            select(Payment, Purchase, _seen(event_id))
+            .join(Purchase, Purchase.id == Payment.purchase_id)
+            .where(Payment.id == str(body.get("reference")))
+        )
+    ).one_or_none()
+    if found is None:  # no such payment: only the inbox can tell a duplicate
+        if await seen(session, event_id):
+            return "duplicate"
+        outcome = "ignored"
+    elif found[2]:
+        return "duplicate"
+    else:
+        outcome = await _settle(session, found[0], found[1], body, now)
+    remember(session, event_id, "provider", str(body.get("type")), outcome, now)
+    return outcome
+
+
+def _seen(event_id: str) -> Exists:
+    return exists().where(InboxEvent.event_id == event_id[:128])
+
+
+async def _settle(
+    session: AsyncSession, payment: Payment, purchase: Purchase, body: dict[str, Any], now: float
+) -> str:
+    """Newer ``seq`` wins, so a late "pending" never undoes "settled"."""
     state = SETTLEMENT_OF.get(str(body.get("type")))
-    payment = await session.get(Payment, str(body.get("reference")))
-    if state is None or payment is None:
+    if state is None:
         return "ignored"
     seq = body.get("seq")
     if not isinstance(seq, int) or seq <= payment.settlement_seq:
         return "stale"
     payment.settlement, payment.settlement_seq, payment.updated_at = state, seq, now
-    purchase = await session.get(Purchase, payment.purchase_id)
-    assert purchase is not None
     timeline(session, purchase.customer_id, purchase.id, now, f"settlement.{state.lower()}")
     if state == "FAILED":
         await open_ticket(

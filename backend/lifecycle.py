@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import billing, notify
+from backend.catalog import Catalog
 from backend.logs import log
-from backend.models import Customer, Purchase, ScheduledJob, Service, Vehicle
+from backend.models import Customer, Purchase, ScheduledJob, Vehicle
 from backend.records import open_ticket, queue_gateway_request, timeline
 from backend.scheduler import JobHandler, schedule
 from backend.states import PurchaseState
@@ -192,16 +193,21 @@ async def deactivation_failed(
 
 
 # ---------------------------------------------------------------- post-cancellation policy
-async def excluded_services(session: AsyncSession, customer_id: str) -> set[str]:
+def excluded_after_cancel(catalog: Catalog, service_id: str) -> bool:
+    """Whether cancelling ``service_id`` removes it from the customer's catalog for good."""
+    service = catalog.service(service_id)
+    flagged = service is not None and service.exclude_after_cancel
+    return flagged or service_id in POLICY.exclude_after_cancel
+
+
+async def excluded_services(session: AsyncSession, customer_id: str, catalog: Catalog) -> set[str]:
     """Services this customer cancelled whose policy removes them from their catalog."""
-    rows = (
-        await session.execute(
-            select(Purchase.service_id, Service.exclude_after_cancel)
-            .join(Service, Service.id == Purchase.service_id)
-            .where(
-                Purchase.customer_id == customer_id,
-                Purchase.cancel_reason.in_(CUSTOMER_REASONS),
-            )
+    cancelled = await session.scalars(
+        select(Purchase.service_id)
+        .distinct()
+        .where(
+            Purchase.customer_id == customer_id,
+            Purchase.cancel_reason.in_(CUSTOMER_REASONS),
         )
-    ).all()
-    return {sid for sid, flag in rows if flag or sid in POLICY.exclude_after_cancel}
+    )
+    return {sid for sid in cancelled if excluded_after_cancel(catalog, sid)}

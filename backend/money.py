@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import wakeups
+from backend import preload, wakeups
 from backend.db import Sessions
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
 from backend.loops import bounded
-from backend.models import MoneyOp, Payment
+from backend.models import MoneyOp, Payment, Purchase
 from backend.payments import PaymentProvider, ProviderResult
 from backend.retry import backoff_s
 from backend.states import OpKind, OpState, PaymentState
@@ -39,9 +40,7 @@ async def request(
     now: float,
 ) -> MoneyOp:
     """The intent for ``kind`` on this payment (at most one per kind: unique in SQL)."""
-    existing = await session.scalar(
-        select(MoneyOp).where(MoneyOp.payment_id == payment.id, MoneyOp.kind == kind.value)
-    )
+    existing = await preload.intent_of(session, payment.id, kind.value)
     if existing is not None:
         return existing
     return await add_intent(session, payment, kind, amount_cents, target_state, now)
@@ -73,12 +72,22 @@ async def add_intent(
         next_attempt_at=now + claim_s,
         created_at=now,
     )
-    session.add(op)
-    await session.flush()
+    session.add(op)  # flushed with the rest of the transaction (fewer round trips)
+    preload.added_intent(session, op)
     if claim_s <= 0:
         wakeups.mark(session, wakeups.MONEY)
     log("money.requested", op=kind.value, payment_id=payment.id, amount_cents=amount_cents)
     return op
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An intent's answer as committed, with the rows its transaction left behind (the
+    purchase answer is built from them instead of reading them again)."""
+
+    op: MoneyOp
+    payment: Payment
+    purchase: Purchase
 
 
 class MoneyExecutor:
@@ -106,7 +115,8 @@ class MoneyExecutor:
     async def run_pending(self, limit: int = 200) -> int:
         """Execute the due REQUESTED intents (oldest first); returns how many finished."""
         claimed = await self._claim(limit)
-        return sum(await bounded(claimed, lambda c: self.execute(*c), self.concurrency))
+        recorded = await bounded(claimed, lambda c: self.execute(*c), self.concurrency)
+        return sum(r is not None for r in recorded)
 
     async def _claim(self, limit: int) -> list[tuple[MoneyOp, Payment]]:
         """Claim up to ``limit`` due intents; with their payments, read in the same trip."""
@@ -140,16 +150,17 @@ class MoneyExecutor:
             by_id = {payment.id: payment for payment in payments}
         return [(op, by_id[op.payment_id]) for op in ops]
 
-    async def execute(self, op: MoneyOp, payment: Payment) -> bool:
+    async def execute(self, op: MoneyOp, payment: Payment) -> Recorded | None:
         """Run one intent this executor claimed (or created claimed): the provider call
-        with the intent's key, then its answer recorded once."""
+        with the intent's key, then its answer recorded once. None: not recorded here
+        (timed out: retried later; or recorded by another executor)."""
         if op.state != OpState.REQUESTED.value:
-            return False
+            return None
         try:
             result = await self._call(op, payment)
         except ProviderTimeout:
             await self._retry_later(op)
-            return False
+            return None
         except ProviderError as exc:
             result = ProviderResult("", False, exc.reason)
         return await self._record(op.id, result)
@@ -196,7 +207,7 @@ class MoneyExecutor:
                 )
         log("money.timeout", op=op.kind, payment_id=op.payment_id, attempt=op.attempts + 1)
 
-    async def _record(self, op_id: str, result: ProviderResult) -> bool:
+    async def _record(self, op_id: str, result: ProviderResult) -> Recorded | None:
         now = self.clock.now()
         async with self.sessions.begin() as session:
             state = OpState.SUCCEEDED if result.approved else OpState.FAILED
@@ -213,9 +224,16 @@ class MoneyExecutor:
                 .execution_options(synchronize_session=False)
             )
             if op is None:
-                return False  # another executor recorded it first
-            payment = await session.get(Payment, op.payment_id)
-            assert payment is not None
+                return None  # another executor recorded it first
+            # payment and purchase in one trip; the applier finds the purchase in the
+            # session (``session.get`` without SQL)
+            payment, purchase = (
+                await session.execute(
+                    select(Payment, Purchase)
+                    .join(Purchase, Purchase.id == Payment.purchase_id)
+                    .where(Payment.id == op.payment_id)
+                )
+            ).one()
             await self.on_result(session, op, payment, result)
         log(
             "money.recorded",
@@ -224,4 +242,4 @@ class MoneyExecutor:
             state=state.value,
             reason=result.reason,
         )
-        return True
+        return Recorded(op, payment, purchase)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import lifecycle, money, notify
+from backend import lifecycle, money, notify, preload
 from backend.logs import log
 from backend.models import Customer, MoneyOp, Payment, Purchase, Vehicle
 from backend.payments import ProviderResult
@@ -37,7 +36,7 @@ def _move(purchase: Purchase, state: PurchaseState, now: float) -> None:
 
 
 async def payment_of(session: AsyncSession, purchase: Purchase) -> Payment | None:
-    return await session.scalar(select(Payment).where(Payment.purchase_id == purchase.id))
+    return await preload.payment_of(session, purchase.id)
 
 
 # ---------------------------------------------------------------- activation outcomes
@@ -134,11 +133,7 @@ async def release(
 
 
 async def _authorize_pending(session: AsyncSession, payment: Payment) -> bool:
-    op = await session.scalar(
-        select(MoneyOp).where(
-            MoneyOp.payment_id == payment.id, MoneyOp.kind == OpKind.AUTHORIZE.value
-        )
-    )
+    op = await preload.intent_of(session, payment.id, OpKind.AUTHORIZE.value)
     return op is not None and op.state == OpState.REQUESTED.value
 
 

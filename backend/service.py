@@ -101,8 +101,10 @@ class Backend:
         self.reconciler = Reconciler(
             self.sessions, self.provider, self.clock, settings.backend_settlement_grace_s
         )
+        self.catalog = catalog.CatalogCache()
         self.purchases = PurchaseService(
             self.sessions,
+            self.catalog,
             self.maintenance,
             self.executor,
             self.clock,
@@ -145,6 +147,7 @@ class Backend:
         await migrate(self.engine)
         async with self.sessions.begin() as session:
             await catalog.seed_catalog(session)
+            await self.catalog.reload(session)
         redis_url = self.settings.resolved_redis_url()
         if redis_url and self.redis is None:
             s = self.settings
@@ -188,11 +191,8 @@ class Backend:
         now = self.clock.now()
         try:
             async with self.sessions.begin() as session:
-                if await inbox.seen(session, payload["event_id"]):
-                    return "duplicate"
-                outcome = await inbox.apply_provider_event(session, payload, now)
-                inbox.remember(
-                    session, payload["event_id"], "provider", str(payload.get("type")), outcome, now
+                outcome = await inbox.consume_provider_event(
+                    session, payload["event_id"], payload, now
                 )
         except IntegrityError:
             return "duplicate"
