@@ -36,18 +36,19 @@ def test_activation_benchmark_smoke(tmp_path: Path) -> None:
         tmp_path,
         "activations",
         "--vehicles",
-        "400",
+        "1500",
         "--duration",
         "1",
         "--workers",
         "1",
         "--window",
-        "20",
+        "10,20",
     )
     for key in ("raw_echo_per_s", "activations_per_s", "ratio", "p50_ms", "p99_ms", "cpus"):
         assert key in report
     assert report["raw_echo_per_s"] > 0
     assert report["activations_per_s"] > 0
+    assert report["phases"][0]["window"] in (10, 20), "the sustained window is a probed one"
     for phase in report["phases"]:
         assert phase["failed"] == 0
         assert phase["http_errors"] == 0
