@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import preload, wakeups
+from backend.claims import claim_due
 from backend.db import Sessions
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
@@ -121,27 +122,16 @@ class MoneyExecutor:
     async def _claim(self, limit: int) -> list[tuple[MoneyOp, Payment]]:
         """Claim up to ``limit`` due intents; with their payments, read in the same trip."""
         now = self.clock.now()
-        due = (
-            select(MoneyOp.id)
-            .where(MoneyOp.state == OpState.REQUESTED.value, MoneyOp.next_attempt_at <= now)
-            .order_by(MoneyOp.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL: claimers skip each other
-        )
         async with self.sessions.begin() as session:
-            ops = (
-                await session.scalars(
-                    update(MoneyOp)
-                    .where(
-                        MoneyOp.id.in_(due.scalar_subquery()),
-                        MoneyOp.state == OpState.REQUESTED.value,
-                        MoneyOp.next_attempt_at <= now,  # re-checked under the row lock
-                    )
-                    .values(next_attempt_at=now + self.lease_s)
-                    .returning(MoneyOp)
-                    .execution_options(synchronize_session=False)
-                )
-            ).all()
+            ops = await claim_due(
+                session,
+                MoneyOp,
+                MoneyOp.id,
+                due=(MoneyOp.state == OpState.REQUESTED.value, MoneyOp.next_attempt_at <= now),
+                oldest_first=MoneyOp.created_at,
+                leased={"next_attempt_at": now + self.lease_s},
+                limit=limit,
+            )
             if not ops:
                 return []
             payments = await session.scalars(

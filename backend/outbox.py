@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import lifecycle, saga
+from backend.claims import claim_due
 from backend.db import Sessions
 from backend.errors import GatewayError
 from backend.gateway_client import GatewayClient
@@ -68,23 +69,16 @@ class OutboxRelay:
     async def _claim(self, limit: int) -> tuple[list[OutboxMessage], dict[str, str]]:
         """Claim up to ``limit`` due rows; with their vehicles' VINs, in the same trip."""
         now = self.clock.now()
-        due = (
-            select(OutboxMessage.id)
-            .where(*_due(now))
-            .order_by(OutboxMessage.available_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL: claimers skip each other
-        )
         async with self.sessions.begin() as session:
-            rows = (
-                await session.scalars(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id.in_(due.scalar_subquery()), *_due(now))  # re-checked
-                    .values(available_at=now + self.lease_s)
-                    .returning(OutboxMessage)
-                    .execution_options(synchronize_session=False)
-                )
-            ).all()
+            rows = await claim_due(
+                session,
+                OutboxMessage,
+                OutboxMessage.id,
+                due=_due(now),
+                oldest_first=OutboxMessage.available_at,
+                leased={"available_at": now + self.lease_s},
+                limit=limit,
+            )
             if not rows:
                 return [], {}
             vehicles = await session.scalars(
