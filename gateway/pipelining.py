@@ -16,6 +16,7 @@ is run through redis-py's own call, which loads it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -52,7 +53,11 @@ class AutoPipeline:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._spawn(self._send(batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, held until done (``aclose`` waits for it)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -87,9 +92,7 @@ class AutoPipeline:
             except Exception as exc:
                 _settle(call.future, exc)
 
-        task = asyncio.get_running_loop().create_task(through_redis_py())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._spawn(through_redis_py())
 
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (their callers may have gone)."""
