@@ -1,6 +1,7 @@
 """Exceptions of the protocol package.
 
 ProtocolError
+├── PayloadRejected       a wire payload refused before use (also a ValueError), with a reason
 ├── InvalidSignature      a signature that does not verify (or is not base64)
 ├── KeyFileError          a PEM file that is missing or holds the wrong key type
 └── MqttError
@@ -13,6 +14,17 @@ from __future__ import annotations
 
 class ProtocolError(Exception):
     """Base class of every error raised by ``protocol``."""
+
+
+class PayloadRejected(ProtocolError, ValueError):
+    """A payload refused at the edge. ``reason`` is one of a fixed set (``too_large``,
+    ``too_deep``, ``not_json``, ``non_finite``, ``not_object``, ``schema``, ...) so it can
+    label a metric; ``detail`` says more, and never quotes the payload."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
 
 
 class InvalidSignature(ProtocolError):

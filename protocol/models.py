@@ -16,9 +16,18 @@ from protocol.timeutil import parse_ts
 
 VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
-FEATURE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+FEATURE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # SPEC §1: snake_case feature ids
+FEATURE_RE = re.compile(FEATURE_PATTERN)
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # command and activation ids
 PROTOCOL_VERSION = 1
 MAX_FUTURE_ISSUE_S = 30.0  # SPEC §2.2 rule 4
+# Bounds on what a vehicle may report (docs/protocol.md, "What the gateway accepts"):
+# a vehicle's firmware ships a handful of features; anything past these is broken or
+# hostile, and every name would otherwise become work (a deactivation) or a label.
+MAX_FEATURES = 64
+MAX_SEQ = 2**53 - 1  # exact in every JSON reader (and in Redis' Lua doubles)
+MAX_TEXT = 64  # model, firmware, a DTC
+MAX_RETRY_AFTER_S = 7 * 86_400
 
 
 class CommandType(StrEnum):
@@ -78,6 +87,11 @@ def _is_vin(value: str) -> str:
 Timestamp = Annotated[str, AfterValidator(_is_timestamp)]
 Vin = Annotated[str, AfterValidator(_is_vin)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=128)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+FeatureName = Annotated[str, Field(pattern=FEATURE_PATTERN)]
+FeatureList = Annotated[list[FeatureName], Field(max_length=MAX_FEATURES)]
+# printable, no control characters: these end up in logs, tickets and e-mails
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Command(BaseModel):
@@ -104,43 +118,52 @@ class Command(BaseModel):
 
 
 class Modem(BaseModel):
-    rssi_dbm: int
+    rssi_dbm: int = Field(ge=-200, le=0)
 
 
 class Diagnostics(BaseModel):
-    dtcs: list[str]
-    battery_v: float
+    dtcs: list[Text] = Field(max_length=64)
+    battery_v: float = Field(ge=0, le=1000)
     modem: Modem
-    uptime_s: int
-    recent_errors: list[str]
-    firmware: str
-    model: str
+    uptime_s: int = Field(ge=0, le=10**10)
+    recent_errors: list[Annotated[str, Field(max_length=256)]] = Field(max_length=32)
+    firmware: Text
+    model: Text
 
 
 class VehicleState(BaseModel):
+    """What a vehicle says about itself. Bounded (``MAX_FEATURES``, ``MAX_SEQ``) and
+    consistent (an active feature is an installed one), or refused whole."""
+
     vin: Vin
-    model: str
-    firmware: str
+    model: Text
+    firmware: Text
     online: bool
     power: Literal["off", "acc", "on"]
     moving: bool
-    speed_kmh: float = Field(ge=0)
+    speed_kmh: float = Field(ge=0, le=1000)
     gear: Literal["P", "R", "N", "D"]
     busy: bool
-    installed_features: list[str]
-    active_features: list[str]
-    seq: int = Field(ge=0)
+    installed_features: FeatureList
+    active_features: FeatureList
+    seq: int = Field(ge=0, le=MAX_SEQ)
     at: Timestamp
+
+    @model_validator(mode="after")
+    def _active_features_are_installed(self) -> VehicleState:
+        if not set(self.active_features) <= set(self.installed_features):
+            raise ValueError("active_features lists a feature that is not installed")
+        return self
 
 
 class Response(BaseModel):
     v: Literal[1]
-    command_id: NonEmpty
+    command_id: Identifier
     vin: str
     type: CommandType | None
     status: ResponseStatus
     reason: NackReason | None
-    retry_after_s: float | None
+    retry_after_s: float | None = Field(ge=0, le=MAX_RETRY_AFTER_S)
     state: VehicleState | None
     diagnostics: Diagnostics | None
     at: Timestamp

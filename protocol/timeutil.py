@@ -55,9 +55,13 @@ def format_ts(epoch_s: float) -> str:
 
 def parse_ts(text: str) -> float:
     """Epoch seconds of an RFC 3339 timestamp; raises ValueError when it is not one."""
-    if not isinstance(text, str) or "T" not in text:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp without a UTC offset: {text!r}")
-    return parsed.timestamp()
+    if not isinstance(text, str) or "T" not in text or len(text) > 40:
+        raise ValueError("not an RFC 3339 timestamp")
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError("timestamp without a UTC offset")
+        # an offset can push a valid local time past year 9999 in UTC
+        return parsed.timestamp()
+    except (OverflowError, OSError) as exc:
+        raise ValueError("timestamp out of range") from exc
