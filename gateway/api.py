@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import redis.exceptions
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,11 +16,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.activation import Action
-from gateway.errors import ActivationConflict, ActivationNotFound, ActivationTerminal
+from gateway.errors import (
+    ActivationConflict,
+    ActivationNotFound,
+    ActivationTerminal,
+    BrokerUnavailable,
+    GatewayError,
+    TooManyQueries,
+)
 from gateway.events import Cancel
 from gateway.policy import MAX_ATTEMPTS_LIMIT
 from gateway.service import Gateway
-from protocol.commands import build_command
 from protocol.models import FEATURE_RE, VIN_RE, CommandType
 
 _BEARER = HTTPBearer(auto_error=False)
@@ -146,7 +153,7 @@ def _add_vehicle_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
 
     async def live(vin: str, ctype: CommandType) -> dict[str, Any]:
         timeout = gw.cfg.policy.status_query_timeout_s
-        command_id, answer = await live_query(gw, check_vin(vin), ctype, timeout)
+        command_id, answer = await gw.queries.ask(check_vin(vin), ctype, timeout)
         if answer is None:
             raise HTTPException(504, f"{ctype.value} query {command_id} unanswered after "
                                 f"{timeout:g}s")  # fmt: skip
@@ -163,19 +170,6 @@ def _add_vehicle_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
     @app.get("/v1/keys", dependencies=auth)
     async def keys() -> PlainTextResponse:
         return PlainTextResponse(gw.public_pem.decode(), media_type="application/x-pem-file")
-
-
-async def live_query(
-    gw: Gateway, vin: str, ctype: CommandType, timeout_s: float
-) -> tuple[str, dict[str, Any] | None]:
-    """Send a status/diagnostics command and wait (BLPOP) for whichever worker gets
-    the answer to hand it over through Redis."""
-    now = gw.clock.now()
-    command = build_command(gw.signer, vin=vin, type=ctype, now=now, ttl_s=timeout_s)
-    await gw.store.register_query(vin, command.command_id, ctype.value, now)
-    gw.dispatcher.publish(command)
-    gw.metrics.commands.labels(ctype.value).inc()
-    return command.command_id, await gw.store.wait_reply(command.command_id, timeout_s)
 
 
 def _add_ops_routes(app: FastAPI, gw: Gateway) -> None:
@@ -197,3 +191,12 @@ def _add_ops_routes(app: FastAPI, gw: Gateway) -> None:
     @app.exception_handler(ActivationNotFound)
     async def not_found(request: Request, exc: ActivationNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """A dependency is down or saturated: 503, and a hint to come back shortly."""
+        detail = str(exc) if isinstance(exc, GatewayError) else "state store (Redis) unavailable"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    redis_down = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    for unavailable_error in (BrokerUnavailable, TooManyQueries, *redis_down):
+        app.add_exception_handler(unavailable_error, unavailable)

@@ -45,6 +45,10 @@ class GatewaySettings(BaseSettings):
     gateway_timer_poll_s: float = Field(default=0.05, gt=0)
     gateway_timer_batch: int = Field(default=200, ge=1)
     gateway_concurrency: int = Field(default=64, ge=1)
+    # A frozen worker stays in the shared subscription group, and receives its share of
+    # the vehicles' answers, until the broker gives up on it: 1.5 x this keepalive.
+    gateway_mqtt_keepalive_s: int = Field(default=5, ge=1, le=300)
+    gateway_inbound_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
 
     def retry_policy(self) -> RetryPolicy:
         values = {

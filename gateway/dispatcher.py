@@ -4,22 +4,26 @@ messages in.
 Commands carry the MQTT 5 request/response properties (Response Topic, Correlation
 Data = command_id, Message Expiry). Responses, state and presence arrive through the
 shared subscriptions ``$share/gateway/...``: each message goes to one worker, which
-hands it to the inbound queue; the matching to an activation goes through Redis
-(``command_id → activation``), so it does not matter which worker sent the command.
+checks its topic and size and hands it to the inbound backlog (bounded in bytes,
+``backlog``); the matching to an activation goes through Redis (``command_id →
+activation``), so it does not matter which worker sent the command.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 
 from gateway.activation import Activation
+from gateway.backlog import Backlog, Inbound
 from gateway.events import Send
+from gateway.intake import check_correlation
+from gateway.rejections import Rejections
+from protocol.codec import MAX_PAYLOAD_BYTES
 from protocol.commands import OutgoingCommand, build_command, command_properties
-from protocol.models import FEATURE_COMMANDS, CommandType
+from protocol.errors import PayloadRejected
+from protocol.models import FEATURE_COMMANDS, CommandType, is_valid_vin
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
 from protocol.signing import Signer
 from protocol.timeutil import Clock
@@ -27,16 +31,6 @@ from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 INBOUND_LEAVES = ("responses", "state", "presence")
-INBOUND_QUEUE_MAX = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    leaf: str
-    vin: str
-    payload: bytes
-    correlation: bytes | None
-    recv_at: float
 
 
 class Dispatcher:
@@ -47,20 +41,24 @@ class Dispatcher:
         signer: Signer,
         clock: Clock,
         client_id: str,
+        *,
+        rejections: Rejections,
+        inbound_max_bytes: int,
+        keepalive_s: int,
     ) -> None:
         self.topics = topics
         self.signer = signer
         self.clock = clock
-        self.inbound: asyncio.Queue[Inbound] = asyncio.Queue(INBOUND_QUEUE_MAX)
-        self.dropped = 0
+        self.rejections = rejections
         options = ConnectionOptions(
             client_id=client_id,
             clean_start=True,
-            keepalive_s=15,
+            keepalive_s=keepalive_s,
             max_inflight=1000,
             subscriptions=[(topics.shared(leaf), 1) for leaf in INBOUND_LEAVES],
         )
-        self.conn = MqttConnection(broker, options, on_message=self._on_message)
+        self.conn = MqttConnection(broker, options, on_message=self.accept)
+        self.inbound = Backlog(inbound_max_bytes, self.conn.pause_reading, self.conn.resume_reading)
 
     async def start(self, timeout_s: float = 15.0) -> None:
         await self.conn.connect(timeout_s)
@@ -88,11 +86,9 @@ class Dispatcher:
         )
         self.publish(command)
 
-    def query(self, vin: str, ctype: CommandType, ttl_s: float) -> OutgoingCommand:
-        """A live status/diagnostics query (not tied to an activation); sent at once."""
-        command = build_command(self.signer, vin=vin, type=ctype, now=self.clock.now(), ttl_s=ttl_s)
-        self.publish(command)
-        return command
+    def build_query(self, vin: str, ctype: CommandType, ttl_s: float) -> OutgoingCommand:
+        """A live status/diagnostics command (not tied to an activation), not yet sent."""
+        return build_command(self.signer, vin=vin, type=ctype, now=self.clock.now(), ttl_s=ttl_s)
 
     def publish(self, command: OutgoingCommand) -> None:
         props = command_properties(self.topics, command, self.clock.now())
@@ -103,13 +99,23 @@ class Dispatcher:
         )
 
     # ------------------------------------------------------------ in
-    def _on_message(self, message: paho.MQTTMessage) -> None:
+    def accept(self, message: paho.MQTTMessage) -> None:
+        """Cheap checks at the socket (topic, size), then into the backlog."""
         parsed = self.topics.parse(message.topic)
-        if parsed is None or parsed[1] not in INBOUND_LEAVES:
+        if parsed is None or parsed[1] not in INBOUND_LEAVES or not is_valid_vin(parsed[0]):
+            self.rejections.count("other", "-", PayloadRejected("topic", "not a vehicle topic"))
             return
+        vin, leaf = parsed
         correlation = getattr(message.properties, "CorrelationData", None)
-        item = Inbound(parsed[1], parsed[0], bytes(message.payload), correlation, self.clock.now())
         try:
-            self.inbound.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped += 1  # the ack timeout and status query recover a lost response
+            if len(message.payload) > MAX_PAYLOAD_BYTES:
+                raise PayloadRejected("too_large", f"{len(message.payload)} bytes")
+            check_correlation(correlation)
+        except PayloadRejected as exc:
+            self.rejections.count(leaf, vin, exc)
+            return
+        self.enqueue(Inbound(leaf, vin, bytes(message.payload), correlation, self.clock.now()))
+
+    def enqueue(self, item: Inbound) -> None:
+        if not self.inbound.put(item):  # the ack timeout and status query recover it
+            self.rejections.count(item.leaf, item.vin, PayloadRejected("backlog"))

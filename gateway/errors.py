@@ -6,7 +6,9 @@ GatewayError
 ├── ActivationNotFound        no activation under that id
 ├── ActivationTerminal        cancel of an activation that already ended
 ├── TransitionConflict        optimistic transition lost the race too many times in a row
-└── QueryTimeout              a live status/diagnostics query got no answer in time
+├── QueryTimeout              a live status/diagnostics query got no answer in time
+├── TooManyQueries            this worker already waits on MAX_WAITING live queries (503)
+└── BrokerUnavailable         the worker's MQTT connection is down (503)
 """
 
 from __future__ import annotations
@@ -55,3 +57,14 @@ class QueryTimeout(GatewayError):
         self.vin = vin
         self.command_type = command_type
         self.timeout_s = timeout_s
+
+
+class TooManyQueries(GatewayError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this worker already waits on {limit} live queries")
+        self.limit = limit
+
+
+class BrokerUnavailable(GatewayError):
+    def __init__(self) -> None:
+        super().__init__("the MQTT broker is not connected")

@@ -11,7 +11,8 @@ Key layout (``{p}`` is the prefix, ``caas:gw`` by default):
     {p}:cmds:{vin}            hash   command_id → JSON {act, type, sent_ms}; whole key expires
     {p}:open:{vin}            set    "feature|activation_id" of non-terminal activations
     {p}:desired:{vin}         hash   feature → "active" after a SUCCEEDED activate
-    {p}:reply:{command_id}    list   live query answers, popped by the waiting API worker
+    {p}:inbox:{worker_id}     list   live query answers for the worker that asked (BLPOP)
+    {p}:reconciled:{vin}      string reconciliation deactivations opened in the current window
     {p}:states                hash   activation count per state (metrics gauges)
     caas:events               stream SPEC §4 events (name from CAAS_EVENTS_STREAM)
 """
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "caas:gw"
 COMMAND_INDEX_TTL_MS = 24 * 3600 * 1000  # answers later than a day are not matched
-REPLY_TTL_S = 60  # a live-query answer nobody popped
+REPLY_TTL_S = 60  # a live-query inbox nobody pops (its worker is gone)
+RECONCILE_WINDOW_MS = 3600 * 1000  # reconciliation rate limit: per vehicle and window...
+RECONCILE_PER_WINDOW = 16  # ...at most this many deactivations opened
 LOCK_MARGIN_MS = 60_000  # vehicle lock outlives the longest expected hold by this much
 
 
@@ -64,8 +67,11 @@ class Keys:
     def desired(self, vin: str) -> str:
         return f"{self.prefix}:desired:{vin}"
 
-    def reply(self, command_id: str) -> str:
-        return f"{self.prefix}:reply:{command_id}"
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.prefix}:inbox:{worker_id}"
+
+    def reconciled(self, vin: str) -> str:
+        return f"{self.prefix}:reconciled:{vin}"
 
     def vehicle_keys(self, vin: str) -> list[str]:
         """The per-vehicle keys a transition touches, in the order the Lua scripts expect."""

@@ -16,9 +16,13 @@ local lock = redis.call('GET', ARGV[1] .. ':lock:' .. a[3]) or ''
 return {a[1], a[2], lock, twin}
 """
 
-# KEYS: act timers events states open desired twin lock
+# KEYS: act timers events states open desired twin lock reconciled
 # ARGV: id doc state due_ms request_hash vin open_member guard_feature now_ms timer_ms
-#       then n_events and 4 values per event (event_id type at data)
+#       guard_limit guard_window_ms, then n_events and 4 values per event
+#       (event_id type at data)
+# A guarded create (reconciliation: guard_feature set) is skipped when the feature is
+# wanted active or already has an open activation, and refused ('limited') past
+# guard_limit creations per vehicle within guard_window_ms.
 # Returns {'created', lock_holder, twin_flat}: what the first step decides on, so the
 # creating worker can take it at once without another round trip (``LOAD``).
 CREATE = """
@@ -32,15 +36,19 @@ if feature ~= '' then
   for _, m in ipairs(redis.call('SMEMBERS', KEYS[5])) do
     if string.sub(m, 1, #feature + 1) == feature .. '|' then return {'skip'} end
   end
+  if tonumber(redis.call('GET', KEYS[9]) or '0') >= tonumber(ARGV[11]) then
+    return {'limited'}
+  end
+  if redis.call('INCR', KEYS[9]) == 1 then redis.call('PEXPIRE', KEYS[9], ARGV[12]) end
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', 1, 'state', ARGV[3],
            'due_ms', ARGV[4], 'request_hash', ARGV[5], 'vin', ARGV[6])
 redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
 redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[7])
-local n = tonumber(ARGV[11])
+local n = tonumber(ARGV[13])
 for i = 0, n - 1 do
-  local b = 11 + i * 4
+  local b = 13 + i * 4
   redis.call('XADD', KEYS[3], '*', 'event_id', ARGV[b + 1], 'type', ARGV[b + 2],
              'at', ARGV[b + 3], 'data', ARGV[b + 4])
 end
@@ -131,7 +139,11 @@ return 1
 # timers events) and A:
 #   1 kind (state|presence|response)  2 state_json ('' none)  3 seq  4 vehicle_ms
 #   5 recv_ms  6 presence_json  7 online (1|0)  8 rtt_ms ('' none)
-#   9 event_id  10 event_at  11 event_data
+#   9 event_id  10 event_at  11 event_data  12 state_ms (the state's own time)
+# Vehicle times arrive clamped to at most the receive time (gateway/intake.py).
+# A state replaces the stored one when its ``seq`` is higher OR its time is newer: the
+# counter of a rebooted vehicle may start again, and a bogus huge ``seq`` must not
+# freeze the twin; a replayed or reordered older state has neither.
 # Returns (changed, state_changed); a change bumps ``rev`` and wakes the waiters.
 _UPDATE_TWIN = """
 local function update_twin(K, A)
@@ -139,9 +151,10 @@ local function update_twin(K, A)
   local state_changed = false
   redis.call('HSET', K[1], 'seen_ms', A[5])
   if A[2] ~= '' then
-    local cur = redis.call('HGET', K[1], 'seq')
-    if not cur or tonumber(A[3]) > tonumber(cur) then
-      redis.call('HSET', K[1], 'state', A[2], 'seq', A[3])
+    local cur = redis.call('HMGET', K[1], 'seq', 'state_ms')
+    if not cur[1] or tonumber(A[3]) > tonumber(cur[1])
+        or tonumber(A[12]) > tonumber(cur[2] or '0') then
+      redis.call('HSET', K[1], 'state', A[2], 'seq', A[3], 'state_ms', A[12])
       changed = true
       state_changed = true
     end
@@ -204,9 +217,10 @@ return {changed and 1 or 0, state_changed and 1 or 0}
 # indexed send time), and load the activation it belongs to, as ``LOAD`` would.
 # KEYS: cmds twin waiting timers events
 # ARGV: 1 command_id  2 prefix  3 state_json ('' none)  4 seq  5 vehicle_ms  6 recv_ms
-#       7 recv_exact_ms (fractional)
-# Returns false (unknown command), {info} (a live query, or its activation is gone) or
-# {info, doc, version, lock_holder, twin_flat}.
+#       7 recv_exact_ms (fractional)  8 state_ms
+# Returns false (unknown command), {info, state_changed} (a live query, or its
+# activation is gone) or {info, state_changed, doc, version, lock_holder, twin_flat}.
+# ``state_changed``: the answer's state became the twin's (it is the newest known).
 RESPOND = (
     _UPDATE_TWIN
     + """
@@ -214,13 +228,15 @@ local info = redis.call('HGET', KEYS[1], ARGV[1])
 if not info then return false end
 local cmd = cjson.decode(info)
 local rtt = math.max(0, tonumber(ARGV[7]) - tonumber(cmd['sent_ms']))
-update_twin({KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
-            {'response', ARGV[3], ARGV[4], ARGV[5], ARGV[6], '', '0',
-             string.format('%.3f', rtt), '', '', ''})
-if cmd['act'] == '' then return {info} end
+local _, state_changed = update_twin(
+  {KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
+  {'response', ARGV[3], ARGV[4], ARGV[5], ARGV[6], '', '0',
+   string.format('%.3f', rtt), '', '', '', ARGV[8]})
+local newest = state_changed and 1 or 0
+if cmd['act'] == '' then return {info, newest} end
 local a = redis.call('HMGET', ARGV[2] .. ':act:' .. cmd['act'], 'doc', 'version', 'vin')
-if not a[1] then return {info} end
+if not a[1] then return {info, newest} end
 local lock = redis.call('GET', ARGV[2] .. ':lock:' .. a[3]) or ''
-return {info, a[1], a[2], lock, redis.call('HGETALL', KEYS[2])}
+return {info, newest, a[1], a[2], lock, redis.call('HGETALL', KEYS[2])}
 """
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.activation import Activation, AttemptResult, State
@@ -20,18 +20,40 @@ ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
 TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 14400)
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 86400)
+FEATURE_LABELS = 100  # distinct feature label values per worker; later ones are "other"
 
 
-class _ReadCounter(Collector):
-    """A counter whose value lives elsewhere (read at scrape time)."""
+class BoundedLabel:
+    """A label whose values are not ours to choose (feature names come from API callers
+    and, through reconciliation, from vehicles): the first ``limit`` distinct values
+    keep their name, every later one is counted as ``other``, so a flood of names
+    cannot create a flood of series."""
 
-    def __init__(self, name: str, doc: str, read: Callable[[], int]) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+class _ReadValue(Collector):
+    """A counter or gauge whose value lives elsewhere (read at scrape time)."""
+
+    def __init__(self, name: str, doc: str, read: Callable[[], int], gauge: bool) -> None:
         self.name = name
         self.doc = doc
         self.read = read
+        self.gauge = gauge
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(self.name, self.doc)
+        family_type = GaugeMetricFamily if self.gauge else CounterMetricFamily
+        family = family_type(self.name, self.doc)
         family.add_metric([], self.read())
         yield family
 
@@ -92,6 +114,16 @@ class GatewayMetrics:
             "caas_gateway_divergences_total", "Features found active without a SUCCEEDED "
             "activation", registry=r,
         )  # fmt: skip
+        self.rejected = Counter(
+            "caas_gateway_inbound_rejected_total",
+            "Vehicle messages refused at the edge, by topic leaf and reason",
+            ["leaf", "reason"], registry=r,
+        )  # fmt: skip
+        self.divergences_limited = Counter(
+            "caas_gateway_divergences_limited",
+            "Divergences not acted on: the vehicle's reconciliation rate limit was reached",
+            registry=r,
+        )  # fmt: skip
         self.conflicts = Counter(
             "caas_gateway_transition_conflicts_total", "Optimistic commits that lost a race",
             registry=r,
@@ -111,23 +143,34 @@ class GatewayMetrics:
         self.leased = Gauge(
             "caas_gateway_leased_timers", "Due timers held by a worker (from Redis)", registry=r
         )
+        self.feature_label = BoundedLabel(FEATURE_LABELS)
         self._finished_count = 0
-        self._read_counters: dict[str, _ReadCounter] = {}
+        self._read_values: dict[str, _ReadValue] = {}
         self._first_count = 0
 
     def watch_reconnects(self, read: Callable[[], int]) -> None:
         self._watch("caas_gateway_mqtt_reconnects", "MQTT reconnects of this worker", read)
+
+    def watch_backlog(self, read_bytes: Callable[[], int], read_pauses: Callable[[], int]) -> None:
+        self._watch(
+            "caas_gateway_inbound_backlog_bytes", "Vehicle messages read, not yet handled",
+            read_bytes, gauge=True,
+        )  # fmt: skip
+        self._watch(
+            "caas_gateway_inbound_pauses", "Times the worker stopped reading MQTT (backlog full)",
+            read_pauses,
+        )  # fmt: skip
 
     def watch_pipeline(self, calls: Callable[[], int], batches: Callable[[], int]) -> None:
         """calls / pipelines = the mean number of scripts sent per Redis round trip."""
         self._watch("caas_gateway_redis_script_calls", "Store script calls", calls)
         self._watch("caas_gateway_redis_pipelines", "Pipelines those calls went in", batches)
 
-    def _watch(self, name: str, doc: str, read: Callable[[], int]) -> None:
-        if name in self._read_counters:
-            self.registry.unregister(self._read_counters[name])
-        self._read_counters[name] = _ReadCounter(name, doc, read)
-        self.registry.register(self._read_counters[name])
+    def _watch(self, name: str, doc: str, read: Callable[[], int], gauge: bool = False) -> None:
+        if name in self._read_values:
+            self.registry.unregister(self._read_values[name])
+        self._read_values[name] = _ReadValue(name, doc, read, gauge)
+        self.registry.register(self._read_values[name])
 
     # -------------------------------------------------------------- engine observer
     def on_step(self, before: Activation, step: Step, now: float) -> None:
@@ -145,7 +188,7 @@ class GatewayMetrics:
 
     def _finished(self, act: Activation, now: float) -> None:
         category = act.failure_category.value if act.failure_category else ""
-        self.finished.labels(act.state.value, category, act.feature).inc()
+        self.finished.labels(act.state.value, category, self.feature_label(act.feature)).inc()
         self._finished_count += 1
         if act.state is State.SUCCEEDED:
             self.attempts_to_success.observe(max(1, act.current))

@@ -8,6 +8,18 @@ with ``origin: reconciliation``; it runs through the same machine (readiness, th
 vehicle lock, retries). Its id derives from (vin, feature, state seq), so the same
 report seen twice creates it once, and the create script re-checks the two
 conditions atomically.
+
+In proportion, because what a vehicle reports is the vehicle's word:
+- only the newest state the gateway knows is reconciled (callers pass a state only
+  when the twin just stored it), never a late answer's older one;
+- the reported features are bounded and consistent (``intake``: at most
+  ``MAX_FEATURES``, each active one installed), and at most one deactivation per
+  (vin, feature) is open at a time, so the work is bounded by the vehicle's installed
+  features;
+- at most ``RECONCILE_PER_WINDOW`` deactivations per vehicle per window
+  (``keys.RECONCILE_WINDOW_MS``); past it the divergence is counted
+  (``caas_gateway_divergences_limited_total``) and looked at again on the vehicle's
+  next state change after the window.
 """
 
 from __future__ import annotations
@@ -60,6 +72,9 @@ class Reconciler:
              "action": Action.DEACTIVATE.value},
         )  # fmt: skip
         result = await self.store.create(act, "", [divergence], now, guard_feature=feature)
+        if result.limited:
+            self.metrics.divergences_limited.inc()
+            log.info("feature.divergence_limited vin=%s feature=%s", vin, feature)
         if not result.created:
             return None
         self.metrics.divergences.inc()

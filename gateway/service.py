@@ -30,13 +30,16 @@ from redis.backoff import ExponentialBackoff
 
 from gateway.activation import Action, Activation, State
 from gateway.config import ResolvedSettings
-from gateway.dispatcher import INBOUND_LEAVES, Dispatcher, Inbound
+from gateway.dispatcher import Dispatcher
 from gateway.engine import Engine
+from gateway.errors import GatewayError
 from gateway.inbound import InboundHandler
 from gateway.keys import Keys
 from gateway.metrics import GatewayMetrics
+from gateway.queries import INBOX_BLOCK_S, LiveQueries
 from gateway.reconcile import Reconciler
-from gateway.retry import cancel_requested, with_redis
+from gateway.rejections import Rejections
+from gateway.retry import TRANSIENT, cancel_requested, with_redis
 from gateway.store import Store
 from gateway.timers import TimerWorker
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
@@ -46,7 +49,9 @@ from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 CONSUMERS = 16
-API_CONNECTIONS = 64  # live queries hold one each while they BLPOP
+API_CONNECTIONS = 32  # API routes' reads (live queries wait in memory, holding none)
+REDIS_SOCKET_TIMEOUT_S = 5.0  # no command of ours blocks in Redis (the inbox BLPOP has its own)
+REDIS_POOL_WAIT_S = 5.0  # an exhausted pool answers 503 after this, rather than hang
 BOOTSTRAP_QUIET_S = 0.5
 BOOTSTRAP_MAX_S = 10.0
 
@@ -67,6 +72,8 @@ class Gateway:
         self.broker = BrokerAddress.from_url(cfg.mqtt_url)
         self.worker_id = f"{cfg.base.gateway_worker_id}-{uuid.uuid4().hex[:6]}"
         self._redis: aioredis.Redis | None = None
+        self._inbox_redis: aioredis.Redis | None = None
+        self._queries: LiveQueries | None = None
         self._dispatcher: Dispatcher | None = None
         self._engine: Engine | None = None
         self._store: Store | None = None
@@ -84,6 +91,11 @@ class Gateway:
         return self._engine
 
     @property
+    def queries(self) -> LiveQueries:
+        assert self._queries is not None, "gateway not running"
+        return self._queries
+
+    @property
     def dispatcher(self) -> Dispatcher:
         assert self._dispatcher is not None, "gateway not running"
         return self._dispatcher
@@ -92,6 +104,7 @@ class Gateway:
     async def running(self) -> AsyncIterator[Gateway]:
         inbound, timers = self._wire()
         assert self._redis is not None
+        assert self._inbox_redis is not None
         try:
             await with_redis(self._redis.ping, "ping", 15.0)
             await self.dispatcher.start()
@@ -103,6 +116,9 @@ class Gateway:
                     for i in range(CONSUMERS)
                 ]
                 tasks.append(tg.create_task(self._bootstrap(), name="twin-bootstrap"))
+                tasks.append(
+                    tg.create_task(self.queries.run(self._inbox_redis, self.keys), name="inbox")
+                )
                 try:
                     yield self
                 finally:
@@ -114,6 +130,7 @@ class Gateway:
             await self.store.aclose()
             await self.dispatcher.stop()
             await self._redis.aclose()
+            await self._inbox_redis.aclose()
             log.info("gateway.stopped worker=%s", self.worker_id)
 
     def _wire(self) -> tuple[InboundHandler, TimerWorker]:
@@ -123,14 +140,28 @@ class Gateway:
             self.cfg.redis_url,
             decode_responses=True,
             socket_connect_timeout=2.0,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
             max_connections=base.gateway_concurrency + CONSUMERS + API_CONNECTIONS,
-            timeout=30,
+            timeout=REDIS_POOL_WAIT_S,
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        # the inbox loop's BLPOP gets a connection of its own, never one of the pool's
+        self._inbox_redis = aioredis.Redis.from_url(
+            self.cfg.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=INBOX_BLOCK_S + REDIS_SOCKET_TIMEOUT_S,
+        )
         store = self._store = Store(self._redis, self.keys)
+        rejections = Rejections(self.metrics)
         dispatcher = self._dispatcher = Dispatcher(
-            self.broker, self.topics, self.signer, self.clock, self.worker_id
+            self.broker, self.topics, self.signer, self.clock, self.worker_id,
+            rejections=rejections, inbound_max_bytes=base.gateway_inbound_max_bytes,
+            keepalive_s=base.gateway_mqtt_keepalive_s,
+        )  # fmt: skip
+        queries = self._queries = LiveQueries(
+            store, dispatcher, self.clock, self.metrics, self.worker_id
         )
         engine = self._engine = Engine(store, dispatcher, self.clock, self.metrics, self.rng)
         reconciler = Reconciler(store, self.cfg.policy, self.clock, self.metrics)
@@ -143,7 +174,12 @@ class Gateway:
         engine.waker = timers
         self.metrics.watch_reconnects(lambda: dispatcher.conn.reconnects)
         self.metrics.watch_pipeline(lambda: store.pipeline.calls, lambda: store.pipeline.batches)
-        return InboundHandler(store, engine, reconciler, self.metrics), timers
+        backlog = dispatcher.inbound
+        self.metrics.watch_backlog(lambda: backlog.bytes, lambda: backlog.pauses)
+        handler = InboundHandler(
+            store, engine, reconciler, self.metrics, rejections, queries.deliver
+        )
+        return handler, timers
 
     def _after_terminal(self, reconciler: Reconciler) -> Callable[[Activation], Awaitable[None]]:
         """An activate that ended without SUCCEEDED may still have landed: reconcile."""
@@ -161,25 +197,21 @@ class Gateway:
             item = await queue.get()
             try:
                 await with_redis(partial(inbound.handle, item), "inbound", 120.0)
-            except Exception:
-                log.exception("inbound.failed leaf=%s vin=%s", item.leaf, item.vin)
+            except (GatewayError, *TRANSIENT) as exc:  # the activation's timers cover it
+                log.warning("inbound.failed leaf=%s vin=%s error=%r", item.leaf, item.vin, exc)
+            except Exception:  # a bug: keep the traceback
+                log.exception("inbound.crashed leaf=%s vin=%s", item.leaf, item.vin)
             if cancel_requested():
                 raise asyncio.CancelledError
 
     async def _bootstrap(self) -> None:
         """Read the retained state/presence once through a plain subscription."""
-        queue = self.dispatcher.inbound
         arrived = asyncio.Event()
 
         def on_message(message: paho.MQTTMessage) -> None:
-            parsed = self.topics.parse(message.topic)
-            if parsed is None or parsed[1] not in INBOUND_LEAVES or not message.retain:
-                return
-            arrived.set()
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(
-                    Inbound(parsed[1], parsed[0], bytes(message.payload), None, self.clock.now())
-                )
+            if message.retain:
+                arrived.set()
+                self.dispatcher.accept(message)
 
         filters = [(self.topics.all_of(leaf), 1) for leaf in ("state", "presence")]
         conn = MqttConnection(

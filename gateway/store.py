@@ -20,7 +20,15 @@ import redis.asyncio as aioredis
 from gateway import lua
 from gateway.activation import Action, Activation, State
 from gateway.events import Emit, Step
-from gateway.keys import COMMAND_INDEX_TTL_MS, LOCK_MARGIN_MS, REPLY_TTL_S, Keys
+from gateway.intake import PresenceIn, ResponseIn, StateIn
+from gateway.keys import (
+    COMMAND_INDEX_TTL_MS,
+    LOCK_MARGIN_MS,
+    RECONCILE_PER_WINDOW,
+    RECONCILE_WINDOW_MS,
+    REPLY_TTL_S,
+    Keys,
+)
 from gateway.pipelining import AutoPipeline
 from gateway.twin import Twin
 from protocol.timeutil import format_ts
@@ -48,6 +56,7 @@ class Created:
     activation: Activation | None  # the stored one when it already existed
     request_hash: str = ""
     skipped: bool = False  # reconciliation guard: nothing to do
+    limited: bool = False  # reconciliation guard: the vehicle's rate limit is reached
     snapshot: Snapshot | None = None  # the new activation as ``load`` would return it
 
 
@@ -56,11 +65,12 @@ class CommandInfo:
     activation_id: str  # "" for a live API query
     type: str
     sent_at: float
+    reply_to: str = ""  # a live query: the worker waiting for the answer
 
     @classmethod
     def from_json(cls, raw: str) -> CommandInfo:
         info = json.loads(raw)
-        return cls(info["act"], info["type"], int(info["sent_ms"]) / 1000)
+        return cls(info["act"], info["type"], int(info["sent_ms"]) / 1000, info.get("to", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,7 @@ class Matched:
 
     info: CommandInfo
     snapshot: Snapshot | None  # the activation it belongs to; None for a live query
+    newest_state: bool = False  # the answer's state is now the twin's (reconcile on it)
 
 
 def twin_of(vin: str, flat: list[str]) -> Twin | None:
@@ -174,6 +185,7 @@ class Store:
                 k.desired(act.vin),
                 k.twin(act.vin),
                 k.lock(act.vin),
+                k.reconciled(act.vin),
             ],
             args=[
                 act.activation_id,
@@ -186,6 +198,8 @@ class Store:
                 guard_feature,
                 ms(now),
                 due_ms if timer_at is None else ms(timer_at),
+                RECONCILE_PER_WINDOW,
+                RECONCILE_WINDOW_MS,
                 len(events),
                 *flat,
             ],
@@ -193,8 +207,8 @@ class Store:
         if result[0] == "exists":
             stored = Activation.from_record(json.loads(result[2]))
             return Created(False, stored, result[1])
-        if result[0] == "skip":
-            return Created(False, None, request_hash, skipped=True)
+        if result[0] in ("skip", "limited"):
+            return Created(False, None, request_hash, skipped=True, limited=result[0] == "limited")
         snap = Snapshot(act, "1", result[1] or None, twin_of(act.vin, result[2]))
         return Created(True, None, request_hash, snapshot=snap)
 
@@ -234,33 +248,33 @@ class Store:
     async def update_twin(
         self,
         vin: str,
-        kind: str,
         *,
-        vehicle_at: float,
         recv_at: float,
-        state: dict[str, Any] | None = None,
-        presence: dict[str, Any] | None = None,
+        state: StateIn | None = None,
+        presence: PresenceIn | None = None,
     ) -> tuple[bool, bool]:
         """Store a state or presence message; wakes activations waiting on the vehicle.
         (changed, new state). Answers to commands go through ``respond``."""
         k = self.keys
-        online = bool(presence and presence.get("online"))
+        online = bool(presence and presence.online)
+        vehicle_at = presence.at if presence else state.at if state else recv_at
         event_data = dumps({"vin": vin, "online": online, "at": format_ts(vehicle_at)})
         changed, state_changed = await self.pipeline.run(
             self._twin,
             keys=[k.twin(vin), k.waiting(vin), k.timers, k.events],
             args=[
-                kind,
-                dumps(state) if state else "",
-                state.get("seq", 0) if state else 0,
+                "presence" if presence else "state",
+                dumps(state.body) if state else "",
+                state.seq if state else 0,
                 ms(vehicle_at),
                 ms(recv_at),
-                dumps(presence) if presence else "",
+                dumps(presence.body) if presence else "",
                 "1" if online else "0",
                 "",  # rtt: only answers carry one
                 str(uuid.uuid4()),
                 format_ts(recv_at),
                 event_data,
+                ms(state.at) if state else 0,
             ],
         )
         return bool(changed), bool(state_changed)
@@ -279,54 +293,51 @@ class Store:
         return wanted, {m.split("|", 1)[0] for m in open_members}
 
     # ------------------------------------------------------------ commands and replies
-    async def respond(
-        self,
-        vin: str,
-        command_id: str,
-        *,
-        vehicle_at: float,
-        recv_at: float,
-        state: dict[str, Any] | None,
-    ) -> Matched | None:
+    async def respond(self, vin: str, response: ResponseIn, recv_at: float) -> Matched | None:
         """Match an answer to its command, store it in the twin, and load the activation
         it belongs to: one round trip (``lua.RESPOND``). None: not one of our commands."""
         k = self.keys
         keys = [k.commands(vin), k.twin(vin), k.waiting(vin), k.timers, k.events]
+        state = response.state
         raw = await self.pipeline.run(
             self._respond,
             keys=keys,
             args=[
-                command_id,
+                response.command_id,
                 k.prefix,
-                dumps(state) if state else "",
-                state.get("seq", 0) if state else 0,
-                ms(vehicle_at),
+                dumps(state.body) if state else "",
+                state.seq if state else 0,
+                ms(response.at),
                 ms(recv_at),
                 f"{recv_at * 1000:.3f}",
+                ms(state.at) if state else 0,
             ],
         )
         if not raw:
             return None
         info = CommandInfo.from_json(raw[0])
-        return Matched(info, snapshot_of(*raw[1:]) if len(raw) > 1 else None)
+        snapshot = snapshot_of(*raw[2:]) if len(raw) > 2 else None
+        return Matched(info, snapshot, newest_state=bool(raw[1]))
 
-    async def register_query(self, vin: str, command_id: str, ctype: str, now: float) -> None:
+    async def register_query(
+        self, vin: str, command_id: str, ctype: str, now: float, reply_to: str
+    ) -> None:
+        """Index a live query's command so that whichever worker gets the answer knows
+        which worker waits for it."""
         key = self.keys.commands(vin)
+        info = {"act": "", "type": ctype, "sent_ms": ms(now), "to": reply_to}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, command_id, dumps({"act": "", "type": ctype, "sent_ms": ms(now)}))
+            pipe.hset(key, command_id, dumps(info))
             pipe.pexpire(key, COMMAND_INDEX_TTL_MS)
             await pipe.execute()
 
-    async def push_reply(self, command_id: str, body: dict[str, Any]) -> None:
-        key = self.keys.reply(command_id)
+    async def push_answer(self, worker: str, command_id: str, body: dict[str, Any]) -> None:
+        """Hand a live query's answer to the worker waiting for it (its inbox list)."""
+        key = self.keys.inbox(worker)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, dumps(body))
+            pipe.rpush(key, dumps({"command_id": command_id, "body": body}))
             pipe.expire(key, REPLY_TTL_S)
             await pipe.execute()
-
-    async def wait_reply(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
-        popped = await self.redis.blpop([self.keys.reply(command_id)], timeout=timeout_s)
-        return json.loads(popped[1]) if popped else None
 
     # ------------------------------------------------------------ gauges
     async def gauges(self) -> tuple[dict[str, int], int, int]:

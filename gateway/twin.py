@@ -1,8 +1,8 @@
 """Vehicle twins: the gateway's last knowledge of each vehicle (SPEC §2.3, §3).
 
 Fed by the retained ``state`` and ``presence`` topics (shared subscriptions) and by
-the state carried in every response. Stored in Redis (``store.update_twin``); this
-module is the pure part: parsing inbound messages, and readiness.
+the state carried in every response, once ``intake`` has accepted them. Stored in
+Redis (``store.update_twin``); this module is the pure part: readiness and freshness.
 
 Readiness (SPEC §3): online, parked (not moving, gear P), not busy. A twin is
 *fresh* when the newest vehicle timestamp it holds is at most
@@ -17,11 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from gateway.activation import FailureCategory
-from protocol.codec import loads_object
-from protocol.models import Presence, VehicleState
 from protocol.timeutil import format_ts, parse_ts
 
 
@@ -113,46 +109,6 @@ def feature_active(state: dict[str, Any] | None, feature: str) -> bool | None:
     if not state:
         return None
     return feature in state.get("active_features", [])
-
-
-@dataclass(frozen=True, slots=True)
-class StateUpdate:
-    vin: str
-    body: dict[str, Any]
-    seq: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceUpdate:
-    vin: str
-    body: dict[str, Any]
-    online: bool
-    at: float
-
-
-def parse_state(vin: str, payload: bytes) -> StateUpdate | None:
-    """A valid VehicleState of this vin, else None (counted by the caller)."""
-    try:
-        body = loads_object(payload)
-        state = VehicleState.model_validate(body)
-    except (ValueError, ValidationError):
-        return None
-    if state.vin != vin:
-        return None
-    return StateUpdate(vin, state.model_dump(mode="json"), state.seq, parse_ts(state.at))
-
-
-def parse_presence(vin: str, payload: bytes) -> PresenceUpdate | None:
-    try:
-        presence = Presence.model_validate(loads_object(payload))
-    except (ValueError, ValidationError):
-        return None
-    if presence.vin != vin:
-        return None
-    return PresenceUpdate(
-        vin, presence.model_dump(mode="json"), presence.online, parse_ts(presence.at)
-    )
 
 
 def _ts(value: Any) -> float:

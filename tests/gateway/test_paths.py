@@ -317,18 +317,21 @@ async def test_late_ack_after_failure_is_reconciled(
 async def test_malformed_responses_are_dropped(
     make_gateway: GatewayFactory, stack: LocalStack, topics: Topics
 ) -> None:
-    """Garbage answers are counted and ignored; the status query settles the activation."""
+    """Garbage answers are counted by reason and ignored; the status query settles the
+    activation."""
     async with scripted(stack, topics, ["garbage"]) as car, make_gateway() as gw:
         created = await gw.activate(car.vin, "climate_plus")
         final = await gw.wait_terminal(created["activation_id"])
         assert final["state"] == "SUCCEEDED"
         assert final["attempts"][0]["response_code"] == "timeout"
         metrics = (await gw.client.get("/metrics")).text
-        line = next(
-            m for m in metrics.splitlines()
-            if m.startswith('caas_gateway_responses_total{outcome="malformed"}')
-        )  # fmt: skip
-        assert float(line.split()[-1]) >= 2
+        rejected = {
+            line.split("{")[1].split("}")[0]: float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("caas_gateway_inbound_rejected_total{")
+        }
+        assert rejected['leaf="responses",reason="schema"'] >= 1  # command_id 42
+        assert rejected['leaf="responses",reason="not_json"'] >= 1  # not UTF-8
 
 
 @pytest.mark.timeout(30)
