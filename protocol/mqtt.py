@@ -156,6 +156,7 @@ class MqttConnection:
         self._drained.set()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._resubscribe_task: asyncio.Task[None] | None = None
+        self._reading_paused = False
         self._client = self._make_client()
 
     # ----------------------------------------------------------------- set-up
@@ -443,7 +444,8 @@ class MqttConnection:
         # paho leaves Nagle on; with delayed ACKs that costs ~40 ms per round trip.
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._loop.add_reader(sock, self._read)
+        if not self._reading_paused:
+            self._loop.add_reader(sock, self._read)
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._forget(sock)
@@ -467,3 +469,20 @@ class MqttConnection:
     def _misc(self) -> None:
         if self._client.socket() is not None:
             self._client.loop_misc()
+
+    # ----------------------------------------------------------------- backpressure
+    def pause_reading(self) -> None:
+        """Stop reading the socket: the broker and TCP hold what comes meanwhile.
+        Keepalive answers are not read either, so a pause longer than about the
+        keepalive ends in a reconnect."""
+        self._reading_paused = True
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(sock)
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        sock = self._client.socket()
+        if sock is not None:
+            self._loop.add_reader(sock, self._read)
