@@ -114,6 +114,10 @@ class Activation:
     iot_errors: tuple[dict[str, Any], ...] = ()
     rtts_ms: tuple[float, ...] = ()
     final_state: dict[str, Any] | None = None
+    # A feature command and the status query after it both went unanswered at this
+    # time: the vehicle may have acted. Cleared by any answer carrying its state.
+    unanswered_at: float | None = None
+    final_deadline: float | None = None  # asking for the final status ends here
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

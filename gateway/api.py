@@ -45,6 +45,7 @@ class PolicyIn(BaseModel):
     status_query_timeout_s: float | None = Field(default=None, gt=0, le=3600)
     ack_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     ready_wait_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
+    outcome_wait_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
 
 
 class ActivationIn(BaseModel):

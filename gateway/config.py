@@ -37,6 +37,7 @@ class GatewaySettings(BaseSettings):
     retry_status_query_timeout_s: float = _DEFAULT_POLICY.status_query_timeout_s
     retry_ack_timeout_s: float = _DEFAULT_POLICY.ack_timeout_s
     retry_ready_wait_s: float = _DEFAULT_POLICY.ready_wait_s
+    retry_outcome_wait_s: float = _DEFAULT_POLICY.outcome_wait_s
 
     # internals (not in SPEC; tuned by tests and operations)
     gateway_key_prefix: str = DEFAULT_PREFIX

@@ -118,10 +118,11 @@ def _on_tick(out: _Out) -> None:
         _update_attempt(out, response_code="timeout", response_message="no answer in time")
         _query(out, Phase.TIMEOUT_STATUS, CommandType.STATUS)
     elif phase is Phase.TIMEOUT_STATUS:
+        out.set(unanswered_at=act.unanswered_at or out.now)
         msg = "no answer; status query unanswered"
         _fail_attempt(out, "timeout", msg, FailureCategory.TIMEOUT, retryable=True)
     elif phase is Phase.FINAL_STATUS:
-        _query(out, Phase.FINAL_DIAG, CommandType.DIAGNOSTICS)
+        _final_status_missing(out)
     elif phase is Phase.FINAL_DIAG:
         _finish_failed(out, None, "diagnostics query unanswered")
 
@@ -223,6 +224,9 @@ def _on_reply(out: _Out, reply: Reply) -> None:
             msg = "no answer; status shows the feature unchanged"
             _fail_attempt(out, "timeout", msg, FailureCategory.TIMEOUT, retryable=True)
     elif phase is Phase.FINAL_STATUS:
+        if reply.state is None:  # says nothing about the feature: as if unanswered
+            _final_status_missing(out)
+            return
         out.set(final_state=reply.state)
         if reply.status == "ack" and _wanted(act, reply.state):
             _succeed(out, "final status shows the wanted state")
@@ -237,7 +241,8 @@ def _record_answer(out: _Out, reply: Reply) -> None:
     if reply.rtt_s is not None:
         out.set(rtts_ms=(*act.rtts_ms, round(reply.rtt_s * 1000, 3))[-100:])
     if reply.state is not None:
-        out.set(snapshots=_keep(act.snapshots, reply.state, SNAPSHOTS_KEPT))
+        # the vehicle's state now, after every command we sent before: nothing unknown
+        out.set(snapshots=_keep(act.snapshots, reply.state, SNAPSHOTS_KEPT), unanswered_at=None)
     if reply.status == "nack":
         error = {
             "command_id": reply.command_id,
@@ -340,15 +345,35 @@ def _emit_attempt_failed(
 
 
 def _start_final(out: _Out) -> None:
-    """After the last attempt or a terminal nack: status + diagnostics, then FAILED."""
+    """After the last attempt or a terminal nack: status + diagnostics, then FAILED.
+
+    While the vehicle may have acted on a command nobody heard the answer to
+    (``unanswered_at``), a missing status answer decides nothing: the status query is
+    asked again (a worker that froze or died with the answer is not the vehicle's
+    fault; a live worker gets the next one) until ``outcome_wait_s`` has passed."""
     holder = out.view.lock_holder
     if holder not in (None, out.act.activation_id):
         _finish_failed(out, None, "final queries skipped: another command in flight")
         return
+    if out.act.unanswered_at is not None:
+        out.set(final_deadline=out.now + out.act.policy.outcome_wait_s)
     _query(out, Phase.FINAL_STATUS, CommandType.STATUS)
 
 
+def _final_status_missing(out: _Out) -> None:
+    act = out.act
+    if act.unanswered_at is not None and act.final_deadline and out.now < act.final_deadline:
+        _query(out, Phase.FINAL_STATUS, CommandType.STATUS)
+    else:
+        _query(out, Phase.FINAL_DIAG, CommandType.DIAGNOSTICS)
+
+
 def _finish_failed(out: _Out, diagnostics: dict[str, Any] | None, note: str | None) -> None:
+    if out.act.unanswered_at is not None:
+        note = (
+            "outcome unknown: the vehicle answered no status query within outcome_wait_s; "
+            "if it did act, reconciliation switches the feature off"
+        )
     _end(out, State.FAILED)
     package = build_package(out.act, diagnostics, out.now, note)
     out.set(diagnostics=package)

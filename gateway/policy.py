@@ -24,6 +24,11 @@ class RetryPolicy:
     status_query_timeout_s: float = 30.0
     ack_timeout_s: float = 120.0
     ready_wait_s: float = 300.0
+    # After the last attempt, while a command the vehicle may have acted on went
+    # unanswered (and so did the status query after it), how long the gateway keeps
+    # asking for the vehicle's status before it concludes FAILED. An answered status
+    # decides at once (docs/protocol.md, gateway readings).
+    outcome_wait_s: float = 300.0
 
     def __post_init__(self) -> None:
         problems = policy_problems(self)
@@ -59,8 +64,9 @@ def policy_problems(p: RetryPolicy) -> list[str]:
     for name in ("status_query_timeout_s", "ack_timeout_s"):
         if not getattr(p, name) > 0:
             problems.append(f"{name} must be > 0")
-    if p.ready_wait_s < 0:
-        problems.append("ready_wait_s must be >= 0")
+    for name in ("ready_wait_s", "outcome_wait_s"):
+        if getattr(p, name) < 0:
+            problems.append(f"{name} must be >= 0")
     return problems
 
 

@@ -36,6 +36,8 @@ DEMO_RETRY = {
     "CAAS_RETRY_STATUS_QUERY_TIMEOUT_S": "2",
     "CAAS_RETRY_ACK_TIMEOUT_S": "3",
     "CAAS_RETRY_READY_WAIT_S": "8",
+    # a vehicle whose answer went missing is asked again for this long before FAILED
+    "CAAS_RETRY_OUTCOME_WAIT_S": "12",
 }
 
 

@@ -33,6 +33,7 @@ FAST = {
     "status_query_timeout_s": 0.5,
     "ack_timeout_s": 0.5,
     "ready_wait_s": 1.0,
+    "outcome_wait_s": 1.0,
 }
 
 

@@ -34,6 +34,7 @@ FAST_POLICY = {
     "status_query_timeout_s": 1.0,
     "ack_timeout_s": 1.0,
     "ready_wait_s": 2.0,
+    "outcome_wait_s": 2.0,
 }
 
 

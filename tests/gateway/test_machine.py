@@ -175,6 +175,64 @@ def test_final_queries_may_go_unanswered() -> None:
     assert run.act.failure_category.value == "persistent_iot_failure"
 
 
+def _last_attempt_unanswered(outcome_wait_s: float) -> Run:
+    """One attempt: the activate and the status query after it both unanswered."""
+    policy = {**POLICY.to_dict(), "max_attempts": 1, "outcome_wait_s": outcome_wait_s}
+    run = Run(policy=RetryPolicy(**policy))
+    run.tick()  # activate sent
+    run.tick()  # ack timeout → status query
+    run.tick()  # status query unanswered → last attempt failed → final status query
+    assert run.act.phase is Phase.FINAL_STATUS
+    assert run.act.unanswered_at is not None
+    return run
+
+
+def test_unknown_outcome_asks_again_until_answered() -> None:
+    """Last attempt unanswered: a missing final status is asked again, not a failure;
+    the answer showing the feature active → SUCCEEDED (a lost answer is not a failure)."""
+    run = _last_attempt_unanswered(outcome_wait_s=30)
+    for _ in range(3):  # three more unanswered status queries, 15 s < 30 s
+        run.tick()
+        assert run.sent() == [CommandType.STATUS]
+        assert run.act.state is State.IN_PROGRESS
+    run.answer("ack", state=state(active_features=[FEATURE]))
+    assert run.act.state is State.SUCCEEDED
+
+
+def test_unknown_outcome_answered_inactive_fails_at_once() -> None:
+    """An answered final status showing the feature off decides: diagnostics, FAILED."""
+    run = _last_attempt_unanswered(outcome_wait_s=30)
+    run.answer("ack", state=state())
+    assert run.sent() == [CommandType.DIAGNOSTICS]
+    run.answer("ack", diagnostics={}, state=state())
+    assert run.act.state is State.FAILED
+    assert run.act.diagnostics is not None
+    assert run.act.diagnostics["note"] is None
+
+
+def test_unknown_outcome_fails_after_the_window() -> None:
+    """Nobody answers for outcome_wait_s: FAILED, and the package says the outcome is
+    unknown (reconciliation will switch the feature off if the vehicle did act)."""
+    run = _last_attempt_unanswered(outcome_wait_s=12)
+    started = run.clock.now()
+    while run.act.phase is Phase.FINAL_STATUS:
+        run.tick()
+    assert run.clock.now() - started >= 12
+    run.tick()  # diagnostics unanswered
+    assert run.act.state is State.FAILED
+    assert run.act.diagnostics is not None
+    assert "outcome unknown" in run.act.diagnostics["note"]
+
+
+def test_known_outcome_does_not_wait() -> None:
+    """No command went unanswered (a nack): one unanswered final status is enough."""
+    run = Run(policy=RetryPolicy(**{**POLICY.to_dict(), "max_attempts": 1}))
+    run.tick()
+    run.answer("nack", "internal_error", state=state())
+    run.tick()  # status unanswered
+    assert run.sent() == [CommandType.DIAGNOSTICS]
+
+
 def test_timeout_then_status_active_succeeds_without_resend() -> None:
     """Ack timeout → status query; feature active → SUCCEEDED, no second activate."""
     run = Run()

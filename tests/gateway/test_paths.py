@@ -293,7 +293,8 @@ async def test_late_ack_after_failure_is_reconciled(
     make_gateway: GatewayFactory, stack: LocalStack, topics: Topics
 ) -> None:
     """A feature that lands after its activation FAILED is switched off (divergence)."""
-    retry = {"ack_timeout_s": 0.3, "status_query_timeout_s": 0.3, "max_attempts": 1}
+    retry = {"ack_timeout_s": 0.3, "status_query_timeout_s": 0.3, "max_attempts": 1,
+             "outcome_wait_s": 0.3}  # fmt: skip
     async with (
         scripted(stack, topics, ["late:1.5"], status_answers=1) as car,
         make_gateway(**retry) as gw,
@@ -311,6 +312,26 @@ async def test_late_ack_after_failure_is_reconciled(
         assert fixed["action"] == "deactivate"
         assert "climate_plus" not in car.active
         assert (await gw.get(created["activation_id"]))["state"] == "FAILED"
+
+
+@pytest.mark.timeout(30)
+async def test_late_ack_within_outcome_wait_succeeds(
+    make_gateway: GatewayFactory, stack: LocalStack, topics: Topics
+) -> None:
+    """The last attempt's ack and status answers are lost, the vehicle did act: the
+    gateway keeps asking for outcome_wait_s, and the late ack makes it SUCCEED, not
+    FAILED-then-switched-off."""
+    retry = {"ack_timeout_s": 0.3, "status_query_timeout_s": 0.3, "max_attempts": 1,
+             "outcome_wait_s": 5.0}  # fmt: skip
+    async with (
+        scripted(stack, topics, ["late:1.5"], status_answers=1) as car,
+        make_gateway(**retry) as gw,
+    ):
+        created = await gw.activate(car.vin, "climate_plus")
+        final = await gw.wait_terminal(created["activation_id"], timeout_s=5)
+        assert final["state"] == "SUCCEEDED"
+        assert "climate_plus" in car.active
+        assert not [e for e in await gw.events() if e["type"] == "feature.divergence"]
 
 
 @pytest.mark.timeout(30)

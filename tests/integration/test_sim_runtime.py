@@ -208,6 +208,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "CAAS_RETRY_ACK_TIMEOUT_S": "1",
         "CAAS_RETRY_STATUS_QUERY_TIMEOUT_S": "0.5",
         "CAAS_RETRY_READY_WAIT_S": "1",
+        "CAAS_RETRY_OUTCOME_WAIT_S": "1",
     }
     out = subprocess.run(
         [
