@@ -51,6 +51,7 @@ class ScriptedVehicle:
     script: list[str]
     vin: str = VIN
     status_answers: int | None = None
+    stale_state: dict[str, Any] | None = None  # answer with this state instead of the live one
     active: set[str] = field(default_factory=set)
     commands: list[Received] = field(default_factory=list)
     seq: int = 0
@@ -98,6 +99,16 @@ class ScriptedVehicle:
         await self._conn.publish_and_wait(
             self.topics.presence(self.vin), canonical_bytes(body), retain=True
         )
+
+    async def publish_raw(self, leaf: str, *payloads: bytes, retain: bool = False) -> None:
+        """Anything at all on one of this vehicle's own topics (a broken or hostile car),
+        pipelined; returns when the broker has taken every one."""
+        assert self._conn is not None
+        topic = {"state": self.topics.state, "presence": self.topics.presence,
+                 "responses": self.topics.responses}[leaf](self.vin)  # fmt: skip
+        for payload in payloads:
+            self._conn.publish(topic, payload, 1, retain)
+        await self._conn.flush()
 
     def feature_commands(self, ctype: str = "activate") -> list[Received]:
         return [c for c in self.commands if c.body.get("type") == ctype]
@@ -163,7 +174,7 @@ class ScriptedVehicle:
         response = {
             "v": 1, "command_id": body["command_id"], "vin": self.vin, "type": body["type"],
             "status": status, "reason": reason, "retry_after_s": 1.0 if reason else None,
-            "state": self.state(), "at": format_ts(time.time()),
+            "state": self.stale_state or self.state(), "at": format_ts(time.time()),
             "diagnostics": self._diagnostics() if body["type"] == "diagnostics" else None,
         }  # fmt: skip
         for _ in range(copies):
