@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -25,6 +25,18 @@ async def wait_until(
                 await asyncio.sleep(interval_s)
     except TimeoutError:
         raise TimeoutError(f"condition not met within {timeout_s}s: {predicate}") from None
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 5.0, interval_s: float = 0.05
+) -> None:
+    """Wait for an async ``check()`` (an HTTP or Redis read) to come true."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await check():  # noqa: ASYNC110 - polling another process, no event to await
+                await asyncio.sleep(interval_s)
+    except TimeoutError:
+        raise TimeoutError(f"condition not met within {timeout_s}s: {check}") from None
 
 
 class Watcher:

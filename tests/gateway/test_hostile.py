@@ -27,6 +27,7 @@ from protocol.topics import Topics
 from tests.gateway.conftest import GatewayFactory, Harness
 from tests.gateway.test_intake import mutate
 from tests.gateway.vehicle import VIN, ScriptedVehicle
+from tests.helpers import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 FEATURE = "climate_plus"
@@ -94,16 +95,14 @@ async def test_a_state_naming_2000_features_creates_no_work(
                 installed_features=["../../etc/passwd", "a\nb", "x" * 2000],
                 active_features=["../../etc/passwd"],
                 seq=52,
-            ),  # fmt: skip
+            ),
         ]
         await vehicle.publish_raw("state", *(json.dumps(s).encode() for s in bad_states))
 
         async def all_counted() -> bool:
             return (await rejected(gw)).get('leaf="state",reason="schema"', 0) >= 3
 
-        async with asyncio.timeout(5):
-            while not await all_counted():
-                await asyncio.sleep(0.05)
+        await eventually(all_counted, 5)
         assert await open_activations(gw) == 0
         assert not [e for e in await gw.events() if e["type"] == "feature.divergence"]
         assert await series(gw) - before <= 3  # the rejected counter's series, and no more
@@ -144,14 +143,13 @@ async def test_a_presence_from_2096_does_not_wedge_the_twin(
         async def online() -> bool:
             return bool((await gw.client.get(f"/v1/vehicles/{VIN}")).json()["online"])
 
-        async with asyncio.timeout(5):
-            while await online():
-                await asyncio.sleep(0.05)
+        async def offline() -> bool:
+            return not await online()
+
+        await eventually(offline, 5)
         await asyncio.sleep(0.01)
         await vehicle.publish_presence(True)
-        async with asyncio.timeout(5):
-            while not await online():
-                await asyncio.sleep(0.05)
+        await eventually(online, 5)
         twin = (await gw.client.get(f"/v1/vehicles/{VIN}")).json()
         assert not twin["presence"]["at"].startswith("2096")
         created = await gw.activate(VIN, FEATURE)
@@ -170,17 +168,19 @@ async def test_a_huge_seq_does_not_freeze_the_state(
         async def stored_seq() -> int:
             return int((await gw.client.get(f"/v1/vehicles/{VIN}")).json()["state"]["seq"])
 
-        async with asyncio.timeout(5):
-            while await stored_seq() != MAX_SEQ:
-                await asyncio.sleep(0.05)
+        async def stored_max() -> bool:
+            return await stored_seq() == MAX_SEQ
+
+        async def stored_real() -> bool:
+            return await stored_seq() == 7
+
+        await eventually(stored_max, 5)
         assert (await rejected(gw)).get('leaf="state",reason="schema"', 0) >= 1
         await asyncio.sleep(0.01)
         vehicle.seq = 7
         vehicle.moving = True
         await vehicle.publish_state()
-        async with asyncio.timeout(5):
-            while await stored_seq() != 7:
-                await asyncio.sleep(0.05)
+        await eventually(stored_real, 5)
         twin = (await gw.client.get(f"/v1/vehicles/{VIN}")).json()
         assert twin["state"]["moving"] is True
 
@@ -227,15 +227,14 @@ async def test_ten_thousand_junk_payloads(
         for leaf, seed in seeds.items():
             await vehicle.publish_raw(leaf, *(mutate(rng, seed) for _ in range(3334)))
 
-        async def handled() -> float:
+        async def all_handled() -> bool:
             text = (await gw.client.get("/metrics")).text
             families = ("caas_gateway_inbound_rejected_total", "caas_gateway_twin_updates_total",
                         "caas_gateway_responses_total")  # fmt: skip
-            return sum(sum(metrics_of(text, name).values()) for name in families)
+            handled = sum(sum(metrics_of(text, name).values()) for name in families)
+            return handled >= 3 * 3334
 
-        async with asyncio.timeout(60):
-            while await handled() < 3 * 3334:
-                await asyncio.sleep(0.2)
+        await eventually(all_handled, 60)
         assert sum((await rejected(gw)).values()) > 5000
         assert tracebacks(caplog) == []
         assert (await gw.client.get("/readyz")).status_code == 200
@@ -254,12 +253,10 @@ async def test_oversized_messages_are_refused_at_the_socket(
         big = b'{"pad": "' + b"x" * 200_000 + b'"}'
         await vehicle.publish_raw("state", *([big] * 200))
 
-        async def counted() -> float:
-            return (await rejected(gw)).get('leaf="state",reason="too_large"', 0)
+        async def all_refused() -> bool:
+            return (await rejected(gw)).get('leaf="state",reason="too_large"', 0) >= 200
 
-        async with asyncio.timeout(10):
-            while await counted() < 200:
-                await asyncio.sleep(0.05)
+        await eventually(all_refused, 10)
         assert gw.gateway is not None
         assert gw.gateway.dispatcher.inbound.bytes < 1_000_000
 

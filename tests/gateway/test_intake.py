@@ -170,8 +170,8 @@ def mutate(rng: random.Random, seed: bytes) -> bytes:
         data = bytearray(rng.randbytes(rng.randint(0, 300)))
     elif kind == 5:
         body = json.loads(seed)
-        body["state"] = state(seq=rng.choice([0, MAX_SEQ, MAX_SEQ + 1]),
-                              at=rng.choice(["2096-01-01T00:00:00Z", "bad", format_ts(NOW)]))  # fmt: skip
+        seq = rng.choice([0, MAX_SEQ, MAX_SEQ + 1])
+        body["state"] = state(seq=seq, at=rng.choice(["2096-01-01T00:00:00Z", "bad", "x"]))
         data = bytearray(json.dumps(body).encode())
     elif kind == 6:
         data = bytearray(json.dumps(rng.choice([[], "", 0, None, {"v": 1}])).encode())
