@@ -13,6 +13,7 @@ from launcher.broker import Broker, BrokerSettings
 from launcher.credentials import vehicle_password, write_password_file
 from launcher.demo import DemoOptions, run_demo
 from launcher.errors import LauncherError
+from launcher.plugin import build_plugin
 from launcher.stack import FLEET_USER, GATEWAY_USER, LocalStack, Secrets, StackOptions
 from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--mqtt-host", default="mosquitto", help="broker host the services use")
     render.add_argument("--redis-host", default="redis")
     render.add_argument("--acl-root", default="caas/v1")
+
+    sub.add_parser(
+        "build-plugin",
+        help="compile the broker's auth plugin (mosquitto/plugin) if missing or stale",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -180,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             return up(args)
         if args.command == "render":
             return render_config(args)
+        if args.command == "build-plugin":
+            print(build_plugin())
+            return 0
         if args.command == "passwd":
             secret = args.fleet_secret
             count = write_password_file(
