@@ -18,6 +18,8 @@ from launcher.stack import FLEET_USER, GATEWAY_USER, LocalStack, Secrets, StackO
 from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
 
+CONTAINER_PLUGIN_PATH = Path("/usr/lib/mosquitto/caas_auth.so")  # mosquitto/Dockerfile
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pw = sub.add_parser(
         "passwd",
-        help="write a mosquitto password file for a fleet's VINs",
+        help="write the vehicle listener's password file for a fleet's VINs",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     pw.add_argument("--out", type=Path, required=True)
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--mqtt-host", default="mosquitto", help="broker host the services use")
     render.add_argument("--redis-host", default="redis")
     render.add_argument("--acl-root", default="caas/v1")
+    render.add_argument(
+        "--plugin-path",
+        type=Path,
+        default=CONTAINER_PLUGIN_PATH,
+        help="the caas_auth plugin inside the broker image (mosquitto/Dockerfile)",
+    )
 
     sub.add_parser(
         "build-plugin",
@@ -137,8 +145,10 @@ def render_config(args: argparse.Namespace) -> int:
         run_user=args.run_user,
         persistence_dir=args.persistence_dir,
         log_to_stdout=True,
+        plugin_path=args.plugin_path,
     )
-    Broker(settings).write_files()
+    broker = Broker(settings)
+    broker.write_files()
     mqtt = f"{args.mqtt_host}:{args.service_port}"
     env = {
         "CAAS_MQTT_URL": f"mqtt://{GATEWAY_USER}:{secrets['gateway_password']}@{mqtt}",
@@ -152,8 +162,10 @@ def render_config(args: argparse.Namespace) -> int:
     }
     (out / "services.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     # the broker container runs as its own user: it reads these (hashes, not secrets)
-    for name in ("mosquitto.conf", "mosquitto.acl", "mosquitto.passwd", keys[1].name):
-        (out / name).chmod(0o644)
+    readable = [broker.conf_path, broker.vehicle_acl_path, broker.service_acl_path]
+    readable += [broker.vehicle_passwd_path, broker.service_passwd_path, keys[1]]
+    for path in readable:
+        path.chmod(0o644)
     for private in (keys[0], out / "services.env", out / "secrets.json"):
         private.chmod(0o600)
     print(f"wrote broker config, ACL, passwords, keys and services.env to {out}")
