@@ -3,9 +3,10 @@ messages in.
 
 Commands carry the MQTT 5 request/response properties (Response Topic, Correlation
 Data = command_id, Message Expiry). Responses, state and presence arrive through the
-shared subscriptions ``$share/gateway/...``: each message goes to one worker, which
+shared subscriptions ``$share/<group>/...``: each message goes to one worker, which
 hands it to the inbound queue; the matching to an activation goes through Redis
 (``command_id → activation``), so it does not matter which worker sent the command.
+The group is ``CAAS_GATEWAY_SHARE_GROUP``, secret per deployment (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Dispatcher:
         signer: Signer,
         clock: Clock,
         client_id: str,
+        share_group: str,
     ) -> None:
         self.topics = topics
         self.signer = signer
@@ -58,7 +60,7 @@ class Dispatcher:
             clean_start=True,
             keepalive_s=15,
             max_inflight=1000,
-            subscriptions=[(topics.shared(leaf), 1) for leaf in INBOUND_LEAVES],
+            subscriptions=[(topics.shared(leaf, share_group), 1) for leaf in INBOUND_LEAVES],
         )
         self.conn = MqttConnection(broker, options, on_message=self._on_message)
 

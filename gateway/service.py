@@ -130,7 +130,7 @@ class Gateway:
         self._redis = aioredis.Redis(connection_pool=pool)
         store = self._store = Store(self._redis, self.keys)
         dispatcher = self._dispatcher = Dispatcher(
-            self.broker, self.topics, self.signer, self.clock, self.worker_id
+            self.broker, self.topics, self.signer, self.clock, self.worker_id, self.cfg.share_group
         )
         engine = self._engine = Engine(store, dispatcher, self.clock, self.metrics, self.rng)
         reconciler = Reconciler(store, self.cfg.policy, self.clock, self.metrics)

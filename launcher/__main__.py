@@ -156,6 +156,7 @@ def render_config(args: argparse.Namespace) -> int:
         "CAAS_REDIS_URL": f"redis://:{secrets['redis_password']}@{args.redis_host}:6379/0",
         "REDIS_PASSWORD": secrets["redis_password"],
         "CAAS_GATEWAY_TOKEN": secrets["gateway_token"],
+        "CAAS_GATEWAY_SHARE_GROUP": secrets["gateway_share_group"],
         "CAAS_FLEET_SECRET": secrets["fleet_secret"],
         "CAAS_SIGNING_KEY": str(keys[0]),
         "CAAS_PUBLIC_KEY": str(keys[1]),
