@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gateway",
         description="CaaS OTA gateway worker: HTTP API (SPEC §3) + MQTT activation engine. "
         "Configured by CAAS_MQTT_URL, CAAS_REDIS_URL, CAAS_GATEWAY_TOKEN, CAAS_SIGNING_KEY, "
-        "CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM and CAAS_RETRY_<FIELD>.",
+        "CAAS_GATEWAY_SHARE_GROUP, CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM and CAAS_RETRY_<FIELD>.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")

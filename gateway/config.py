@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -14,6 +15,7 @@ from gateway.policy import RetryPolicy
 from protocol.topics import DEFAULT_TOPIC_ROOT
 
 _DEFAULT_POLICY = RetryPolicy()
+SHARE_GROUP_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 class GatewaySettings(BaseSettings):
@@ -24,6 +26,7 @@ class GatewaySettings(BaseSettings):
     mqtt_url: str | None = None
     redis_url: str | None = None
     gateway_token: SecretStr | None = None
+    gateway_share_group: str | None = None  # the workers' $share group; secret, per deployment
     signing_key: Path | None = None
     topic_root: str = DEFAULT_TOPIC_ROOT
     events_stream: str = "caas:events"
@@ -68,16 +71,28 @@ class GatewaySettings(BaseSettings):
         redis_url = self.redis_url
         token = self.gateway_token.get_secret_value() if self.gateway_token else None
         key = self.signing_key
+        group = self.gateway_share_group
         for name, value in (
             ("CAAS_MQTT_URL", mqtt),
             ("CAAS_REDIS_URL", redis_url),
             ("CAAS_GATEWAY_TOKEN", token),
             ("CAAS_SIGNING_KEY", key),
+            ("CAAS_GATEWAY_SHARE_GROUP", group),
         ):
             if not value:
                 raise ConfigError(name, "not set (`python -m launcher up` writes them all)")
+        if not SHARE_GROUP_PATTERN.fullmatch(str(group)):
+            raise ConfigError(
+                "CAAS_GATEWAY_SHARE_GROUP", "must be 8-64 characters of A-Z a-z 0-9 _ -"
+            )
         return ResolvedSettings(
-            self, str(mqtt), str(redis_url), str(token), Path(str(key)), self.retry_policy()
+            self,
+            str(mqtt),
+            str(redis_url),
+            str(token),
+            Path(str(key)),
+            self.retry_policy(),
+            share_group=str(group),
         )
 
 
@@ -92,6 +107,7 @@ class ResolvedSettings:
         token: str,
         signing_key: Path,
         policy: RetryPolicy,
+        share_group: str,
     ) -> None:
         self.base = base
         self.mqtt_url = mqtt_url
@@ -99,3 +115,4 @@ class ResolvedSettings:
         self.token = token
         self.signing_key = signing_key
         self.policy = policy
+        self.share_group = share_group

@@ -3,10 +3,11 @@ messages in.
 
 Commands carry the MQTT 5 request/response properties (Response Topic, Correlation
 Data = command_id, Message Expiry). Responses, state and presence arrive through the
-shared subscriptions ``$share/gateway/...``: each message goes to one worker, which
+shared subscriptions ``$share/<group>/...``: each message goes to one worker, which
 checks its topic and size and hands it to the inbound backlog (bounded in bytes,
 ``backlog``); the matching to an activation goes through Redis (``command_id →
-activation``), so it does not matter which worker sent the command.
+activation``), so it does not matter which worker sent the command. The group is
+``CAAS_GATEWAY_SHARE_GROUP``, secret per deployment (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Dispatcher:
         clock: Clock,
         client_id: str,
         *,
+        share_group: str,
         rejections: Rejections,
         inbound_max_bytes: int,
         keepalive_s: int,
@@ -55,7 +57,7 @@ class Dispatcher:
             clean_start=True,
             keepalive_s=keepalive_s,
             max_inflight=1000,
-            subscriptions=[(topics.shared(leaf), 1) for leaf in INBOUND_LEAVES],
+            subscriptions=[(topics.shared(leaf, share_group), 1) for leaf in INBOUND_LEAVES],
         )
         self.conn = MqttConnection(broker, options, on_message=self.accept)
         self.inbound = Backlog(inbound_max_bytes, self.conn.pause_reading, self.conn.resume_reading)

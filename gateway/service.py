@@ -157,7 +157,8 @@ class Gateway:
         rejections = Rejections(self.metrics)
         dispatcher = self._dispatcher = Dispatcher(
             self.broker, self.topics, self.signer, self.clock, self.worker_id,
-            rejections=rejections, inbound_max_bytes=base.gateway_inbound_max_bytes,
+            share_group=self.cfg.share_group, rejections=rejections,
+            inbound_max_bytes=base.gateway_inbound_max_bytes,
             keepalive_s=base.gateway_mqtt_keepalive_s,
         )  # fmt: skip
         queries = self._queries = LiveQueries(

@@ -13,9 +13,12 @@ from launcher.broker import Broker, BrokerSettings
 from launcher.credentials import vehicle_password, write_password_file
 from launcher.demo import DemoOptions, run_demo
 from launcher.errors import LauncherError
+from launcher.plugin import build_plugin
 from launcher.stack import FLEET_USER, GATEWAY_USER, LocalStack, Secrets, StackOptions
 from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
+
+CONTAINER_PLUGIN_PATH = Path("/usr/lib/mosquitto/caas_auth.so")  # mosquitto/Dockerfile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pw = sub.add_parser(
         "passwd",
-        help="write a mosquitto password file for a fleet's VINs",
+        help="write the vehicle listener's password file for a fleet's VINs",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     pw.add_argument("--out", type=Path, required=True)
@@ -70,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--mqtt-host", default="mosquitto", help="broker host the services use")
     render.add_argument("--redis-host", default="redis")
     render.add_argument("--acl-root", default="caas/v1")
+    render.add_argument(
+        "--plugin-path",
+        type=Path,
+        default=CONTAINER_PLUGIN_PATH,
+        help="the caas_auth plugin inside the broker image (mosquitto/Dockerfile)",
+    )
+
+    sub.add_parser(
+        "build-plugin",
+        help="compile the broker's auth plugin (mosquitto/plugin) if missing or stale",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -131,8 +145,10 @@ def render_config(args: argparse.Namespace) -> int:
         run_user=args.run_user,
         persistence_dir=args.persistence_dir,
         log_to_stdout=True,
+        plugin_path=args.plugin_path,
     )
-    Broker(settings).write_files()
+    broker = Broker(settings)
+    broker.write_files()
     mqtt = f"{args.mqtt_host}:{args.service_port}"
     env = {
         "CAAS_MQTT_URL": f"mqtt://{GATEWAY_USER}:{secrets['gateway_password']}@{mqtt}",
@@ -140,14 +156,17 @@ def render_config(args: argparse.Namespace) -> int:
         "CAAS_REDIS_URL": f"redis://:{secrets['redis_password']}@{args.redis_host}:6379/0",
         "REDIS_PASSWORD": secrets["redis_password"],
         "CAAS_GATEWAY_TOKEN": secrets["gateway_token"],
+        "CAAS_GATEWAY_SHARE_GROUP": secrets["gateway_share_group"],
         "CAAS_FLEET_SECRET": secrets["fleet_secret"],
         "CAAS_SIGNING_KEY": str(keys[0]),
         "CAAS_PUBLIC_KEY": str(keys[1]),
     }
     (out / "services.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     # the broker container runs as its own user: it reads these (hashes, not secrets)
-    for name in ("mosquitto.conf", "mosquitto.acl", "mosquitto.passwd", keys[1].name):
-        (out / name).chmod(0o644)
+    readable = [broker.conf_path, broker.vehicle_acl_path, broker.service_acl_path]
+    readable += [broker.vehicle_passwd_path, broker.service_passwd_path, keys[1]]
+    for path in readable:
+        path.chmod(0o644)
     for private in (keys[0], out / "services.env", out / "secrets.json"):
         private.chmod(0o600)
     print(f"wrote broker config, ACL, passwords, keys and services.env to {out}")
@@ -180,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             return up(args)
         if args.command == "render":
             return render_config(args)
+        if args.command == "build-plugin":
+            print(build_plugin())
+            return 0
         if args.command == "passwd":
             secret = args.fleet_secret
             count = write_password_file(

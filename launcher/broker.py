@@ -1,4 +1,10 @@
-"""A mosquitto child process with the project's configuration (mosquitto/)."""
+"""A mosquitto child process with the project's configuration (mosquitto/).
+
+Two listeners with their own files (``per_listener_settings true``): the vehicle
+listener's password file holds vehicle identities only (username = VIN) and its ACL the
+per-vehicle patterns; the service listener's holds the gateway and fleet identities and
+their ACL sections. Both load the caas_auth plugin (launcher/plugin.py).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from launcher import procs
 from launcher.credentials import write_password_file
 from launcher.errors import ServiceFailed
+from launcher.plugin import build_plugin
 from protocol.mqtt import BrokerAddress
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +45,7 @@ class BrokerSettings:
     run_user: str | None = None  # None: whoever runs the launcher
     persistence_dir: Path | None = None  # None: the run folder
     log_to_stdout: bool = False
+    plugin_path: Path | None = None  # None: build mosquitto/plugin on demand (launcher/plugin.py)
     vehicle_credentials: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -59,8 +67,10 @@ class Broker(procs.ChildService):
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = settings.run_dir / "mosquitto.conf"
         self.log_path = settings.run_dir / "mosquitto.log"
-        self.passwd_path = settings.run_dir / "mosquitto.passwd"
-        self.acl_path = settings.run_dir / "mosquitto.acl"
+        self.vehicle_passwd_path = settings.run_dir / "mosquitto-vehicle.passwd"
+        self.service_passwd_path = settings.run_dir / "mosquitto-service.passwd"
+        self.vehicle_acl_path = settings.run_dir / "mosquitto-vehicle.acl"
+        self.service_acl_path = settings.run_dir / "mosquitto-service.acl"
 
     def write_files(self) -> None:
         s = self.settings
@@ -69,8 +79,11 @@ class Broker(procs.ChildService):
             "PERSISTENCE_DIR": str(s.persistence_dir or s.run_dir),
             "LOG_DEST": "stdout" if s.log_to_stdout else f"file {self.log_path}",
             "SERVICE_BIND": s.service_bind,
-            "PASSWORD_FILE": str(self.passwd_path),
-            "ACL_FILE": str(self.acl_path),
+            "VEHICLE_PASSWORD_FILE": str(self.vehicle_passwd_path),
+            "SERVICE_PASSWORD_FILE": str(self.service_passwd_path),
+            "VEHICLE_ACL_FILE": str(self.vehicle_acl_path),
+            "SERVICE_ACL_FILE": str(self.service_acl_path),
+            "PLUGIN_PATH": str(s.plugin_path or build_plugin()),
             "VEHICLE_PORT": str(s.vehicle_port),
             "SERVICE_PORT": str(s.service_port),
             "BIND_ADDRESS": s.bind_address,
@@ -79,16 +92,19 @@ class Broker(procs.ChildService):
             "FLEET_USER": s.fleet_user,
             "RUN_USER": s.run_user or pwd.getpwuid(os.getuid()).pw_name,
         }
-        conf = render((MOSQUITTO_DIR / "mosquitto.conf.template").read_text(), values)
-        acl = render((MOSQUITTO_DIR / "acl.template").read_text(), values)
-        self.conf_path.write_text(conf)
-        self.acl_path.write_text(acl)
-        self.write_passwords()
+        for path, template in (
+            (self.conf_path, "mosquitto.conf.template"),
+            (self.vehicle_acl_path, "acl-vehicle.template"),
+            (self.service_acl_path, "acl-service.template"),
+        ):
+            path.write_text(render((MOSQUITTO_DIR / template).read_text(), values))
+        services = [(s.gateway_user, s.gateway_password), (s.fleet_user, s.fleet_password)]
+        write_password_file(self.service_passwd_path, services)
+        self.write_vehicle_passwords()
 
-    def write_passwords(self) -> int:
-        s = self.settings
-        entries = [(s.gateway_user, s.gateway_password), (s.fleet_user, s.fleet_password)]
-        return write_password_file(self.passwd_path, [*entries, *s.vehicle_credentials])
+    def write_vehicle_passwords(self) -> int:
+        """The vehicle listener's password file: vehicle identities only."""
+        return write_password_file(self.vehicle_passwd_path, self.settings.vehicle_credentials)
 
     def add_vehicles(self, credentials: Iterable[tuple[str, str]]) -> None:
         """Add vehicle identities; a running broker reloads its password file (SIGHUP)
@@ -97,7 +113,7 @@ class Broker(procs.ChildService):
         if not added:
             return
         self.settings.vehicle_credentials.extend(added)
-        self.write_passwords()
+        self.write_vehicle_passwords()
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGHUP)
             self.wait_accepts(*added[-1])

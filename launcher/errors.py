@@ -2,6 +2,7 @@
 
 LauncherError
 ├── BinaryMissing     mosquitto / redis-server is not installed
+├── PluginBuildFailed the broker's auth plugin cannot be compiled (no gcc or headers)
 └── ServiceFailed     a child process exited or never became ready
 """
 
@@ -19,6 +20,14 @@ class BinaryMissing(LauncherError):
             f"(it apt-get installs it) or install it yourself"
         )
         self.binary = binary
+
+
+class PluginBuildFailed(LauncherError):
+    """One line saying why, and what to install."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"broker plugin: {detail}")
+        self.detail = detail
 
 
 class ServiceFailed(LauncherError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,22 +36,28 @@ class StackOptions:
     with_redis: bool = True
 
 
+def new_share_group() -> str:
+    """The gateway's shared-subscription group: not guessable, and a valid MQTT level."""
+    return f"gw{secrets.token_hex(12)}"
+
+
+SECRET_GENERATORS: dict[str, Callable[[], str]] = {
+    "gateway_password": new_secret,
+    "fleet_password": new_secret,
+    "fleet_secret": new_secret,
+    "redis_password": new_secret,
+    "gateway_token": new_secret,
+    "gateway_share_group": new_share_group,
+}
+
+
 class Secrets:
     """Secrets generated once per run folder and reused on restart."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "secrets.json"
         stored: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.values = {
-            name: stored.get(name) or new_secret()
-            for name in (
-                "gateway_password",
-                "fleet_password",
-                "fleet_secret",
-                "redis_password",
-                "gateway_token",
-            )
-        }
+        self.values = {name: stored.get(name) or new() for name, new in SECRET_GENERATORS.items()}
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.values, indent=2))
         self.path.chmod(0o600)
@@ -129,6 +137,7 @@ class LocalStack:
             "CAAS_SIGNING_KEY": str(self.private_key_path),
             "CAAS_PUBLIC_KEY": str(self.public_key_path),
             "CAAS_GATEWAY_TOKEN": self.secrets["gateway_token"],
+            "CAAS_GATEWAY_SHARE_GROUP": self.secrets["gateway_share_group"],
         }
         if self.redis is not None:
             env["CAAS_REDIS_URL"] = self.redis.url()

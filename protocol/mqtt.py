@@ -91,6 +91,19 @@ class ConnectionOptions:
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
 
 
+def namespaced_client_id(username: str | None, client_id: str) -> str:
+    """The client id a connection of ``username`` uses: ``<username>-<client_id>``
+    unless ``client_id`` already is ``<username>`` or starts with ``<username>-``.
+
+    The broker's service listener refuses any other client id (mosquitto/plugin/
+    caas_auth.c), so that no identity can take over another identity's session by
+    reusing its client id; every caller gets that for free here. The vehicle listener
+    forces client id = username (the VIN) anyway."""
+    if not username or client_id == username or client_id.startswith(f"{username}-"):
+        return client_id
+    return f"{username}-{client_id}"
+
+
 class _Ticker:
     """One periodic ``loop_misc`` for every connection of an event loop."""
 
@@ -139,7 +152,7 @@ class MqttConnection:
     ) -> None:
         self.broker = broker
         self.options = options
-        self.client_id = options.client_id
+        self.client_id = namespaced_client_id(broker.username, options.client_id)
         self.connected = asyncio.Event()
         self.ready = asyncio.Event()  # connected and every subscription acknowledged
         self.reconnects = 0
@@ -164,7 +177,7 @@ class MqttConnection:
         opts = self.options
         client = CoalescingClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=opts.client_id,
+            client_id=self.client_id,
             protocol=paho.MQTTv5,
             reconnect_on_failure=False,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_TOPIC_ROOT = "caas/v1"
-GATEWAY_SHARE_GROUP = "gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +27,9 @@ class Topics:
         """Wildcard filter over every vehicle's ``leaf`` topic (``commands``, ``state``...)."""
         return f"{self.root}/vehicles/+/{leaf}"
 
-    def shared(self, leaf: str, group: str = GATEWAY_SHARE_GROUP) -> str:
-        """MQTT 5 shared subscription so that many gateway workers split the traffic."""
+    def shared(self, leaf: str, group: str) -> str:
+        """MQTT 5 shared subscription so that many gateway workers split the traffic.
+        ``group`` is the deployment's secret group name (``CAAS_GATEWAY_SHARE_GROUP``)."""
         return f"$share/{group}/{self.all_of(leaf)}"
 
     def parse(self, topic: str) -> tuple[str, str] | None:

@@ -2,6 +2,8 @@
 # Idempotent set-up of a fresh Debian/Ubuntu machine with only Python:
 #   - system packages the platform runs on (mosquitto, redis-server, postgresql) when missing
 #     (the tests start their own private instances of each; no system service is used)
+#   - gcc and the mosquitto plugin headers (mosquitto-dev, libmosquitto-dev), then the
+#     broker's auth plugin (mosquitto/plugin/caas_auth.c, built into mosquitto/plugin/build/)
 #   - the project's virtualenv at .venv with pinned dependencies (constraints.txt)
 # Called by scripts/demo.sh and scripts/test.sh; safe to run again (skips what is done).
 set -euo pipefail
@@ -16,6 +18,9 @@ have mosquitto || missing+=(mosquitto)
 have redis-server || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+have gcc || missing+=(gcc)
+[ -f /usr/include/mosquitto_plugin.h ] || missing+=(mosquitto-dev)
+[ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -38,5 +43,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+plugin=$(.venv/bin/python -m launcher build-plugin)
+log "broker plugin: $plugin"
 log "ready: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}' || true), \
 $(redis-server --version | awk '{print $3}'), $(.venv/bin/python --version)"

@@ -48,6 +48,7 @@ async def real_gateway(
         mqtt_url=stack.broker.gateway_address().url(),
         redis_url=redis_url,
         gateway_token=token,
+        gateway_share_group=stack.secrets["gateway_share_group"],
         signing_key=stack.private_key_path,
         topic_root=topics.root,
         gateway_lease_s=2,

@@ -53,6 +53,7 @@ def settings_env(stack: LocalStack, topics: Topics, db: int, **retry: float) -> 
         "CAAS_MQTT_URL": stack.broker.gateway_address().url(),
         "CAAS_REDIS_URL": stack.redis.url(db) if stack.redis else "",
         "CAAS_GATEWAY_TOKEN": stack.secrets["gateway_token"],
+        "CAAS_GATEWAY_SHARE_GROUP": stack.secrets["gateway_share_group"],
         "CAAS_SIGNING_KEY": str(stack.private_key_path),
         "CAAS_TOPIC_ROOT": topics.root,
         "CAAS_GATEWAY_LEASE_S": "2",

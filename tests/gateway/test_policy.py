@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,26 @@ def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: o
     monkeypatch.chdir(str(tmp_path))
     with pytest.raises(ConfigError, match="CAAS_MQTT_URL"):
         GatewaySettings().require()
+
+
+def complete_settings(**overrides: str) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "mqtt_url": "mqtt://gateway:pw@127.0.0.1:1884",
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "gateway_token": "token",
+        "signing_key": "key.pem",
+        "gateway_share_group": "gw0123456789abcdef01234567",
+        **overrides,
+    }
+    return GatewaySettings(**values)
+
+
+@pytest.mark.timeout(5)
+def test_share_group_is_required_and_validated() -> None:
+    """CAAS_GATEWAY_SHARE_GROUP is required like the token and must be a safe, long name."""
+    assert complete_settings().require().share_group == "gw0123456789abcdef01234567"
+    with pytest.raises(ConfigError, match="CAAS_GATEWAY_SHARE_GROUP: not set"):
+        complete_settings(gateway_share_group="").require()
+    for bad in ("gateway", "gw/evil/+", "gw#0123456", "x" * 65, "gw 0123456"):
+        with pytest.raises(ConfigError, match="CAAS_GATEWAY_SHARE_GROUP: must be"):
+            complete_settings(gateway_share_group=bad).require()

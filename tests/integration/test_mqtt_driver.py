@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 
 def strip_subscription(stack: LocalStack, client_id: str, topic: str) -> None:
-    """Take over ``client_id``'s persistent session and unsubscribe ``topic`` in it:
-    what a broker restored from an older autosave hands back (session present, stale)."""
+    """Take over ``client_id``'s persistent session (the effective, namespaced id) and
+    unsubscribe ``topic`` in it: what a broker restored from an older autosave hands
+    back (session present, stale)."""
     addr = stack.broker.fleet_address()
     done = threading.Event()
     intruder = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
@@ -57,7 +58,7 @@ async def test_reconnect_resubscribes_even_when_session_is_present(
         on_message=lambda m: received.append(bytes(m.payload)),
     )
     await conn.connect(5)
-    await asyncio.to_thread(strip_subscription, stack, client_id, topic)
+    await asyncio.to_thread(strip_subscription, stack, conn.client_id, topic)
     await wait_until(lambda: conn.reconnects >= 1 and conn.ready.is_set(), timeout_s=10)
     sender = MqttConnection(
         stack.broker.gateway_address(), ConnectionOptions(client_id=f"s-{uuid.uuid4().hex[:6]}")

@@ -82,7 +82,7 @@ def test_topics_and_shared_subscriptions() -> None:
     """Topic templates of SPEC §2 and their parse."""
     t = Topics()
     assert t.commands("V") == "caas/v1/vehicles/V/commands"
-    assert t.shared("responses") == "$share/gateway/caas/v1/vehicles/+/responses"
+    assert t.shared("responses", "gw0123") == "$share/gw0123/caas/v1/vehicles/+/responses"
     assert t.parse("caas/v1/vehicles/V/state") == ("V", "state")
     assert t.parse("other/v1/vehicles/V/state") is None
     assert t.parse("caas/v1/vehicles/V/state/extra") is None
