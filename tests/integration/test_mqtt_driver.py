@@ -1,11 +1,18 @@
-"""protocol/mqtt.py against the real broker: reconnects restore subscriptions, flush."""
+"""protocol/mqtt.py against the real broker: reconnects restore subscriptions, flush,
+publishes made while the broker is down."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import threading
+import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -14,8 +21,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from launcher.stack import LocalStack
-from protocol.mqtt import ConnectionOptions, MqttConnection, Will
+from launcher.broker import Broker
+from launcher.stack import LocalStack, StackOptions
+from protocol.errors import MqttPublishRefused
+from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics
 from tests.helpers import wait_until
 
@@ -150,3 +159,96 @@ async def test_writes_are_coalesced_and_a_clean_disconnect_still_reaches_the_bro
     assert (topics.presence(clean_vin), b"will") not in received
     await dropped.disconnect()
     await watcher.disconnect()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A broker of the test's own (no Redis): killing it disturbs no other test."""
+    with LocalStack(StackOptions(run_dir=tmp_path, acl_root="caas/+", with_redis=False)) as own:
+        yield own
+
+
+def save_persistence(broker: Broker) -> None:
+    """SIGUSR1: mosquitto writes its persistence file now (sessions, subscriptions)."""
+    assert broker.proc is not None
+    db = broker.settings.run_dir / "mosquitto.db"
+    before = db.stat().st_mtime_ns if db.exists() else 0
+    os.kill(broker.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not (db.exists() and db.stat().st_mtime_ns != before):
+        assert time.monotonic() < deadline, "mosquitto did not save its persistence file"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("clean_start", [True, False], ids=["clean-start", "persistent-session"])
+async def test_qos1_publishes_made_while_the_broker_is_down_arrive_after_its_restart(
+    own_stack: LocalStack, topics: Topics, clean_start: bool, record_property: Any
+) -> None:
+    """200 QoS 1 publishes (and a publish_and_wait) made while the broker is SIGKILLed
+    raise nothing and all arrive after its restart; flush() then returns."""
+    broker = own_stack.broker
+    topic = topics.state("V" * 17)
+    received: Counter[bytes] = Counter()
+    # the subscriber's persistent session is saved before the kill, so the broker queues
+    # for it whatever the publisher resends, whichever of the two reconnects first
+    sub = MqttConnection(
+        broker.gateway_address(),
+        ConnectionOptions(
+            client_id=f"sub-{uuid.uuid4().hex[:8]}",
+            clean_start=False,
+            session_expiry_s=300,
+            subscriptions=[(topic, 1)],
+        ),
+        on_message=lambda m: received.update([bytes(m.payload)]),
+    )
+    pub = MqttConnection(
+        broker.fleet_address(),
+        ConnectionOptions(
+            client_id=f"pub-{uuid.uuid4().hex[:8]}",
+            clean_start=clean_start,
+            session_expiry_s=0 if clean_start else 300,
+        ),
+    )
+    await sub.connect(5)
+    await pub.connect(5)
+    try:
+        await pub.publish_and_wait(topic, b"before")
+        await asyncio.to_thread(save_persistence, broker)
+        await asyncio.to_thread(broker.kill)
+        await wait_until(lambda: not pub.connected.is_set() and not sub.connected.is_set())
+        payloads = [f"m{i}".encode() for i in range(200)]
+        for payload in payloads:
+            pub.publish(topic, payload, qos=1)
+        assert len(pub._unacked) == 200
+        waited = asyncio.create_task(pub.publish_and_wait(topic, b"waited", timeout_s=20))
+        await asyncio.sleep(0.3)  # still down: the waiter must keep waiting, not fail
+        assert not waited.done()
+        await asyncio.to_thread(broker.start)
+        await pub.flush(20)
+        await waited
+        assert pub.reconnects >= 1 and pub._unacked == set()
+        await wait_until(lambda: all(p in received for p in [*payloads, b"waited"]), 10)
+        duplicates = sum(n - 1 for p, n in received.items() if p != b"before" and n > 1)
+        record_property("duplicates", duplicates)
+        print(f"delivered={len(payloads) + 1} duplicates={duplicates}")
+    finally:
+        await pub.disconnect()
+        await sub.disconnect()
+
+
+async def test_qos0_while_disconnected_is_counted_and_a_refused_publish_raises(
+    topics: Topics,
+) -> None:
+    """QoS 0 with no connection is dropped and counted; a publish paho refuses to queue
+    raises MqttPublishRefused; QoS 1 with no connection is queued, not refused."""
+    conn = MqttConnection(
+        BrokerAddress("127.0.0.1", 1), ConnectionOptions(client_id=f"q-{uuid.uuid4().hex[:6]}")
+    )
+    topic = topics.state("Q" * 17)
+    conn.publish(topic, b"lost", qos=0)
+    assert conn.dropped_qos0 == 1
+    conn._client.max_queued_messages_set(1)  # the driver sets no limit; force one here
+    conn.publish(topic, b"queued", qos=1)
+    with pytest.raises(MqttPublishRefused, match="queue"):
+        conn.publish(topic, b"refused", qos=1)
+    assert len(conn._unacked) == 1
