@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 from gateway.activation import Activation
 from gateway.events import Send
 from protocol.commands import OutgoingCommand, build_command, command_properties
+from protocol.errors import MqttError
 from protocol.models import FEATURE_COMMANDS, CommandType
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
 from protocol.signing import Signer
@@ -40,6 +41,8 @@ class Inbound:
 
 
 class Dispatcher:
+    send_failures = 0  # commands the connection refused (logged, not raised)
+
     def __init__(
         self,
         broker: BrokerAddress,
@@ -95,9 +98,24 @@ class Dispatcher:
         return command
 
     def publish(self, command: OutgoingCommand) -> None:
+        """Hand the command to the connection; never raises. A broker outage does not
+        fail it (QoS 1 is queued and resent after the reconnect); a publish the client
+        refuses is logged in one line and counted, and its activation's ack timeout and
+        status query recover it (docs/gateway.md, crash-safety point 5)."""
         props = command_properties(self.topics, command, self.clock.now())
-        self.conn.publish(self.topics.commands(command.vin), command.payload, 1, False, props)
         ctype = str(command.body["type"])
+        try:
+            self.conn.publish(self.topics.commands(command.vin), command.payload, 1, False, props)
+        except MqttError as exc:
+            self.send_failures += 1
+            log.warning(
+                "command.send_failed vin=%s type=%s command_id=%s error=%s",
+                command.vin,
+                ctype,
+                command.command_id,
+                exc,
+            )
+            return
         log.debug(
             "command.sent vin=%s type=%s command_id=%s", command.vin, ctype, command.command_id
         )
