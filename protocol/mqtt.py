@@ -492,8 +492,10 @@ class MqttConnection:
         sock = self._client.socket()
         if sock is not None:
             self._forget(sock)
+            # through paho, so that it forgets the socket too: a publish made afterwards
+            # is queued for the next connect instead of failing on a closed descriptor
             with contextlib.suppress(OSError):
-                sock.close()
+                self._client._sock_close()
         self.connected.clear()
         self.ready.clear()
 

@@ -4,15 +4,10 @@ publishes made while the broker is down."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -21,12 +16,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from launcher.broker import Broker
-from launcher.stack import LocalStack, StackOptions
-from protocol.errors import MqttPublishRefused
+from launcher.stack import LocalStack
+from protocol.errors import MqttPublishRefused, MqttTimeout
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics
-from tests.helpers import wait_until
+from tests.helpers import save_broker_persistence, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -161,25 +155,6 @@ async def test_writes_are_coalesced_and_a_clean_disconnect_still_reaches_the_bro
     await watcher.disconnect()
 
 
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    """A broker of the test's own (no Redis): killing it disturbs no other test."""
-    with LocalStack(StackOptions(run_dir=tmp_path, acl_root="caas/+", with_redis=False)) as own:
-        yield own
-
-
-def save_persistence(broker: Broker) -> None:
-    """SIGUSR1: mosquitto writes its persistence file now (sessions, subscriptions)."""
-    assert broker.proc is not None
-    db = broker.settings.run_dir / "mosquitto.db"
-    before = db.stat().st_mtime_ns if db.exists() else 0
-    os.kill(broker.proc.pid, signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while not (db.exists() and db.stat().st_mtime_ns != before):
-        assert time.monotonic() < deadline, "mosquitto did not save its persistence file"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("clean_start", [True, False], ids=["clean-start", "persistent-session"])
 async def test_qos1_publishes_made_while_the_broker_is_down_arrive_after_its_restart(
     own_stack: LocalStack, topics: Topics, clean_start: bool, record_property: Any
@@ -213,7 +188,7 @@ async def test_qos1_publishes_made_while_the_broker_is_down_arrive_after_its_res
     await pub.connect(5)
     try:
         await pub.publish_and_wait(topic, b"before")
-        await asyncio.to_thread(save_persistence, broker)
+        await asyncio.to_thread(save_broker_persistence, broker)
         await asyncio.to_thread(broker.kill)
         await wait_until(lambda: not pub.connected.is_set() and not sub.connected.is_set())
         payloads = [f"m{i}".encode() for i in range(200)]
@@ -252,3 +227,61 @@ async def test_qos0_while_disconnected_is_counted_and_a_refused_publish_raises(
     with pytest.raises(MqttPublishRefused, match="queue"):
         conn.publish(topic, b"refused", qos=1)
     assert len(conn._unacked) == 1
+
+
+async def test_a_publish_after_closing_an_unanswered_connect_is_queued(topics: Topics) -> None:
+    """disconnect() of a connection whose CONNECT got no CONNACK leaves no closed socket
+    behind in paho: a publish made afterwards is queued, it does not raise."""
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = MqttConnection(
+        BrokerAddress("127.0.0.1", port), ConnectionOptions(client_id=f"u-{uuid.uuid4().hex[:6]}")
+    )
+    try:
+        with pytest.raises(MqttTimeout):
+            await conn.connect(0.3)
+        await conn.disconnect()
+        conn.publish(topics.state("U" * 17), b"later", qos=1)
+        assert len(conn._unacked) == 1
+    finally:
+        server.close()
+
+
+async def test_the_connect_hook_publishes_after_what_was_queued_during_the_outage(
+    own_stack: LocalStack, topics: Topics
+) -> None:
+    """After a reconnect, what the connect hook publishes goes out behind the messages
+    queued while the broker was down: a stale retained value cannot overwrite it."""
+    broker = own_stack.broker
+    topic = topics.state("H" * 17)
+    current = [b"first"]
+    conn = MqttConnection(
+        broker.fleet_address(),
+        ConnectionOptions(client_id=f"h-{uuid.uuid4().hex[:6]}"),
+        on_connect=lambda c, resumed: c.publish(topic, current[0], retain=True) and None,
+    )
+    await conn.connect(5)
+    try:
+        await conn.flush(5)
+        await asyncio.to_thread(broker.kill)
+        (broker.settings.run_dir / "mosquitto.db").unlink(missing_ok=True)
+        await wait_until(lambda: not conn.connected.is_set())
+        conn.publish(topic, b"queued-while-down", retain=True)
+        current[0] = b"announced-after-reconnect"
+        await asyncio.to_thread(broker.start)
+        await wait_until(lambda: conn.reconnects >= 1, timeout_s=10)
+        await conn.flush(10)
+    finally:
+        await conn.disconnect()
+    retained: list[bytes] = []
+    reader = MqttConnection(
+        broker.gateway_address(),
+        ConnectionOptions(client_id=f"r-{uuid.uuid4().hex[:6]}", subscriptions=[(topic, 1)]),
+        on_message=lambda m: retained.append(bytes(m.payload)),
+    )
+    await reader.connect(5)
+    try:
+        await wait_until(lambda: retained)
+        assert retained == [b"announced-after-reconnect"]
+    finally:
+        await reader.disconnect()
