@@ -227,6 +227,7 @@ class MqttConnection:
                 await self._connect_until_acked()
         except TimeoutError as exc:
             raise MqttTimeout(f"connect of {self.client_id}", timeout_s) from exc
+        await asyncio.sleep(0)  # the connect hook, scheduled by the CONNACK, has run on return
         if self.options.subscriptions:
             await self.subscribe(self.options.subscriptions, timeout_s)
             self._subscribed_once = True

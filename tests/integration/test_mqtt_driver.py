@@ -262,6 +262,7 @@ async def test_the_connect_hook_publishes_after_what_was_queued_during_the_outag
     )
     await conn.connect(5)
     try:
+        assert len(conn._unacked) == 1, "the hook has run when connect() returns"
         await conn.flush(5)
         await asyncio.to_thread(broker.kill)
         (broker.settings.run_dir / "mosquitto.db").unlink(missing_ok=True)
