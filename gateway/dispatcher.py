@@ -23,7 +23,7 @@ from gateway.intake import check_correlation
 from gateway.rejections import Rejections
 from protocol.codec import MAX_PAYLOAD_BYTES
 from protocol.commands import OutgoingCommand, build_command, command_properties
-from protocol.errors import PayloadRejected
+from protocol.errors import MqttError, PayloadRejected
 from protocol.models import FEATURE_COMMANDS, CommandType, is_valid_vin
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
 from protocol.signing import Signer
@@ -35,6 +35,8 @@ INBOUND_LEAVES = ("responses", "state", "presence")
 
 
 class Dispatcher:
+    send_failures = 0  # commands the connection refused (logged, not raised)
+
     def __init__(
         self,
         broker: BrokerAddress,
@@ -93,9 +95,24 @@ class Dispatcher:
         return build_command(self.signer, vin=vin, type=ctype, now=self.clock.now(), ttl_s=ttl_s)
 
     def publish(self, command: OutgoingCommand) -> None:
+        """Hand the command to the connection; never raises. A broker outage does not
+        fail it (QoS 1 is queued and resent after the reconnect); a publish the client
+        refuses is logged in one line and counted, and its activation's ack timeout and
+        status query recover it (docs/gateway.md, crash-safety point 5)."""
         props = command_properties(self.topics, command, self.clock.now())
-        self.conn.publish(self.topics.commands(command.vin), command.payload, 1, False, props)
         ctype = str(command.body["type"])
+        try:
+            self.conn.publish(self.topics.commands(command.vin), command.payload, 1, False, props)
+        except MqttError as exc:
+            self.send_failures += 1
+            log.warning(
+                "command.send_failed vin=%s type=%s command_id=%s error=%s",
+                command.vin,
+                ctype,
+                command.command_id,
+                exc,
+            )
+            return
         log.debug(
             "command.sent vin=%s type=%s command_id=%s", command.vin, ctype, command.command_id
         )

@@ -71,6 +71,7 @@ class Engine:
         self.waker: Wakeable | None = None
         self.after_terminal: Callable[[Activation], Awaitable[None]] | None = None
         self._first_steps: set[asyncio.Task[None]] = set()
+        self.send_failures = 0  # sends that raised after their commit (logged, not raised)
 
     async def create(
         self,
@@ -148,7 +149,19 @@ class Engine:
         self.observer.on_step(snap.activation, result, now)
         _log_step(snap.activation, result)
         for send in result.sends:
-            await self.sender.send_command(act, send)
+            # committed: a failed send must not skip the rest of the step, and the ack
+            # timeout and status query recover a lost command (crash-safety point 5)
+            try:
+                await self.sender.send_command(act, send)
+            except Exception as exc:
+                self.send_failures += 1
+                log.warning(
+                    "command.send_failed activation_id=%s type=%s command_id=%s error=%s",
+                    act.activation_id,
+                    send.type.value,
+                    send.command_id,
+                    f"{type(exc).__name__}: {exc}",
+                )
         if act.terminal and self.after_terminal is not None:
             await self.after_terminal(act)
         if act.due_at is not None and act.due_at <= now + 0.001:

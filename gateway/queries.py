@@ -29,7 +29,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import BrokerUnavailable, TooManyQueries
 from gateway.keys import Keys
 from gateway.metrics import GatewayMetrics
-from gateway.retry import TRANSIENT
+from gateway.retry import TRANSIENT, cancel_requested
 from gateway.store import Store
 from protocol.models import CommandType
 from protocol.timeutil import Clock
@@ -99,6 +99,8 @@ class LiveQueries:
             try:
                 popped = await client.blpop([inbox], timeout=INBOX_BLOCK_S)
             except TRANSIENT as exc:
+                if cancel_requested():  # redis-py turned our cancel into a connection error
+                    raise asyncio.CancelledError from exc
                 log.warning("queries.inbox_unavailable error=%s", type(exc).__name__)
                 await asyncio.sleep(INBOX_BLOCK_S)
                 continue

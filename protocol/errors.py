@@ -6,6 +6,7 @@ ProtocolError
 ├── KeyFileError          a PEM file that is missing or holds the wrong key type
 └── MqttError
     ├── MqttConnectError  the broker refused or could not be reached in time
+    ├── MqttPublishRefused  the client would not queue a publish (its queue limit)
     └── MqttTimeout       a broker round trip (SUBACK, PUBACK) did not come back in time
 """
 
@@ -46,6 +47,20 @@ class MqttConnectError(MqttError):
     def __init__(self, client_id: str, reason: str) -> None:
         super().__init__(f"MQTT connect of {client_id!r} failed: {reason}")
         self.client_id = client_id
+        self.reason = reason
+
+
+class MqttPublishRefused(MqttError):
+    """paho would not take the message: it is neither sent nor queued for resend.
+
+    Not raised for a broker outage (a QoS > 0 message is queued and resent after the
+    reconnect, QoS 0 is dropped and counted); only when the client's queue is full.
+    """
+
+    def __init__(self, client_id: str, topic: str, reason: str) -> None:
+        super().__init__(f"publish of {client_id!r} to {topic} refused: {reason}")
+        self.client_id = client_id
+        self.topic = topic
         self.reason = reason
 
 

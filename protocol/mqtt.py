@@ -8,6 +8,33 @@ connection, so one process can hold thousands of them.
 
 Message handlers run synchronously inside the read callback: keep them short, or
 hand the work to a task.
+
+What survives what (paho-mqtt 2.2, mosquitto 2.0; pinned by test_mqtt_driver.py):
+
+- A QoS > 0 ``publish`` survives a lost connection and a broker restart, kill included.
+  paho keeps it in memory until its PUBACK, whether it was made with the connection up
+  or down, and resends it after the next CONNACK (with the DUP flag if it had been
+  sent). That holds with ``clean_start=True`` (the gateway) as with a persistent
+  session (the simulator): a clean start discards the broker's state for this client,
+  never the client's own outgoing queue. At least once: a message whose PUBACK was lost
+  with the connection arrives twice. ``publish`` therefore never raises for an outage;
+  ``flush`` and ``publish_and_wait`` wait through the reconnect (up to their timeout).
+- Nothing survives a restart of this process: there is no client-side persistence.
+- QoS 0 made with no connection is dropped and counted (``dropped_qos0``); one queued
+  on a connection that then breaks is lost without a count.
+- ``MqttPublishRefused`` is the only publish error: paho would not queue the message
+  (a queue limit, which the driver does not set, or all 65535 message ids in use).
+- Order: publishes leave in the order they were made. The connect hook runs after paho
+  has resent what it kept, so what the hook publishes (the simulator's presence and
+  state) goes out behind, and a retained message queued during the outage cannot
+  overwrite it. Only a publish made while a reconnect waits for its CONNACK can
+  overtake older queued ones.
+- At the broker, retained messages and persistent sessions (their subscriptions and
+  queued QoS > 0 messages) survive a clean stop, which saves them; after a SIGKILL
+  only as of the last autosave (``autosave_interval``), if any. Subscriptions are
+  remade after every reconnect and the connect hook runs after every reconnect, so a
+  client that republishes its retained messages there (the simulator) restores what
+  the broker lost.
 """
 
 from __future__ import annotations
@@ -28,7 +55,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocol.errors import MqttConnectError, MqttTimeout
+from protocol.errors import MqttConnectError, MqttPublishRefused, MqttTimeout
 from protocol.paho_fast import FastProperties
 from protocol.paho_writes import CoalescingClient
 
@@ -167,6 +194,7 @@ class MqttConnection:
         self._unacked: set[int] = set()  # QoS > 0 message ids not yet acknowledged
         self._drained = asyncio.Event()
         self._drained.set()
+        self.dropped_qos0 = 0  # QoS 0 publishes made with no connection (not sent)
         self._reconnect_task: asyncio.Task[None] | None = None
         self._resubscribe_task: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -213,6 +241,7 @@ class MqttConnection:
                 await self._connect_until_acked()
         except TimeoutError as exc:
             raise MqttTimeout(f"connect of {self.client_id}", timeout_s) from exc
+        await asyncio.sleep(0)  # the connect hook, scheduled by the CONNACK, has run on return
         if self.options.subscriptions:
             await self.subscribe(self.options.subscriptions, timeout_s)
             self._subscribed_once = True
@@ -263,7 +292,18 @@ class MqttConnection:
                 self._resubscribe(), name=f"mqtt-resubscribe-{self.client_id}"
             )
         if self._on_connect_hook is not None:
+            # paho resends what it kept queued only after this callback returns: run the
+            # hook after that, so what it publishes goes out behind the older messages
+            # (a retained state queued during an outage must not overwrite a newer one)
+            self._loop.call_soon(self._run_connect_hook, resumed)
+
+    def _run_connect_hook(self, resumed: bool) -> None:
+        if self._on_connect_hook is None:
+            return
+        try:
             self._on_connect_hook(self, resumed)
+        except Exception:  # a bad hook must not kill the connection
+            log.exception("mqtt.connect_hook_failed client=%s", self.client_id)
 
     async def _resubscribe(self) -> None:
         try:
@@ -285,13 +325,13 @@ class MqttConnection:
         self.ready.clear()
         if self._connect_result is not None and not self._connect_result.done():
             self._connect_result.set_result(reason)
-        pending: list[asyncio.Future[Any]] = [
-            *self._pending_subacks.values(),
-            *self._pending_pubacks.values(),
-        ]
-        for waiter in pending:
+        # A SUBSCRIBE is not resent by paho: its waiter fails. A QoS > 0 PUBLISH is (after
+        # the next CONNACK), so its PUBACK waiter keeps waiting, up to its own timeout.
+        for waiter in self._pending_subacks.values():
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_exception(
+                    MqttConnectError(self.client_id, f"connection lost before SUBACK: {reason}")
+                )
         self._pending_subacks.clear()
         if not self._closing and self.options.auto_reconnect:
             self._schedule_reconnect()
@@ -327,15 +367,32 @@ class MqttConnection:
         retain: bool = False,
         properties: Properties | None = None,
     ) -> int:
-        """Queue a publish; returns its message id. QoS > 0 survives reconnects."""
+        """Queue a publish; returns its message id. Never raises for a broker outage.
+
+        QoS > 0: paho keeps the message until its PUBACK and resends it after the next
+        CONNACK, so it is taken whether the connection is up or not, and counted as
+        unacknowledged (``flush``) until then. QoS 0 with no connection is dropped and
+        counted in ``dropped_qos0``. ``MqttPublishRefused``: paho would not queue it.
+        """
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if qos > 0 and not info.is_published():
-            self._unacked.add(info.mid)
-            self._drained.clear()
+        rc = info.rc
+        if rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            # max_queued_messages (the driver sets none) or all 65535 message ids in use
+            raise MqttPublishRefused(self.client_id, topic, "client queue full")
+        if qos == 0:
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.dropped_qos0 += 1
+            return info.mid
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise MqttPublishRefused(self.client_id, topic, paho.error_string(rc))
+        # NO_CONN: paho left it in its queue (state "publish") for the next CONNACK
+        self._unacked.add(info.mid)
+        self._drained.clear()
         return info.mid
 
     async def flush(self, timeout_s: float = 60.0) -> None:
-        """Wait until every QoS > 0 publish made so far has been acknowledged."""
+        """Wait until every QoS > 0 publish made so far has been acknowledged (across
+        reconnects: a message queued while the connection is down counts too)."""
         try:
             async with asyncio.timeout(timeout_s):
                 await self._drained.wait()
@@ -351,7 +408,8 @@ class MqttConnection:
         properties: Properties | None = None,
         timeout_s: float = 10.0,
     ) -> None:
-        """Publish and wait for the broker's PUBACK (QoS 1)."""
+        """Publish and wait for the broker's PUBACK (QoS 1), through reconnects: one made
+        while the connection is down completes after the reconnect's PUBACK."""
         waiter: asyncio.Future[None] = self._loop.create_future()
         mid = self.publish(topic, payload, qos, retain, properties)
         if mid not in self._unacked:
@@ -379,6 +437,8 @@ class MqttConnection:
                     codes = await waiter
             except TimeoutError as exc:
                 raise MqttTimeout(f"SUBACK for {len(batch)} filters", timeout_s) from exc
+            finally:
+                self._pending_subacks.pop(mid, None)
             refused = [f for (f, _), code in zip(batch, codes, strict=False) if code.is_failure]
             if refused:
                 raise MqttConnectError(self.client_id, f"subscription refused: {refused[:3]}")
@@ -447,8 +507,10 @@ class MqttConnection:
         sock = self._client.socket()
         if sock is not None:
             self._forget(sock)
+            # through paho, so that it forgets the socket too: a publish made afterwards
+            # is queued for the next connect instead of failing on a closed descriptor
             with contextlib.suppress(OSError):
-                sock.close()
+                self._client._sock_close()
         self.connected.clear()
         self.ready.clear()
 

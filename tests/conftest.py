@@ -35,6 +35,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A broker of the test's own (no Redis), for tests that kill it or delete its
+    persistence without disturbing the session stack."""
+    with LocalStack(StackOptions(run_dir=tmp_path, acl_root="caas/+", with_redis=False)) as own:
+        yield own
+
+
+@pytest.fixture
 def topics() -> Topics:
     return Topics(f"caas/t{uuid.uuid4().hex[:12]}")
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
 
+from launcher.broker import Broker
 from launcher.stack import LocalStack
 from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.topics import Topics
@@ -37,6 +41,19 @@ async def eventually(
                 await asyncio.sleep(interval_s)
     except TimeoutError:
         raise TimeoutError(f"condition not met within {timeout_s}s: {check}") from None
+
+
+def save_broker_persistence(broker: Broker, timeout_s: float = 5.0) -> None:
+    """SIGUSR1: mosquitto writes its persistence file now (sessions, subscriptions,
+    retained messages), as its autosave would; blocks until the file has changed."""
+    assert broker.proc is not None
+    db = broker.settings.run_dir / "mosquitto.db"
+    before = db.stat().st_mtime_ns if db.exists() else 0
+    os.kill(broker.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while not (db.exists() and db.stat().st_mtime_ns != before):
+        assert time.monotonic() < deadline, "mosquitto did not save its persistence file"
+        time.sleep(0.02)
 
 
 class Watcher:

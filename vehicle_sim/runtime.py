@@ -25,14 +25,20 @@ log = logging.getLogger(__name__)
 
 
 class Link(Protocol):
-    """A connection mode, as the runtime sees it."""
+    """A connection mode, as the runtime sees it. Neither call raises, broker or not:
+    timers, the control API and the scenario timeline call them at any time."""
 
     def publish(
         self, vin: str, topic: str, payload: bytes, retain: bool, correlation: bytes | None
-    ) -> None: ...
+    ) -> None:
+        """Send QoS 1; while the connection is down it is queued and sent after the
+        reconnect. What cannot be sent (an off-line vehicle) is dropped and counted."""
+        ...
 
     def set_online(self, vin: str, online: bool, abrupt: bool) -> None:
-        """Take the vehicle on line (connect, then ``runtime.announce``) or off line."""
+        """Take the vehicle on line (connect, then ``runtime.announce``) or off line;
+        with the broker away, done once it is back. After every reconnect the link calls
+        ``announce`` (or ``announce_offline``) again with the vehicle's current state."""
         ...
 
     def connected_count(self) -> int: ...

@@ -7,6 +7,13 @@ multiplexed  a few connections with the fleet identity, each subscribed to the
 per-vehicle  one connection per VIN on the vehicle listener, username = client id =
              VIN, a persistent session and a Will with ``online: false``. The realism
              mode: ACLs, Wills, queued commands on reconnect.
+
+Broker outages: nothing here raises. Publishes made while a connection is down are
+queued by the driver (QoS 1) and sent after the reconnect, and after EVERY reconnect
+each vehicle publishes its presence and current state again (retained), so a broker
+that came back without its retained messages (killed, persistence old or gone) has
+them again. A per-vehicle connection that a vehicle going off line could not close
+while the broker was away is closed by that reconnect, after ``online: false``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import paho.mqtt.client as paho
 
 from launcher.credentials import vehicle_password
 from protocol.commands import response_properties
-from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection, Will
+from protocol.errors import MqttError
+from protocol.mqtt import RECONNECT_MAX_S, BrokerAddress, ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics
 from vehicle_sim import vehicle as vm
 from vehicle_sim.rng import stable_seed
@@ -30,6 +38,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_CONCURRENCY = 200  # connections opened at once in per-vehicle mode
 SESSION_EXPIRY_S = 3600
+CONNECT_TIMEOUT_S = 30.0  # one try of a per-vehicle connect (then it tries again)
+RETRY_MIN_S = 0.5
+OFFLINE_NOTICE_TIMEOUT_S = 10.0  # a clean disconnect waits this long for its PUBACK
 
 
 def is_replayed_retained(runtime: FleetRuntime, message: paho.MQTTMessage) -> bool:
@@ -39,6 +50,24 @@ def is_replayed_retained(runtime: FleetRuntime, message: paho.MQTTMessage) -> bo
         runtime.stats.dropped["retained_command"] += 1
         return True
     return False
+
+
+def publish_queued(
+    runtime: FleetRuntime,
+    conn: MqttConnection,
+    vin: str,
+    topic: str,
+    payload: bytes,
+    retain: bool,
+    correlation: bytes | None,
+) -> None:
+    """QoS 1 through the driver, connected or not (it queues through an outage); a
+    publish the client refuses is dropped and counted, never raised into a timer."""
+    try:
+        conn.publish(topic, payload, 1, retain, response_properties(correlation))
+    except MqttError as exc:
+        runtime.stats.dropped["publish_refused"] += 1
+        log.warning("sim.publish_refused vin=%s topic=%s error=%s", vin, topic, exc)
 
 
 def arrival_of(message: paho.MQTTMessage) -> vm.Arrival:
@@ -107,6 +136,8 @@ class MultiplexedLink:
         self.runtime.on_command(vin, arrival_of(message))
 
     def _on_connect(self, conn: MqttConnection, resumed: bool) -> None:
+        """After every (re)connect of a shard, resumed session or not: each of its
+        vehicles says where it stands, so a broker that lost them has them again."""
         shard = self.connections.index(conn) if conn in self.connections else -1
         for vin in self.shard_vins[shard] if shard >= 0 else []:
             if self.runtime.wants_online(vin):
@@ -118,7 +149,7 @@ class MultiplexedLink:
         self, vin: str, topic: str, payload: bytes, retain: bool, correlation: bytes | None
     ) -> None:
         conn = self.connections[self.shard_of[vin]]
-        conn.publish(topic, payload, 1, retain, response_properties(correlation))
+        publish_queued(self.runtime, conn, vin, topic, payload, retain, correlation)
 
     def set_online(self, vin: str, online: bool, abrupt: bool) -> None:
         if online:
@@ -137,6 +168,17 @@ class MultiplexedLink:
 
 
 class PerVehicleLink:
+    """One connection per VIN, kept in step with the vehicle's ``online`` by one task per
+    VIN at a time (``_converge``), whatever the order of mode changes and broker outages.
+
+    The connection of an on-line vehicle is "open": up, or reconnecting by itself while
+    the broker is away; its connect hook announces the vehicle after every reconnect. A
+    vehicle that goes off line while its connection is down is closed by that hook once
+    the broker is back (``online: false`` first, or the Will for an abrupt drop), so the
+    broker never keeps an ``online: true`` it restored from persistence. A vehicle that
+    comes back on line while the broker is away tries to connect until it can.
+    """
+
     def __init__(
         self,
         runtime: FleetRuntime,
@@ -149,6 +191,10 @@ class PerVehicleLink:
         self.topics = topics
         self.fleet_secret = fleet_secret
         self.connections: dict[str, MqttConnection] = {}
+        self._open: set[str] = set()  # VINs whose connection we opened and not closed since
+        self._announced: set[str] = set()  # announced on line since they last went off line
+        self._abrupt: dict[str, bool] = {}  # how each vehicle last went off line
+        self._converging: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _connection(self, vin: str) -> MqttConnection:
@@ -167,8 +213,19 @@ class PerVehicleLink:
             address,
             options,
             on_message=lambda message: self._on_message(vin, message),
-            on_connect=lambda conn, resumed: self.runtime.announce(vin),
+            on_connect=lambda conn, resumed: self._on_connect(vin, conn),
         )
+
+    def _on_connect(self, vin: str, conn: MqttConnection) -> None:
+        """After every (re)connect: announce an on-line vehicle; close the connection of
+        one that went off line while the broker was away."""
+        if conn is not self.connections.get(vin):
+            return  # the one-off connection of a vehicle that starts off line
+        if self.runtime.wants_online(vin):
+            self.runtime.announce(vin)
+            self._announced.add(vin)
+        else:
+            self._converge_soon(vin)
 
     async def start(self, timeout_s: float = 300.0) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -182,11 +239,17 @@ class PerVehicleLink:
 
         await asyncio.gather(*(bring_up(vin) for vin in self.runtime.specs))
 
-    async def _connect(self, vin: str, timeout_s: float = 30.0) -> None:
-        conn = self.connections.get(vin) or self._connection(vin)
-        self.connections[vin] = conn
+    async def _connect(self, vin: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        conn = self._open_connection(vin)
         await conn.connect(timeout_s)
         await conn.flush(timeout_s)  # up = presence and state accepted by the broker
+
+    def _open_connection(self, vin: str) -> MqttConnection:
+        conn = self.connections.get(vin) or self._connection(vin)
+        self.connections[vin] = conn
+        self._open.add(vin)
+        self._announced.discard(vin)
+        return conn
 
     async def _publish_offline_once(self, vin: str, timeout_s: float) -> None:
         """A vehicle that starts off line still leaves a retained ``online: false``."""
@@ -204,52 +267,118 @@ class PerVehicleLink:
         await conn.disconnect()
 
     def _on_message(self, vin: str, message: paho.MQTTMessage) -> None:
-        if not is_replayed_retained(self.runtime, message):
-            self.runtime.on_command(vin, arrival_of(message))
+        if is_replayed_retained(self.runtime, message):
+            return
+        if not self.runtime.vehicles[vin].online:
+            # went off line while the broker was away; its connection closes shortly
+            self.runtime.stats.dropped["offline"] += 1
+            return
+        self.runtime.on_command(vin, arrival_of(message))
 
     def publish(
         self, vin: str, topic: str, payload: bytes, retain: bool, correlation: bytes | None
     ) -> None:
         conn = self.connections.get(vin)
-        if conn is None or not conn.connected.is_set():
+        if conn is None or not self.runtime.vehicles[vin].online:
             self.runtime.stats.dropped["publish_while_offline"] += 1
             return
-        conn.publish(topic, payload, 1, retain, response_properties(correlation))
+        # connection down (broker away, or still connecting): queued, sent once it is up
+        publish_queued(self.runtime, conn, vin, topic, payload, retain, correlation)
 
     def set_online(self, vin: str, online: bool, abrupt: bool) -> None:
-        if online:
-            self._spawn(self._connect(vin))
-        elif abrupt:
+        if not online:
+            self._abrupt[vin] = abrupt
+            self._announced.discard(vin)
+        self._converge_soon(vin)
+
+    def _converge_soon(self, vin: str) -> None:
+        task = self._converging.get(vin)
+        if task is None or task.done():
+            self._converging[vin] = self._spawn(self._converge(vin))
+
+    async def _converge(self, vin: str) -> None:
+        """Open or close the vehicle's connection until it matches ``online`` (re-read
+        after every step: the mode may change meanwhile). Never raises."""
+        delay = RETRY_MIN_S
+        while True:
             conn = self.connections.get(vin)
-            if conn is not None:
-                conn.drop()  # the broker publishes the Will
-        else:
-            self._spawn(self._go_offline_cleanly(vin))
+            is_open = conn is not None and vin in self._open
+            if self.runtime.wants_online(vin):
+                if conn is not None and is_open:
+                    if conn.connected.is_set() and vin not in self._announced:
+                        self.runtime.announce(vin)  # it never went down on the wire
+                        self._announced.add(vin)
+                    return  # up, or reconnecting: its hook announces it
+                if await self._try_connect(vin):
+                    delay = RETRY_MIN_S
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(RECONNECT_MAX_S, delay * 2)
+            elif conn is None or not is_open or not conn.connected.is_set():
+                return  # closed; or reconnecting, and its hook closes it once it is up
+            elif not await self._close(vin, conn):
+                return  # the broker went away meanwhile: the hook finishes the job
 
-    async def _go_offline_cleanly(self, vin: str) -> None:
-        conn = self.connections.get(vin)
-        if conn is None or not conn.connected.is_set():
-            return
+    async def _try_connect(self, vin: str) -> bool:
+        conn = self._open_connection(vin)
+        try:
+            await conn.connect(CONNECT_TIMEOUT_S)
+        except MqttError as exc:
+            log.info("sim.connect_retry vin=%s error=%s", vin, exc)
+            self._open.discard(vin)
+            await conn.disconnect()  # stop whatever is left of this try
+            return False
+        return True
+
+    async def _close(self, vin: str, conn: MqttConnection) -> bool:
+        """Take an off-line vehicle's connection down; False when the broker went away
+        before ``online: false`` was acknowledged (the connection stays open for that)."""
+        if self._abrupt.get(vin, False):
+            self._open.discard(vin)
+            conn.drop()  # the broker publishes the Will
+            return True
         now = self.runtime.clock.now()
-        with contextlib.suppress(Exception):
+        try:
             await conn.publish_and_wait(
-                self.topics.presence(vin), vm.presence_payload(vin, False, now), retain=True
+                self.topics.presence(vin),
+                vm.presence_payload(vin, False, now),
+                retain=True,
+                timeout_s=OFFLINE_NOTICE_TIMEOUT_S,
             )
+        except MqttError:
+            if not conn.connected.is_set():
+                return False
+        self._open.discard(vin)
         await conn.disconnect()
+        return True
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def connected_count(self) -> int:
         return sum(1 for conn in self.connections.values() if conn.ready.is_set())
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-        async def bring_down(vin: str) -> None:
+        async def bring_down(vin: str, conn: MqttConnection) -> None:
             async with gate:
-                await self._go_offline_cleanly(vin)
+                if vin in self._open and conn.connected.is_set():
+                    now = self.runtime.clock.now()
+                    with contextlib.suppress(MqttError):
+                        await conn.publish_and_wait(
+                            self.topics.presence(vin),
+                            vm.presence_payload(vin, False, now),
+                            retain=True,
+                            timeout_s=OFFLINE_NOTICE_TIMEOUT_S,
+                        )
+                self._open.discard(vin)
+                await conn.disconnect()
 
-        await asyncio.gather(*(bring_down(vin) for vin in list(self.connections)))
+        await asyncio.gather(*(bring_down(vin, c) for vin, c in list(self.connections.items())))

@@ -1,4 +1,5 @@
-"""protocol/mqtt.py against the real broker: reconnects restore subscriptions, flush."""
+"""protocol/mqtt.py against the real broker: reconnects restore subscriptions, flush,
+publishes made while the broker is down."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import socket
 import threading
 import uuid
+from collections import Counter
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -15,9 +17,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from launcher.stack import LocalStack
-from protocol.mqtt import ConnectionOptions, MqttConnection, Will
+from protocol.errors import MqttPublishRefused, MqttTimeout
+from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics
-from tests.helpers import wait_until
+from tests.helpers import save_broker_persistence, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -151,3 +154,136 @@ async def test_writes_are_coalesced_and_a_clean_disconnect_still_reaches_the_bro
     assert (topics.presence(clean_vin), b"will") not in received
     await dropped.disconnect()
     await watcher.disconnect()
+
+
+@pytest.mark.parametrize("clean_start", [True, False], ids=["clean-start", "persistent-session"])
+async def test_qos1_publishes_made_while_the_broker_is_down_arrive_after_its_restart(
+    own_stack: LocalStack, topics: Topics, clean_start: bool, record_property: Any
+) -> None:
+    """200 QoS 1 publishes (and a publish_and_wait) made while the broker is SIGKILLed
+    raise nothing and all arrive after its restart; flush() then returns."""
+    broker = own_stack.broker
+    topic = topics.state("V" * 17)
+    received: Counter[bytes] = Counter()
+    # the subscriber's persistent session is saved before the kill, so the broker queues
+    # for it whatever the publisher resends, whichever of the two reconnects first
+    sub = MqttConnection(
+        broker.gateway_address(),
+        ConnectionOptions(
+            client_id=f"sub-{uuid.uuid4().hex[:8]}",
+            clean_start=False,
+            session_expiry_s=300,
+            subscriptions=[(topic, 1)],
+        ),
+        on_message=lambda m: received.update([bytes(m.payload)]),
+    )
+    pub = MqttConnection(
+        broker.fleet_address(),
+        ConnectionOptions(
+            client_id=f"pub-{uuid.uuid4().hex[:8]}",
+            clean_start=clean_start,
+            session_expiry_s=0 if clean_start else 300,
+        ),
+    )
+    await sub.connect(5)
+    await pub.connect(5)
+    try:
+        await pub.publish_and_wait(topic, b"before")
+        await asyncio.to_thread(save_broker_persistence, broker)
+        await asyncio.to_thread(broker.kill)
+        await wait_until(lambda: not pub.connected.is_set() and not sub.connected.is_set())
+        payloads = [f"m{i}".encode() for i in range(200)]
+        for payload in payloads:
+            pub.publish(topic, payload, qos=1)
+        assert len(pub._unacked) == 200
+        waited = asyncio.create_task(pub.publish_and_wait(topic, b"waited", timeout_s=20))
+        await asyncio.sleep(0.3)  # still down: the waiter must keep waiting, not fail
+        assert not waited.done()
+        await asyncio.to_thread(broker.start)
+        await pub.flush(20)
+        await waited
+        assert pub.reconnects >= 1 and pub._unacked == set()
+        await wait_until(lambda: all(p in received for p in [*payloads, b"waited"]), 10)
+        duplicates = sum(n - 1 for p, n in received.items() if p != b"before" and n > 1)
+        record_property("duplicates", duplicates)
+        print(f"delivered={len(payloads) + 1} duplicates={duplicates}")
+    finally:
+        await pub.disconnect()
+        await sub.disconnect()
+
+
+async def test_qos0_while_disconnected_is_counted_and_a_refused_publish_raises(
+    topics: Topics,
+) -> None:
+    """QoS 0 with no connection is dropped and counted; a publish paho refuses to queue
+    raises MqttPublishRefused; QoS 1 with no connection is queued, not refused."""
+    conn = MqttConnection(
+        BrokerAddress("127.0.0.1", 1), ConnectionOptions(client_id=f"q-{uuid.uuid4().hex[:6]}")
+    )
+    topic = topics.state("Q" * 17)
+    conn.publish(topic, b"lost", qos=0)
+    assert conn.dropped_qos0 == 1
+    conn._client.max_queued_messages_set(1)  # the driver sets no limit; force one here
+    conn.publish(topic, b"queued", qos=1)
+    with pytest.raises(MqttPublishRefused, match="queue"):
+        conn.publish(topic, b"refused", qos=1)
+    assert len(conn._unacked) == 1
+
+
+async def test_a_publish_after_closing_an_unanswered_connect_is_queued(topics: Topics) -> None:
+    """disconnect() of a connection whose CONNECT got no CONNACK leaves no closed socket
+    behind in paho: a publish made afterwards is queued, it does not raise."""
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = MqttConnection(
+        BrokerAddress("127.0.0.1", port), ConnectionOptions(client_id=f"u-{uuid.uuid4().hex[:6]}")
+    )
+    try:
+        with pytest.raises(MqttTimeout):
+            await conn.connect(0.3)
+        await conn.disconnect()
+        conn.publish(topics.state("U" * 17), b"later", qos=1)
+        assert len(conn._unacked) == 1
+    finally:
+        server.close()
+
+
+async def test_the_connect_hook_publishes_after_what_was_queued_during_the_outage(
+    own_stack: LocalStack, topics: Topics
+) -> None:
+    """After a reconnect, what the connect hook publishes goes out behind the messages
+    queued while the broker was down: a stale retained value cannot overwrite it."""
+    broker = own_stack.broker
+    topic = topics.state("H" * 17)
+    current = [b"first"]
+    conn = MqttConnection(
+        broker.fleet_address(),
+        ConnectionOptions(client_id=f"h-{uuid.uuid4().hex[:6]}"),
+        on_connect=lambda c, resumed: c.publish(topic, current[0], retain=True) and None,
+    )
+    await conn.connect(5)
+    try:
+        assert len(conn._unacked) == 1, "the hook has run when connect() returns"
+        await conn.flush(5)
+        await asyncio.to_thread(broker.kill)
+        (broker.settings.run_dir / "mosquitto.db").unlink(missing_ok=True)
+        await wait_until(lambda: not conn.connected.is_set())
+        conn.publish(topic, b"queued-while-down", retain=True)
+        current[0] = b"announced-after-reconnect"
+        await asyncio.to_thread(broker.start)
+        await wait_until(lambda: conn.reconnects >= 1, timeout_s=10)
+        await conn.flush(10)
+    finally:
+        await conn.disconnect()
+    retained: list[bytes] = []
+    reader = MqttConnection(
+        broker.gateway_address(),
+        ConnectionOptions(client_id=f"r-{uuid.uuid4().hex[:6]}", subscriptions=[(topic, 1)]),
+        on_message=lambda m: retained.append(bytes(m.payload)),
+    )
+    await reader.connect(5)
+    try:
+        await wait_until(lambda: retained)
+        assert retained == [b"announced-after-reconnect"]
+    finally:
+        await reader.disconnect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,10 @@ from launcher.stack import LocalStack
 from protocol.models import CommandType
 from protocol.topics import Topics
 from tests.conftest import SimFactory, project_root
-from tests.helpers import Watcher, wait_until
+from tests.helpers import Watcher, save_broker_persistence, wait_until
+from vehicle_sim import transport
+from vehicle_sim import vehicle as vm
+from vehicle_sim.app import RunConfig, Simulator
 from vehicle_sim.fleet import Mode
 from vehicle_sim.scenario import Stage, select_for_stage
 
@@ -112,6 +116,91 @@ async def test_fleet_survives_a_broker_restart(
             for spec in sim.specs:
                 body = await probe.ask(spec.vin, CommandType.STATUS)
                 assert body["status"] == "ack"
+
+
+@pytest.mark.parametrize(
+    ("mode", "vehicles", "persistence"),
+    [
+        ("multiplexed", 40, "absent"),
+        ("per-vehicle", 6, "absent"),
+        ("per-vehicle", 6, "stale"),
+    ],
+)
+async def test_fleet_republishes_presence_and_state_after_a_broker_sigkill(
+    own_stack: LocalStack,
+    topics: Topics,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    vehicles: int,
+    persistence: str,
+) -> None:
+    """Broker SIGKILLed, vehicles change state, drop off and come back while it is down,
+    and it restarts without its retained messages (no persistence file, or one older
+    than the fleet's last changes): every vehicle's retained presence and state are
+    current again within seconds, and nothing logged an error or a traceback."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(transport, "CONNECT_TIMEOUT_S", 0.3)  # several tries fail while down
+    broker = own_stack.broker
+    cfg = RunConfig(
+        broker=broker.vehicle_address() if mode == "per-vehicle" else broker.fleet_address(),
+        public_key=own_stack.public_key_path,
+        topic_root=topics.root,
+        live=False,
+        fleet_secret=own_stack.secrets["fleet_secret"],
+        vehicles=vehicles,
+        connection_mode=mode,
+        shards=2,
+    )
+    sim = Simulator(cfg)
+    vins = [spec.vin for spec in sim.specs]
+    if mode == "per-vehicle":
+        own_stack.allow_vehicles(vins)
+    db = broker.settings.run_dir / "mosquitto.db"
+    async with sim:
+        runtime = sim.runtime
+        runtime.set_mode(vins[5], Mode.OFFLINE)  # closed before the kill, back while down
+        if mode == "per-vehicle":
+            await wait_until(lambda: sim.link.connected_count() == vehicles - 1)
+        if persistence == "stale":
+            await asyncio.to_thread(save_broker_persistence, broker)
+            runtime.start_trip(vins[4], 60)  # after the save: the broker will not have it
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(broker.kill)
+        if persistence == "absent":
+            db.unlink(missing_ok=True)
+        await wait_until(lambda: sim.link.connected_count() == 0)
+        runtime.start_trip(vins[0], 60)  # a state change while down
+        runtime.set_mode(vins[1], Mode.OFFLINE)  # goes off line while down
+        runtime.set_mode(vins[2], Mode.OFFLINE, abrupt=True)
+        runtime.set_mode(vins[2], Mode.ONLINE)  # drops and comes back while down
+        runtime._go_offline_for(vins[3], 0.2)  # a flaky drop; back on line by a timer
+        runtime.set_mode(vins[5], Mode.ONLINE)
+        await asyncio.sleep(1.2)
+        await asyncio.to_thread(broker.start)
+        watch = Watcher(own_stack, topics)
+        await watch.conn.connect(5)
+
+        def current() -> bool:
+            for vin in vins:
+                vehicle = runtime.vehicles[vin]
+                presence = watch.last.get(topics.presence(vin))
+                if presence is None or presence["online"] is not vehicle.online:
+                    return False
+                state = watch.last.get(topics.state(vin))
+                if vehicle.online and state != json.loads(vm.state_payload(vehicle)):
+                    return False
+            return True
+
+        try:
+            await wait_until(current, timeout_s=10)
+        finally:
+            await watch.conn.disconnect()
+        assert not runtime.vehicles[vins[1]].online and runtime.vehicles[vins[3]].online
+    problems = [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert problems == []
+    retries = [r for r in caplog.records if r.getMessage().startswith("sim.connect_retry")]
+    assert bool(retries) is (mode == "per-vehicle"), "vins[5] tried to connect while down"
 
 
 def test_cli_runs_writes_manifest_and_stops_on_sigint(stack: LocalStack, tmp_path: Path) -> None:
