@@ -28,18 +28,22 @@ validation error whose ``input`` is that float, and FastAPI's 422 answer is rend
   ``application/*+json``, or no content type): 422 in FastAPI's validation shape,
   ``{"detail": [{"type": "finite_number", "loc": ["body", "policy", "jitter_ratio"],
   "msg": "Input should be a finite number", "input": "NaN"}]}``, one entry per value
-  (at most ten), ``loc`` being the value's path in the JSON document. Chosen over
+  (at most ten), ``loc`` being the value's path in the JSON document (just ``["body"]``
+  for one beyond the first 10,000 values of a huge document). Chosen over
   ``allow_inf_nan=False`` on the request models because it covers every route, present
   and future, without editing (or remembering to edit) each model, including fields
   typed ``Any`` or ``dict`` and routes that parse their body themselves (the backend's
   payment webhook). Its cost on an ordinary body is a substring search per chunk for
-  ``NaN`` and ``Infinity``; only a body containing one of them (in a string, say) is
-  parsed a second time to find out. The check runs before authentication, like the
+  ``NaN`` and ``Infinity``; only a body containing one of them is parsed here (up to
+  the first literal outside a string; once more to name the paths when there is one),
+  the app parsing it again if it passes. The check runs before authentication, like the
   limit: an unauthenticated body with ``NaN`` gets this 422, not 401;
 * a ``RequestValidationError`` handler that renders FastAPI's usual 422 body with any
-  non-finite float (from a query string, a header, a validator) written as the string
-  ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, so a validation error can never turn
-  into a 500.
+  non-finite float in it (an error raised by a validator or a route with such an input)
+  written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, so a validation
+  error can never turn into a 500. An app that registers its own handler for
+  ``RequestValidationError`` afterwards replaces this one: it should render with
+  ``finite()`` too.
 
 **The limit** is ``install_http_edge``'s ``max_body_bytes`` argument when given, else the
 environment variable ``CAAS_HTTP_MAX_BODY_BYTES`` (a positive number of bytes, read when
@@ -51,7 +55,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,8 +68,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 MAX_BODY_ENV = "CAAS_HTTP_MAX_BODY_BYTES"
 MAX_REPORTED = 10  # non-finite values named in one 422 answer
+_WALK_BUDGET = 10_000  # values looked at to name them; past it they are at ["body"]
 NON_FINITE_MSG = "Input should be a finite number"  # pydantic's wording for finite_number
-_TOKENS = (b"NaN", b"Infinity")  # "-Infinity" contains "Infinity"
 _OVERLAP = len(b"Infinity") - 1  # bytes of a token that can sit in the previous chunk
 
 
@@ -120,39 +124,74 @@ class _NonFinite:
         self.literal = literal
 
 
+class _NonFiniteSeen(Exception):
+    pass
+
+
+def _stop_at(literal: str) -> Any:
+    raise _NonFiniteSeen(literal)
+
+
+# the parser calls this for each literal: a dict lookup, no Python frame per value
+_STAND_INS = {literal: _NonFinite(literal) for literal in ("NaN", "Infinity", "-Infinity")}
+
+
 def non_finite_problems(body: bytes, limit: int = MAX_REPORTED) -> list[dict[str, Any]]:
-    """Validation errors for the NaN / Infinity / -Infinity literals of a JSON body, in
-    document order; [] when there are none or the body is not JSON (the app says so)."""
-    found: list[_NonFinite] = []
-
-    def constant(literal: str) -> _NonFinite:
-        found.append(_NonFinite(literal))
-        return found[-1]
-
+    """Validation errors for the NaN / Infinity / -Infinity literals of a JSON body (at
+    most ``limit``, in document order); [] when there are none (the literals were in
+    strings) or the body is not JSON (the app says so)."""
     try:
-        document = json.loads(body, parse_constant=constant)
+        json.loads(body, parse_constant=_stop_at)  # stops at the first literal
+        return []
+    except _NonFiniteSeen as seen:
+        first: str = seen.args[0]
     except (ValueError, RecursionError):
         return []
-    if not found:  # the literals were inside strings
-        return []
-    problems: list[dict[str, Any]] = []
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), document)]
-    while stack and len(problems) < limit:
-        path, node = stack.pop()
-        if isinstance(node, _NonFinite):
-            problems.append(
-                {
-                    "type": "finite_number",
-                    "loc": ["body", *path],
-                    "msg": NON_FINITE_MSG,
-                    "input": node.literal,
-                }
-            )
-        elif isinstance(node, dict):
-            stack.extend(((*path, k), v) for k, v in reversed(node.items()))
-        elif isinstance(node, list):
-            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(node))))
-    return problems
+    try:
+        document = json.loads(body, parse_constant=_STAND_INS.__getitem__)
+    except (ValueError, RecursionError):
+        return []  # not JSON after all, further on
+    found = _non_finite_values(document, limit) or [((), first)]  # past the walk's budget
+    return [
+        {"type": "finite_number", "loc": ["body", *path], "msg": NON_FINITE_MSG,
+         "input": literal}
+        for path, literal in found
+    ]  # fmt: skip
+
+
+def _non_finite_values(document: Any, limit: int) -> list[tuple[tuple[str | int, ...], str]]:
+    """Path and literal of the first ``limit`` non-finite values, depth first in document
+    order, looking at no more than ``_WALK_BUDGET`` values (a 1 MiB body can hold half a
+    million: walking them all would cost the server a second per request)."""
+    if isinstance(document, _NonFinite):
+        return [((), document.literal)]
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    stack: list[tuple[tuple[str | int, ...], Iterator[tuple[str | int, Any]]]] = []
+    if isinstance(document, dict | list):
+        stack.append(((), _items(document)))
+    budget = _WALK_BUDGET
+    while stack and len(found) < limit and budget > 0:
+        path, items = stack[-1]
+        for key, value in items:
+            budget -= 1
+            if isinstance(value, _NonFinite):
+                found.append(((*path, key), value.literal))
+            elif isinstance(value, dict | list) and value:
+                stack.append(((*path, key), _items(value)))
+                break  # its children come before our next item
+            if len(found) == limit or budget == 0:
+                break
+        else:
+            stack.pop()
+    return found
+
+
+def _items(node: dict[str, Any] | list[Any]) -> Iterator[tuple[str | int, Any]]:
+    return iter(node.items()) if isinstance(node, dict) else enumerate(node)
+
+
+def _has_token(data: bytes) -> bool:
+    return b"NaN" in data or b"Infinity" in data  # "-Infinity" contains "Infinity"
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -214,7 +253,7 @@ class HttpEdge:
             if not (guard.answered or guard.cut):
                 raise  # a real disconnect: not ours to hide
         if guard.cut:
-            raise RequestBodyTooLarge(self.too_large["detail"])
+            raise RequestBodyTooLarge(guard.cut)
 
 
 class _BodyGuard:
@@ -231,7 +270,7 @@ class _BodyGuard:
         self.suspect = False  # NaN or Infinity seen somewhere in the body
         self.started = False  # the app started its answer
         self.answered = False  # we answered instead of the app: its messages are dropped
-        self.cut = False  # refused after the app had started: the connection must close
+        self.cut = ""  # why it was refused after the app had started: the connection must close
 
     async def receive(self) -> Message:
         if self.answered or self.cut:
@@ -245,25 +284,23 @@ class _BodyGuard:
             return await self._refuse(413, self.edge.too_large, close=True)
         if not self.is_json:
             return message
-        self._scan(body)
+        if not self.suspect:
+            self.suspect = _has_token(body) or (
+                bool(self.chunks) and _has_token(self.tail + body[:_OVERLAP])
+            )
         if message.get("more_body", False):
             self.chunks.append(body)
+            self.tail = (self.tail + body[-_OVERLAP:])[-_OVERLAP:]
             return message
-        chunks, self.chunks = [*self.chunks, body], []
-        if self.suspect and (problems := non_finite_problems(b"".join(chunks))):
-            return await self._refuse(422, {"detail": problems}, close=False)
-        return message
-
-    def _scan(self, body: bytes) -> None:
         if self.suspect:
-            return
-        seam = self.tail + body[:_OVERLAP]
-        self.suspect = any(token in body or token in seam for token in _TOKENS)
-        self.tail = (self.tail + body[-_OVERLAP:])[-_OVERLAP:]
+            chunks, self.chunks = [*self.chunks, body], []
+            if problems := non_finite_problems(b"".join(chunks)):
+                return await self._refuse(422, {"detail": problems}, close=False)
+        return message
 
     async def _refuse(self, status: int, content: Any, close: bool) -> Message:
         if self.started:
-            self.cut = True
+            self.cut = f"{status} after the answer started: {json.dumps(content)}"
         else:
             self.answered = True
             await _answer(self._send, status, content, close)

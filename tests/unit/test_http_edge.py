@@ -142,7 +142,7 @@ async def test_over_limit_after_the_answer_started_closes_the_connection() -> No
     """Too late for a 413: the app's later messages are dropped and RequestBodyTooLarge
     makes the server close the connection."""
     app, driver = EchoApp(answer_first=True), Driver([b"a" * 60, b"b" * 60])
-    with pytest.raises(RequestBodyTooLarge):
+    with pytest.raises(RequestBodyTooLarge, match="413 after the answer started"):
         await driver.run(app, [JSON])
     assert [m["type"] for m in driver.sent] == ["http.response.start"]
     assert app.body == b"a" * 60
@@ -251,10 +251,15 @@ async def test_literal_split_across_chunks_is_found() -> None:
 
 
 def test_problems_are_capped_and_invalid_json_is_left_to_the_app() -> None:
-    """At most ten values are named; a body that is not JSON yields no problem here."""
+    """At most ten values are named; one hidden past the walk's budget is at ["body"];
+    literals in strings and bodies that are not JSON yield no problem here."""
     problems = non_finite_problems(b"[" + b",".join([b"NaN"] * 50) + b"]")
     assert [p["loc"] for p in problems] == [["body", i] for i in range(10)]
+    far = non_finite_problems(b'{"xs": [' + b"0," * 200_000 + b"-Infinity]}")
+    assert [(p["loc"], p["input"]) for p in far] == [(["body"], "-Infinity")]
+    assert non_finite_problems(b'["NaN", "-Infinity"]') == []
     assert non_finite_problems(b'{"x": NaN') == []
+    assert non_finite_problems(b'{"x": NaN, "y": nope}') == []
     assert non_finite_problems(b"NaN") == [
         {"type": "finite_number", "loc": ["body"], "msg": "Input should be a finite number",
          "input": "NaN"}
