@@ -205,16 +205,19 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 def _declared(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
-    """The request's Content-Length (None when absent or unreadable) and whether its
-    body is JSON."""
+    """The request's Content-Length (None when absent, unreadable or overridden by a
+    Transfer-Encoding) and whether its body is JSON."""
     length: int | None = None
     content_type: bytes | None = None
+    chunked = False
     for name, value in headers:
         if name == b"content-length" and value.isdigit():
             length = int(value) if len(value) < 19 else 2**63  # int() refuses huge strings
         elif name == b"content-type":
             content_type = value
-    return length, _is_json(content_type)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return (None if chunked else length), _is_json(content_type)
 
 
 async def _answer(send: Send, status: int, content: Any, close: bool) -> None:
@@ -292,10 +295,9 @@ class _BodyGuard:
             self.chunks.append(body)
             self.tail = (self.tail + body[-_OVERLAP:])[-_OVERLAP:]
             return message
-        if self.suspect:
-            chunks, self.chunks = [*self.chunks, body], []
-            if problems := non_finite_problems(b"".join(chunks)):
-                return await self._refuse(422, {"detail": problems}, close=False)
+        chunks, self.chunks = self.chunks, []
+        if self.suspect and (problems := non_finite_problems(b"".join([*chunks, body]))):
+            return await self._refuse(422, {"detail": problems}, close=False)
         return message
 
     async def _refuse(self, status: int, content: Any, close: bool) -> Message:

@@ -125,6 +125,16 @@ async def test_chunked_body_over_limit_is_413_and_the_app_gets_at_most_the_limit
     assert driver.pulled == 2
 
 
+async def test_transfer_encoding_overrides_a_small_content_length() -> None:
+    """With both headers the body is framed as chunked: it is counted (and cut) even when
+    the Content-Length is small and the body is not JSON."""
+    app, driver = EchoApp(), Driver([b"a" * 60, b"b" * 60])
+    headers = [(b"content-type", b"text/plain"), length(10), (b"transfer-encoding", b"chunked")]
+    await driver.run(app, headers)
+    assert driver.status() == 413
+    assert app.body == b"a" * 60
+
+
 @pytest.mark.parametrize("declared", [True, False])
 async def test_body_up_to_the_limit_passes_unchanged(declared: bool) -> None:
     """A body of exactly the limit, in several chunks, reaches the app byte for byte."""
