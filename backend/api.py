@@ -24,6 +24,7 @@ from backend.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from backend.models import Ticket, Vehicle
 from backend.purchases import PurchaseRequest
 from backend.service import Backend
+from protocol.http_edge import install_http_edge
 
 SERVICE_ID = r"^[a-z][a-z0-9_]{0,63}$"
 RESOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"  # our ids are UUIDs; never a NUL or a quote
@@ -174,6 +175,7 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
 
     app = FastAPI(title="CaaS backend", version="1", lifespan=lifespan if manage_lifespan else None)
     app.state.backend = backend
+    install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
     install_error_handlers(app)
     _customer_routes(app, backend)
     _ops_routes(app, backend)

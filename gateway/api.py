@@ -27,6 +27,7 @@ from gateway.errors import (
 from gateway.events import Cancel
 from gateway.policy import MAX_ATTEMPTS_LIMIT
 from gateway.service import Gateway
+from protocol.http_edge import install_http_edge
 from protocol.models import FEATURE_RE, VIN_RE, CommandType
 
 _BEARER = HTTPBearer(auto_error=False)
@@ -82,6 +83,7 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
         version="1",
         lifespan=lifespan if manage_lifespan else None,
     )
+    install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
     token = gateway.cfg.token.encode()
 
     async def authorized(  # async: a plain def would run in the threadpool per request

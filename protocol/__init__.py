@@ -1,4 +1,5 @@
-"""Wire contract shared by the gateway and the vehicle simulator (SPEC §1-§2).
+"""Wire contract shared by the gateway and the vehicle simulator (SPEC §1-§2), and the
+HTTP edge every service's API sits behind.
 
 Modules:
     timeutil  RFC 3339 timestamps and the injectable ``Clock``
@@ -9,4 +10,6 @@ Modules:
     commands  building signed commands with their MQTT 5 properties
     mqtt      a thin asyncio driver for paho-mqtt clients (no paho thread)
     errors    the package's exceptions
+    http_edge the HTTP edge shared by all services (gateway, backend, simulator control
+              API): request body limit (413) and NaN/Infinity in JSON bodies → 422
 """

@@ -23,6 +23,7 @@ from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.http_edge import install_http_edge
 from vehicle_sim import vehicle as vm
 from vehicle_sim.errors import UnknownVehicle
 from vehicle_sim.fleet import Mode
@@ -58,6 +59,7 @@ def vehicle_view(vehicle: vm.Vehicle) -> dict[str, Any]:
 
 def create_control_app(runtime: FleetRuntime, connected: Callable[[], int]) -> FastAPI:
     app = FastAPI(title="CaaS vehicle simulator control", version="1")
+    install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
     registry = registry_for(runtime, connected)
 
     @app.get("/healthz")
