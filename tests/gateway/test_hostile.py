@@ -21,9 +21,12 @@ import pytest
 from launcher.credentials import vehicle_password
 from launcher.stack import LocalStack
 from protocol.codec import canonical_bytes
+from protocol.errors import MqttConnectError
+from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.models import MAX_SEQ
 from protocol.timeutil import format_ts
 from protocol.topics import Topics
+from tests.conftest import SimFactory
 from tests.gateway.conftest import GatewayFactory, Harness
 from tests.gateway.test_intake import mutate
 from tests.gateway.vehicle import VIN, ScriptedVehicle
@@ -76,6 +79,42 @@ async def open_activations(gw: Harness) -> int:
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.timeout(90)
+async def test_a_car_in_the_gateways_share_group_costs_no_answer(
+    make_gateway: GatewayFactory, make_sim: SimFactory, stack: LocalStack, topics: Topics
+) -> None:
+    """Five car connections try to join the gateway's share group (its secret name, and
+    guesses): refused; 100 activations then all succeed on their first answer (an
+    answer lost to a car would show as an ack timeout), 0 FAILED."""
+    group = stack.secrets["gateway_share_group"]
+    filters = [topics.shared(leaf, g) for leaf in ("responses", "state", "presence")
+               for g in (group, "gateway")]  # fmt: skip
+    cars = []
+    async with make_sim(vehicles=100) as sim, make_gateway(ack_timeout_s=5) as gw:
+        stack.allow_vehicles([s.vin for s in sim.specs[:5]])
+        for spec in sim.specs[:5]:
+            own = vehicle_password(stack.secrets["fleet_secret"], spec.vin)
+            conn = MqttConnection(
+                stack.broker.vehicle_address(spec.vin, own),
+                ConnectionOptions(client_id=spec.vin, auto_reconnect=False),
+            )
+            await conn.connect(5)
+            with pytest.raises(MqttConnectError, match="refused"):
+                await conn.subscribe([(f, 1) for f in filters])
+            cars.append(conn)
+        try:
+            created = await asyncio.gather(
+                *(gw.activate(s.vin, s.installed_features[0]) for s in sim.specs)
+            )
+            finals = [await gw.wait_terminal(c["activation_id"], 30) for c in created]
+        finally:
+            for conn in cars:
+                await conn.disconnect()
+        assert {f["state"] for f in finals} == {"SUCCEEDED"}
+        codes = [a["response_code"] for f in finals for a in f["attempts"]]
+        assert codes == ["ack"] * 100
 
 
 async def test_a_state_naming_2000_features_creates_no_work(
