@@ -22,8 +22,8 @@ from launcher.credentials import vehicle_password
 from launcher.stack import LocalStack
 from protocol.codec import canonical_bytes
 from protocol.errors import MqttConnectError
-from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.models import MAX_SEQ
+from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.timeutil import format_ts
 from protocol.topics import Topics
 from tests.conftest import SimFactory
