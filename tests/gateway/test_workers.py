@@ -163,6 +163,61 @@ async def test_sigkill_one_of_two_workers(
         await plain.aclose()
 
 
+@pytest.mark.timeout(150)
+async def test_sigstop_of_one_of_two_workers_fails_nothing_that_acted(
+    stack: LocalStack,
+    topics: Topics,
+    redis_db: int,
+    make_sim: SimFactory,
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP 1 of 2 workers for 8 s with 300 in flight: the broker drops the frozen
+    member of the share group after 1.5 x its keepalive; answers it swallowed meanwhile
+    are asked for again. 0 FAILED (every vehicle acted), 0 divergences (nothing that
+    worked is switched off), every feature active, no double action."""
+    # ready_wait_s outlasts the freeze: a presence the frozen worker swallowed is only
+    # noticed by the next attempt's status probe (docs/gateway.md, frozen workers)
+    retry = {"max_attempts": 2, "ack_timeout_s": 1.0, "status_query_timeout_s": 1.0,
+             "ready_wait_s": 12.0, "initial_backoff_s": 0.2, "outcome_wait_s": 15.0}  # fmt: skip
+    env = settings_env(stack, topics, redis_db, **retry)
+    env["CAAS_GATEWAY_LEASE_S"] = "1.5"
+    env["CAAS_GATEWAY_MQTT_KEEPALIVE_S"] = "2"
+    plain = aioredis.Redis.from_url(env["CAAS_REDIS_URL"], decode_responses=True)
+    await plain.flushdb()
+    workers = [Worker(env, tmp_path / f"worker-{i}.log") for i in range(2)]
+    headers = {"Authorization": f"Bearer {env['CAAS_GATEWAY_TOKEN']}"}
+    frozen = workers[0]
+    try:
+        sim_cm = make_sim(vehicles=300, shards=4, mix=MIX)
+        async with sim_cm as sim, command_recorder(stack, topics) as wire:
+            await asyncio.gather(*(w.wait_ready() for w in workers))
+            clients = [
+                httpx.AsyncClient(base_url=w.url, headers=headers, timeout=30) for w in workers
+            ]
+            harness = Harness(None, clients[1], plain, "caas:events")
+            ids = await _submit(clients, sim.specs)
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            for spec in sim.specs:
+                if spec.initial_mode is Mode.OFFLINE:
+                    sim.runtime.set_mode(spec.vin, Mode.ONLINE)
+            ended = [e for e in await harness.events() if e["type"] in TERMINAL]
+            assert len(ended) <= 150, "at least 150 in flight at the freeze"
+            await asyncio.sleep(8)
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+            await _wait_all(harness, ids, 90)
+            await _check(harness, clients[1], ids, wire, sim)
+            events = await harness.events()
+            assert not [e for e in events if e["type"] == "feature.divergence"]
+            for client in clients:
+                await client.aclose()
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+        for worker in workers:
+            worker.stop()
+        await plain.aclose()
+    assert "Traceback" not in (tmp_path / "worker-1.log").read_text()
+
+
 async def _submit(clients: list[httpx.AsyncClient], specs: list[Any]) -> list[str]:
     slots = asyncio.Semaphore(32)
 
