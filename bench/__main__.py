@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import activations, fleet_scale, micro, purchases
+from bench import activations, faults, fleet_scale, micro, purchases
 
 
 def _windows(text: str) -> list[int]:
@@ -18,6 +18,12 @@ def _windows(text: str) -> list[int]:
     if not windows or min(windows) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: each window must be at least 1")
     return windows
+
+
+def _scenario(name: str) -> str:
+    if name not in faults.SCENARIOS:
+        raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(faults.SCENARIOS)}")
+    return name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"for {activations.PROBE_S:g} s and the fastest is sustained",
     )
     act.add_argument("--json", type=Path, help="also write the result here")
+    fault = sub.add_parser(
+        "faults",
+        help="faults at the vehicle boundary: hostile cars, junk, broker kill, frozen worker",
+        description=faults.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fault.add_argument(
+        "scenario", nargs="*", type=_scenario, help=f"{', '.join(faults.SCENARIOS)} (default: all)"
+    )
+    fault.add_argument(
+        "--activations", type=int, default=1500, help="fleet size and activations (default 1500)"
+    )
+    fault.add_argument(
+        "--freeze-s", type=float, default=25.0, help="SIGSTOP length in freeze (default 25)"
+    )
+    fault.add_argument("--json", type=Path, help="also write the report here")
     buy = sub.add_parser(
         "purchases",
         help="the backend purchase path to CHARGED (whole platform, all-online fleet)",
@@ -75,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "micro":
         return micro.main()
+    if args.command == "faults":
+        return faults.run(args.scenario, args.activations, args.freeze_s, args.json)
     if args.command == "purchases":
         return purchases.run(args.vehicles, args.concurrency, args.database, args.json)
     if args.command == "activations":

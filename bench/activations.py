@@ -231,8 +231,10 @@ class Driver:
             await client.close()
 
 
-def start_gateways(stack: LocalStack, workers: int) -> tuple[list[PythonService], list[str]]:
-    env = {**stack.env(), **SLOW_POLICY}
+def start_gateways(
+    stack: LocalStack, workers: int, policy: dict[str, str] | None = None
+) -> tuple[list[PythonService], list[str]]:
+    env = {**stack.env(), **(SLOW_POLICY if policy is None else policy)}
     services, urls = [], []
     for n in range(workers):
         port = free_port()
@@ -277,25 +279,18 @@ def twin_updates(metrics_text: str) -> int:
     return int(total)
 
 
-def start_fleet(stack: LocalStack, vehicles: int) -> PythonService:
-    port = free_port()
+def start_fleet(
+    stack: LocalStack, vehicles: int, fleet: list[str] | None = None, port: int | None = None
+) -> PythonService:
+    """The simulator as its own process; ``fleet``: its options (default an all-online
+    fleet of seed 3)."""
+    port = port or free_port()
     args = [
-        "vehicle_sim",
-        "run",
-        "--vehicles",
-        str(vehicles),
-        "--seed",
-        "3",
-        "--mix",
-        "online=1",
-        "--shards",
-        "8",
-        "--no-live",
-        "--control-port",
-        str(port),
-        "--broker",
-        stack.env()["CAAS_FLEET_MQTT_URL"],
-    ]
+        "vehicle_sim", "run", "--vehicles", str(vehicles),
+        *(fleet or ["--seed", "3", "--mix", "online=1"]),
+        "--shards", "8", "--no-live", "--control-port", str(port),
+        "--broker", stack.env()["CAAS_FLEET_MQTT_URL"],
+    ]  # fmt: skip
     sim = PythonService(
         "vehicle_sim",
         args,

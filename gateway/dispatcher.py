@@ -35,8 +35,6 @@ INBOUND_LEAVES = ("responses", "state", "presence")
 
 
 class Dispatcher:
-    send_failures = 0  # commands the connection refused (logged, not raised)
-
     def __init__(
         self,
         broker: BrokerAddress,
@@ -54,6 +52,7 @@ class Dispatcher:
         self.signer = signer
         self.clock = clock
         self.rejections = rejections
+        self.send_failures = 0  # commands the connection refused (logged, not raised)
         options = ConnectionOptions(
             client_id=client_id,
             clean_start=True,

@@ -161,6 +161,13 @@ class GatewayMetrics:
             read_pauses,
         )  # fmt: skip
 
+    def watch_send_failures(self, read: Callable[[], int]) -> None:
+        self._watch(
+            "caas_gateway_command_send_failures",
+            "Commands that could not be handed to the broker (their ack timeout recovers them)",
+            read,
+        )  # fmt: skip
+
     def watch_pipeline(self, calls: Callable[[], int], batches: Callable[[], int]) -> None:
         """calls / pipelines = the mean number of scripts sent per Redis round trip."""
         self._watch("caas_gateway_redis_script_calls", "Store script calls", calls)

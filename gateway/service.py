@@ -174,6 +174,7 @@ class Gateway:
         )  # fmt: skip
         engine.waker = timers
         self.metrics.watch_reconnects(lambda: dispatcher.conn.reconnects)
+        self.metrics.watch_send_failures(lambda: dispatcher.send_failures + engine.send_failures)
         self.metrics.watch_pipeline(lambda: store.pipeline.calls, lambda: store.pipeline.batches)
         backlog = dispatcher.inbound
         self.metrics.watch_backlog(lambda: backlog.bytes, lambda: backlog.pauses)

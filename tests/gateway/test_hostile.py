@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench.junk import mutate
 from launcher.credentials import vehicle_password
 from launcher.stack import LocalStack
 from protocol.codec import canonical_bytes
@@ -28,7 +29,6 @@ from protocol.timeutil import format_ts
 from protocol.topics import Topics
 from tests.conftest import SimFactory
 from tests.gateway.conftest import GatewayFactory, Harness
-from tests.gateway.test_intake import mutate
 from tests.gateway.vehicle import VIN, ScriptedVehicle
 from tests.helpers import eventually
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bench.junk import mutate
 from gateway import intake
 from gateway.backlog import Backlog, Inbound
 from protocol.codec import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, json_depth, loads_object
@@ -145,42 +146,6 @@ def test_depth_ignores_brackets_inside_strings() -> None:
     assert json_depth(b'{"a": "[[[[[[[[[[[[[[[[", "b": [1, {"c": "]]]}"}]}') == 3
     assert json_depth(b'{"a": "\\"[[[[[[[[[[[[[[["}') == 1
     assert json_depth(raw(response(diagnostics={"modem": {"rssi_dbm": 1}}))) <= MAX_JSON_DEPTH
-
-
-def mutate(rng: random.Random, seed: bytes) -> bytes:
-    """One junk payload derived from a valid one (flips, cuts, splices, odd values)."""
-    kind = rng.randrange(9)
-    data = bytearray(seed)
-    if kind == 0:
-        for _ in range(rng.randint(1, 8)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-    elif kind == 1:
-        data = data[: rng.randrange(len(data))]
-    elif kind == 2:
-        cut = rng.randrange(len(data))
-        data[cut:cut] = rng.choice([b"[" * 3000, b"{" * 40, b"NaN", b"1e999", b"\x00", b'"'])
-    elif kind == 3:
-        body = json.loads(seed)
-        key = rng.choice(sorted(body))
-        body[key] = rng.choice([None, -1, 10**30, 1.5, "", "x" * 5000, [], {}, [[[[]]]],
-                                "2096-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
-                                "0000-01-01T00:00:00Z", "\n\r\t", True])  # fmt: skip
-        data = bytearray(json.dumps(body).encode())
-    elif kind == 4:
-        data = bytearray(rng.randbytes(rng.randint(0, 300)))
-    elif kind == 5:
-        body = json.loads(seed)
-        seq = rng.choice([0, MAX_SEQ, MAX_SEQ + 1])
-        body["state"] = state(seq=seq, at=rng.choice(["2096-01-01T00:00:00Z", "bad", "x"]))
-        data = bytearray(json.dumps(body).encode())
-    elif kind == 6:
-        data = bytearray(json.dumps(rng.choice([[], "", 0, None, {"v": 1}])).encode())
-    elif kind == 7:
-        body = json.loads(seed)
-        body["installed_features"] = [rng.choice(["a", "../x", "é", "A", "a" * 65]) for _ in
-                                      range(rng.randint(0, 200))]  # fmt: skip
-        data = bytearray(json.dumps(body).encode())
-    return bytes(data)
 
 
 def test_ten_thousand_junk_payloads_only_ever_raise_counted_refusals() -> None:

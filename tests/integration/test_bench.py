@@ -149,3 +149,17 @@ def test_purchase_benchmark_smoke(tmp_path: Path) -> None:
     assert report["accepted"] == report["charged"] == 20
     assert report["failed_no_charge"] == 0
     assert report["charged_per_s"] > 0
+
+
+def test_fault_benchmark_smoke(tmp_path: Path) -> None:
+    """`python -m bench faults bogus-features share-group` runs on real processes and
+    reports the counts the vehicle-boundary issue asks for, each scenario ok."""
+    report = run_bench(tmp_path, "faults", "bogus-features", "share-group", "--activations", "60")
+    bogus = report["bogus-features"]
+    assert bogus["deactivations_opened"] == 0
+    assert bogus["metric_series_after"] - bogus["metric_series_before"] <= 5
+    share = report["share-group"]
+    assert share["subscriptions_refused"] == share["car_connections"] == 5
+    assert share["answers_lost"] == 0
+    assert share["outcomes"] == {"succeeded": 60}
+    assert all(scenario["ok"] for scenario in report.values())
