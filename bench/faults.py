@@ -138,6 +138,16 @@ class Rig:
         drivers = [s.vin for s in self.specs if rng.random() < DRIVING_SHARE]
         await asyncio.gather(*(trip(vin) for vin in drivers))
 
+    async def answers_received(self) -> int:
+        """Responses the workers took off the wire: matched, unknown or refused."""
+        total = 0.0
+        for url in self.urls:
+            text = await self.metrics(url)
+            total += sum(_samples(text, "caas_gateway_responses_total").values())
+            rejected = _samples(text, "caas_gateway_inbound_rejected_total")
+            total += sum(v for k, v in rejected.items() if 'leaf="responses"' in k)
+        return int(total)
+
     def tracebacks(self) -> dict[str, int]:
         return {p.name: p.read_text(errors="replace").count("Traceback") for p in self.logs}
 
@@ -233,15 +243,17 @@ async def share_group(activations: int, **_options: Any) -> dict[str, Any]:
             cars.append(conn)
         futures = await r.activate_all(r.specs)
         outcome = await settle(futures, 120)
-        finals = await r.finals(list(futures))
+        await asyncio.sleep(1)  # answers still on their way
+        sent = sum((await r.http.get(f"{r.sim_url}/v1/fleet")).json()["answers_sent"].values())
+        received = await r.answers_received()
         for conn in cars:
             await conn.disconnect()
-    lost_answers = sum(1 for f in finals for a in f["attempts"] if a["response_code"] != "ack")
     return {
         "car_connections": len(cars), "subscriptions_refused": refused,
         "activations": activations, "outcomes": dict(outcome),
-        "answers_lost": lost_answers,
-        "ok": refused == len(cars) and lost_answers == 0 and outcome == {"succeeded": activations},
+        "answers_sent_by_fleet": sent, "answers_received_by_gateway": received,
+        "answers_lost": sent - received,
+        "ok": refused == len(cars) and sent == received and outcome == {"succeeded": activations},
     }  # fmt: skip
 
 

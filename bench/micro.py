@@ -7,6 +7,7 @@ in the same run (ratios, since absolute times drift on a shared machine).
 from __future__ import annotations
 
 import json
+import time
 import timeit
 from collections.abc import Callable
 from typing import Any
@@ -15,8 +16,11 @@ import nacl.signing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 
+from gateway import intake
 from protocol import paho_fast
 from protocol.codec import canonical_bytes
+from protocol.models import Response
+from protocol.timeutil import format_ts
 
 
 def per_call_us(fn: Callable[[], object], number: int) -> float:
@@ -62,7 +66,27 @@ def run() -> dict[str, dict[str, float]]:
         row["speedup"] = round(slow / fast, 2)
         for name in list(row):
             row[name] = round(row[name], 2)
+    results["vehicle_answer_intake"] = intake_cost()
     return results
+
+
+def intake_cost() -> dict[str, float]:
+    """What the gateway's intake (size, depth, schema bounds, clamped clocks) costs per
+    answer over the least any parse does (json.loads + the wire model), same bytes."""
+    vin = "CAATR1234SB000901"
+    now = format_ts(time.time())
+    state = {"vin": vin, "model": "Tourer", "firmware": "5.0.2", "online": True,
+             "power": "off", "moving": False, "speed_kmh": 0.0, "gear": "P", "busy": False,
+             "installed_features": ["climate_plus", "power_boost_50"],
+             "active_features": ["climate_plus"], "seq": 3, "at": now}  # fmt: skip
+    payload = canonical_bytes({
+        "v": 1, "command_id": "5f0b0c8e-8d6c-4a43-9b8a-3c2f1f8c9a10", "vin": vin,
+        "type": "activate", "status": "ack", "reason": None, "retry_after_s": None,
+        "state": state, "diagnostics": None, "at": now})  # fmt: skip
+    bare = per_call_us(lambda: Response.model_validate(json.loads(payload)), 5000)
+    full = per_call_us(lambda: intake.read_response(vin, payload, None, time.time()), 5000)
+    return {"bare_parse_us": round(bare, 2), "intake_us": round(full, 2),
+            "cost_ratio": round(full / bare, 2), "speedup": round(bare / full, 2)}  # fmt: skip
 
 
 def main() -> int:

@@ -91,7 +91,7 @@ class InboundHandler:
         newest = response.state.body if response.state and matched.newest_state else None
         if not info.activation_id:
             self.metrics.responses.labels("query").inc()
-            await self.answer_query(response.command_id, info.reply_to, response.body)
+            await self.answer_query(response.command_id, info.reply_to, response.body())
             await self.reconciler.check(item.vin, newest)
             return
         self.metrics.responses.labels("matched").inc()

@@ -68,7 +68,7 @@ class PresenceIn:
 
 @dataclass(frozen=True, slots=True)
 class ResponseIn:
-    body: dict[str, Any]  # validated Response (what a live query hands back)
+    validated: Response
     command_id: str
     status: str
     reason: str | None
@@ -76,6 +76,13 @@ class ResponseIn:
     state: StateIn | None
     diagnostics: dict[str, Any] | None
     at: float
+
+    def body(self) -> dict[str, Any]:
+        """The answer as a live query hands it back (validated, times clamped); built
+        only then: an activation's answer never needs it."""
+        body = self.validated.model_dump(mode="json")
+        body.update(at=format_ts(self.at), state=self.state.body if self.state else None)
+        return body
 
 
 def clamp(vehicle_at: float, recv_at: float) -> float:
@@ -110,10 +117,8 @@ def read_response(
     at = clamp(parse_ts(response.at), recv_at)
     state = _state_in(response.state, recv_at) if response.state else None
     diagnostics = response.diagnostics.model_dump(mode="json") if response.diagnostics else None
-    body = response.model_dump(mode="json")
-    body.update(at=format_ts(at), state=state.body if state else None)
     return ResponseIn(
-        body=body,
+        validated=response,
         command_id=response.command_id,
         status=response.status.value,
         reason=response.reason.value if response.reason else None,
