@@ -43,13 +43,19 @@ RETRY_MIN_S = 0.5
 OFFLINE_NOTICE_TIMEOUT_S = 10.0  # a clean disconnect waits this long for its PUBACK
 
 
-def is_replayed_retained(runtime: FleetRuntime, message: paho.MQTTMessage) -> bool:
-    """Commands are never retained (SPEC §2): one that comes with the retain flag is a
-    stale message replayed on subscribe, and acting on it would act twice."""
+def deliver(runtime: FleetRuntime, vin: str, message: paho.MQTTMessage) -> None:
+    """A command off the wire for ``vin``, in either connection mode. Dropped and
+    counted: one with the retain flag (commands are never retained, SPEC §2: it is a
+    stale message replayed on subscribe, and acting on it would act twice), and one
+    reaching an off-line vehicle (with one shared connection the broker cannot hold it
+    for later; a vehicle of its own connection went off line while the broker was
+    away, and its connection closes shortly)."""
     if message.retain:
         runtime.stats.dropped["retained_command"] += 1
-        return True
-    return False
+    elif not runtime.vehicles[vin].online:
+        runtime.stats.dropped["offline"] += 1
+    else:
+        runtime.on_command(vin, arrival_of(message))
 
 
 def publish_queued(
@@ -125,15 +131,7 @@ class MultiplexedLink:
         if parsed is None or parsed[1] != "commands":
             self.runtime.stats.dropped["foreign_topic"] += 1
             return
-        vin = parsed[0]
-        if is_replayed_retained(self.runtime, message):
-            return
-        if not self.runtime.vehicles[vin].online:
-            # an off-line vehicle receives nothing; with one shared connection the
-            # broker cannot hold its commands for later (use per-vehicle mode for that)
-            self.runtime.stats.dropped["offline"] += 1
-            return
-        self.runtime.on_command(vin, arrival_of(message))
+        deliver(self.runtime, parsed[0], message)
 
     def _on_connect(self, conn: MqttConnection, resumed: bool) -> None:
         """After every (re)connect of a shard, resumed session or not: each of its
@@ -212,7 +210,7 @@ class PerVehicleLink:
         return MqttConnection(
             address,
             options,
-            on_message=lambda message: self._on_message(vin, message),
+            on_message=lambda message: deliver(self.runtime, vin, message),
             on_connect=lambda conn, resumed: self._on_connect(vin, conn),
         )
 
@@ -265,15 +263,6 @@ class PerVehicleLink:
             self.topics.state(vin), vm.state_payload(self.runtime.vehicles[vin]), retain=True
         )
         await conn.disconnect()
-
-    def _on_message(self, vin: str, message: paho.MQTTMessage) -> None:
-        if is_replayed_retained(self.runtime, message):
-            return
-        if not self.runtime.vehicles[vin].online:
-            # went off line while the broker was away; its connection closes shortly
-            self.runtime.stats.dropped["offline"] += 1
-            return
-        self.runtime.on_command(vin, arrival_of(message))
 
     def publish(
         self, vin: str, topic: str, payload: bytes, retain: bool, correlation: bytes | None

@@ -17,6 +17,7 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,46 @@ def check_no_double_action(act: dict[str, Any], wire: list[dict[str, Any]]) -> N
         assert earlier["result"] == "FAILED_RETRY"
 
 
+@dataclass
+class TwoWorkers:
+    workers: list[Worker]
+    clients: list[httpx.AsyncClient]
+    harness: Harness  # events and reads through the second worker
+
+
+@asynccontextmanager
+async def two_workers(
+    stack: LocalStack, topics: Topics, redis_db: int, tmp_path: Path,
+    retry: dict[str, float], **env_extra: str,
+) -> AsyncIterator[TwoWorkers]:  # fmt: skip
+    """Two `python -m gateway` processes on a clean Redis db, ready, with API clients."""
+    env = {**settings_env(stack, topics, redis_db, **retry), **env_extra}
+    plain = aioredis.Redis.from_url(env["CAAS_REDIS_URL"], decode_responses=True)
+    await plain.flushdb()
+    workers = [Worker(env, tmp_path / f"worker-{i}.log") for i in range(2)]
+    headers = {"Authorization": f"Bearer {env['CAAS_GATEWAY_TOKEN']}"}
+    clients = [httpx.AsyncClient(base_url=w.url, headers=headers, timeout=30) for w in workers]
+    try:
+        await asyncio.gather(*(w.wait_ready() for w in workers))
+        yield TwoWorkers(workers, clients, Harness(None, clients[1], plain, "caas:events"))
+    finally:
+        for client in clients:
+            await client.aclose()
+        for worker in workers:
+            worker.stop()
+        await plain.aclose()
+
+
+def bring_offline_vehicles_online(sim: Any) -> None:
+    for spec in sim.specs:
+        if spec.initial_mode is Mode.OFFLINE:
+            sim.runtime.set_mode(spec.vin, Mode.ONLINE)
+
+
+async def ended(harness: Harness) -> int:
+    return sum(1 for e in await harness.events() if e["type"] in TERMINAL)
+
+
 @pytest.mark.timeout(150)
 async def test_sigkill_one_of_two_workers(
     stack: LocalStack,
@@ -130,37 +171,20 @@ async def test_sigkill_one_of_two_workers(
     """SIGKILL 1 of 2 workers, 500 in flight: all SUCCEED, no loss, no double action."""
     retry = {"max_attempts": 6, "ack_timeout_s": 2.0, "status_query_timeout_s": 2.0,
              "ready_wait_s": 4.0, "initial_backoff_s": 0.2}  # fmt: skip
-    env = settings_env(stack, topics, redis_db, **retry)
-    env["CAAS_GATEWAY_LEASE_S"] = "1.5"
-    plain = aioredis.Redis.from_url(env["CAAS_REDIS_URL"], decode_responses=True)
-    await plain.flushdb()
-    workers = [Worker(env, tmp_path / f"worker-{i}.log") for i in range(2)]
-    token = env["CAAS_GATEWAY_TOKEN"]
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        sim_cm = make_sim(vehicles=ACTIVATIONS, shards=4, mix=MIX)
-        async with sim_cm as sim, command_recorder(stack, topics) as wire:
-            await asyncio.gather(*(w.wait_ready() for w in workers))
-            clients = [
-                httpx.AsyncClient(base_url=w.url, headers=headers, timeout=30) for w in workers
-            ]
-            harness = Harness(None, clients[1], plain, "caas:events")
-            ids = await _submit(clients, sim.specs)
-            for spec in sim.specs:
-                if spec.initial_mode is Mode.OFFLINE:
-                    sim.runtime.set_mode(spec.vin, Mode.ONLINE)
-            await asyncio.sleep(0.3)
-            ended = [e for e in await harness.events() if e["type"] in TERMINAL]
-            workers[0].kill()
-            assert len(ended) <= ACTIVATIONS - 200, "at least 200 in flight at the kill"
-            await _wait_all(harness, ids, 60)
-            await _check(harness, clients[1], ids, wire, sim)
-            for client in clients:
-                await client.aclose()
-    finally:
-        for worker in workers:
-            worker.stop()
-        await plain.aclose()
+    sim_cm = make_sim(vehicles=ACTIVATIONS, shards=4, mix=MIX)
+    async with (
+        sim_cm as sim,
+        command_recorder(stack, topics) as wire,
+        two_workers(stack, topics, redis_db, tmp_path, retry, CAAS_GATEWAY_LEASE_S="1.5") as gw,
+    ):
+        ids = await _submit(gw.clients, sim.specs)
+        bring_offline_vehicles_online(sim)
+        await asyncio.sleep(0.3)
+        done = await ended(gw.harness)
+        gw.workers[0].kill()
+        assert done <= ACTIVATIONS - 200, "at least 200 in flight at the kill"
+        await _wait_all(gw.harness, ids, 60)
+        await _check(gw.harness, gw.clients[1], ids, wire, sim)
 
 
 @pytest.mark.timeout(150)
@@ -179,42 +203,26 @@ async def test_sigstop_of_one_of_two_workers_fails_nothing_that_acted(
     # noticed by the next attempt's status probe (docs/gateway.md, frozen workers)
     retry = {"max_attempts": 2, "ack_timeout_s": 1.0, "status_query_timeout_s": 1.0,
              "ready_wait_s": 12.0, "initial_backoff_s": 0.2, "outcome_wait_s": 15.0}  # fmt: skip
-    env = settings_env(stack, topics, redis_db, **retry)
-    env["CAAS_GATEWAY_LEASE_S"] = "1.5"
-    env["CAAS_GATEWAY_MQTT_KEEPALIVE_S"] = "2"
-    plain = aioredis.Redis.from_url(env["CAAS_REDIS_URL"], decode_responses=True)
-    await plain.flushdb()
-    workers = [Worker(env, tmp_path / f"worker-{i}.log") for i in range(2)]
-    headers = {"Authorization": f"Bearer {env['CAAS_GATEWAY_TOKEN']}"}
-    frozen = workers[0]
-    try:
-        sim_cm = make_sim(vehicles=300, shards=4, mix=MIX)
-        async with sim_cm as sim, command_recorder(stack, topics) as wire:
-            await asyncio.gather(*(w.wait_ready() for w in workers))
-            clients = [
-                httpx.AsyncClient(base_url=w.url, headers=headers, timeout=30) for w in workers
-            ]
-            harness = Harness(None, clients[1], plain, "caas:events")
-            ids = await _submit(clients, sim.specs)
-            os.kill(frozen.proc.pid, signal.SIGSTOP)
-            for spec in sim.specs:
-                if spec.initial_mode is Mode.OFFLINE:
-                    sim.runtime.set_mode(spec.vin, Mode.ONLINE)
-            ended = [e for e in await harness.events() if e["type"] in TERMINAL]
-            assert len(ended) <= 150, "at least 150 in flight at the freeze"
+    extra = {"CAAS_GATEWAY_LEASE_S": "1.5", "CAAS_GATEWAY_MQTT_KEEPALIVE_S": "2"}
+    sim_cm = make_sim(vehicles=300, shards=4, mix=MIX)
+    async with (
+        sim_cm as sim,
+        command_recorder(stack, topics) as wire,
+        two_workers(stack, topics, redis_db, tmp_path, retry, **extra) as gw,
+    ):
+        ids = await _submit(gw.clients, sim.specs)
+        frozen = gw.workers[0].proc.pid
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            bring_offline_vehicles_online(sim)
+            assert await ended(gw.harness) <= 150, "at least 150 in flight at the freeze"
             await asyncio.sleep(8)
-            os.kill(frozen.proc.pid, signal.SIGCONT)
-            await _wait_all(harness, ids, 90)
-            await _check(harness, clients[1], ids, wire, sim)
-            events = await harness.events()
-            assert not [e for e in events if e["type"] == "feature.divergence"]
-            for client in clients:
-                await client.aclose()
-    finally:
-        os.kill(frozen.proc.pid, signal.SIGCONT)
-        for worker in workers:
-            worker.stop()
-        await plain.aclose()
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        await _wait_all(gw.harness, ids, 90)
+        await _check(gw.harness, gw.clients[1], ids, wire, sim)
+        events = await gw.harness.events()
+        assert not [e for e in events if e["type"] == "feature.divergence"]
     assert "Traceback" not in (tmp_path / "worker-1.log").read_text()
 
 

@@ -219,7 +219,8 @@ async def test_per_vehicle_mode_answers_and_fires_will_on_drop(
         # back on line with its persistent session: the queued command is delivered
         answer = await probe.send(cmd)
         assert answer.body["status"] == "ack"
-        assert watcher.last[topics.presence(victim)]["online"] is True
+        # the presence and the answer travel on different topics: either may come first
+        await wait_until(lambda: watcher.last[topics.presence(victim)]["online"] is True)
 
 
 async def test_retained_command_is_never_acted_on(
