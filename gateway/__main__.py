@@ -17,6 +17,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import ConfigError
 from gateway.service import Gateway
 from launcher.stack import use_dev_stack_defaults
+from protocol.errors import KeyFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
         settings = GatewaySettings().require()
-        gateway = Gateway(settings)
-    except ConfigError as exc:
+        app = create_app(Gateway(settings))
+    except (ConfigError, KeyFileError, ValueError) as exc:  # one line, never a traceback
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    app = create_app(gateway)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
