@@ -6,7 +6,6 @@ GatewayError
 ├── ActivationNotFound        no activation under that id
 ├── ActivationTerminal        cancel of an activation that already ended
 ├── TransitionConflict        optimistic transition lost the race too many times in a row
-├── QueryTimeout              a live status/diagnostics query got no answer in time
 ├── TooManyQueries            this worker already waits on MAX_WAITING live queries (503)
 └── BrokerUnavailable         the worker's MQTT connection is down (503)
 """
@@ -49,14 +48,6 @@ class TransitionConflict(GatewayError):
         super().__init__(f"activation {activation_id}: {tries} concurrent updates in a row")
         self.activation_id = activation_id
         self.tries = tries
-
-
-class QueryTimeout(GatewayError):
-    def __init__(self, vin: str, command_type: str, timeout_s: float) -> None:
-        super().__init__(f"{command_type} query to {vin} unanswered after {timeout_s:g}s")
-        self.vin = vin
-        self.command_type = command_type
-        self.timeout_s = timeout_s
 
 
 class TooManyQueries(GatewayError):

@@ -3,6 +3,8 @@ keys and metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from launcher.stack import LocalStack
 from tests.conftest import SimFactory
 from tests.gateway.conftest import GatewayFactory
+from tests.helpers import eventually, wait_until
 from vehicle_sim.fleet import Mode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -135,6 +138,57 @@ async def test_live_query_times_out_with_504(
     ):
         response = await gw.client.post(f"/v1/vehicles/{sim.specs[0].vin}/status-query")
         assert response.status_code == 504
+
+
+@pytest.mark.timeout(60)
+async def test_redis_down_answers_503_then_recovers(
+    make_gateway: GatewayFactory, stack: LocalStack
+) -> None:
+    """Redis SIGKILLed: reads and writes answer 503 with Retry-After within seconds (not
+    500, not a hang); once Redis is back (AOF), the same requests work again."""
+    assert stack.redis is not None
+    async with make_gateway() as gw:
+        created = await gw.activate(VIN, "climate_plus")
+        await asyncio.to_thread(stack.redis.kill)
+        try:
+            started = time.monotonic()
+            read = await gw.client.get(f"/v1/activations/{created['activation_id']}")
+            write = await gw.client.post("/v1/activations", json=body())
+            assert (read.status_code, write.status_code) == (503, 503)
+            assert read.headers["retry-after"] == "1"
+            assert "unavailable" in read.json()["detail"]
+            assert time.monotonic() - started < 15
+        finally:
+            await asyncio.to_thread(stack.redis.start)
+
+        async def ready() -> bool:
+            return (await gw.client.get("/readyz")).status_code == 200
+
+        await eventually(ready, 20)
+        again = await gw.client.get(f"/v1/activations/{created['activation_id']}")
+        assert again.status_code == 200
+
+
+@pytest.mark.timeout(60)
+async def test_broker_down_live_query_503_activation_accepted(
+    make_gateway: GatewayFactory, stack: LocalStack
+) -> None:
+    """Broker SIGKILLed: a live query answers 503 at once (it cannot be sent), while a
+    new activation is still accepted (202: durable in Redis, sent when the broker is back)."""
+    async with make_gateway() as gw:
+        assert gw.gateway is not None
+        await asyncio.to_thread(stack.broker.kill)
+        try:
+            await wait_until(lambda: gw.gateway is not None and not gw.gateway.dispatcher.connected)
+            started = time.monotonic()
+            query = await gw.client.post(f"/v1/vehicles/{VIN}/status-query")
+            assert query.status_code == 503
+            assert time.monotonic() - started < 1.0
+            assert "broker" in query.json()["detail"]
+            created = await gw.client.post("/v1/activations", json=body())
+            assert created.status_code == 202
+        finally:
+            await asyncio.to_thread(stack.broker.start)
 
 
 async def test_keys_serves_the_public_pem(make_gateway: GatewayFactory, stack: LocalStack) -> None:
