@@ -19,7 +19,6 @@ while the broker was away is closed by that reconnect, after ``online: false``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -326,6 +325,14 @@ class PerVehicleLink:
             self._open.discard(vin)
             conn.drop()  # the broker publishes the Will
             return True
+        if not await self._say_offline(vin, conn) and not conn.connected.is_set():
+            return False
+        self._open.discard(vin)
+        await conn.disconnect()
+        return True
+
+    async def _say_offline(self, vin: str, conn: MqttConnection) -> bool:
+        """Retained ``online: false`` before a clean disconnect; True once acknowledged."""
         now = self.runtime.clock.now()
         try:
             await conn.publish_and_wait(
@@ -335,10 +342,7 @@ class PerVehicleLink:
                 timeout_s=OFFLINE_NOTICE_TIMEOUT_S,
             )
         except MqttError:
-            if not conn.connected.is_set():
-                return False
-        self._open.discard(vin)
-        await conn.disconnect()
+            return False
         return True
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
@@ -359,14 +363,7 @@ class PerVehicleLink:
         async def bring_down(vin: str, conn: MqttConnection) -> None:
             async with gate:
                 if vin in self._open and conn.connected.is_set():
-                    now = self.runtime.clock.now()
-                    with contextlib.suppress(MqttError):
-                        await conn.publish_and_wait(
-                            self.topics.presence(vin),
-                            vm.presence_payload(vin, False, now),
-                            retain=True,
-                            timeout_s=OFFLINE_NOTICE_TIMEOUT_S,
-                        )
+                    await self._say_offline(vin, conn)
                 self._open.discard(vin)
                 await conn.disconnect()
 
