@@ -1,5 +1,5 @@
-"""Claiming due rows before working on them: the money executor's intents and the
-outbox relay's messages.
+"""Claiming due rows before working on them: the money executor's intents, the
+outbox relay's messages and the notification dispatcher's rows.
 
 A claim is one guarded UPDATE that moves the rows' due time a lease ahead and returns
 them: no two workers hold the same row, and a row whose worker died is due again when
@@ -34,17 +34,21 @@ async def claim_due(
 ) -> Sequence[M]:
     """Up to ``limit`` rows of ``model`` meeting ``due``, oldest first, updated with
     ``leased`` (their due time a lease ahead) and returned."""
-    ids = (
+    # a CTE, not an ``IN (subquery)``: PostgreSQL may run such a subquery again for
+    # every row of a nested loop, each run locking further rows, so that one claim took
+    # every due row whatever ``limit`` said; a CTE with FOR UPDATE is run once
+    claimable = (
         select(key)
         .where(*due)
         .order_by(oldest_first)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("claimable")
     )
     return (
         await session.scalars(
             update(model)
-            .where(key.in_(ids.scalar_subquery()), *due)
+            .where(key.in_(select(claimable)), *due)
             .values(**leased)
             .returning(model)
             .execution_options(synchronize_session=False)

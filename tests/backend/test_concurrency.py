@@ -183,3 +183,13 @@ async def test_failed_batch_is_applied_entry_by_entry(
         assert (await w.purchase(p["id"]))["payment"]["state"] == "CHARGED"
         assert sum(w.provider.real_captures.values()) == 1
         await w.finish()
+
+
+async def test_a_claim_takes_at_most_its_limit(make_world: WorldFactory, db_url: str) -> None:
+    """Six rows due at the same moment, claims of two: three passes of two rows each
+    (PostgreSQL once ran the claim's subquery per row and took all six at once)."""
+    async with make_world(db_url, vins=FLEET) as w:
+        await buy_all(w)
+        assert [await w.backend.relay.run_once(limit=2) for _ in range(4)] == [2, 2, 2, 0]
+        assert len(w.gateway.requests) == len(FLEET)
+        await w.finish()
