@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -115,7 +126,7 @@ class Payment(Base):
     captured_cents: Mapped[int] = mapped_column(Integer, default=0)
     refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
     settlement: Mapped[str] = mapped_column(String(16), default="NONE")
-    settlement_seq: Mapped[int] = mapped_column(Integer, default=0)
+    settlement_seq: Mapped[int] = mapped_column(BigInteger, default=0)  # webhooks: < 2^53
     reconciled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
@@ -191,9 +202,13 @@ class Ticket(Base):
 
 
 class Notification(Base):
-    """The communication log: one row per message per channel."""
+    """The communication log: one row per message per channel. A dispatcher claims a
+    QUEUED row before sending it by pushing ``next_attempt_at`` a lease ahead."""
 
     __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     purchase_id: Mapped[str | None] = mapped_column(ForeignKey("purchases.id"))
@@ -203,8 +218,9 @@ class Notification(Base):
     subject: Mapped[str]
     body: Mapped[str] = mapped_column(Text)
     critical: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # QUEUED | SENT | FAILED
+    status: Mapped[str] = mapped_column(String(16))  # QUEUED | SENT | FAILED
     error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)  # due; claim lease end
     created_at: Mapped[float] = mapped_column(Float)
     sent_at: Mapped[float | None] = mapped_column(Float)
 

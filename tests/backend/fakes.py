@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -89,11 +90,17 @@ async def emit(
 
 @dataclass
 class RecordingChannel:
+    """Records what it sends; ``fail``: the channel is down; ``delay_s``: each send
+    takes that long (so that concurrent dispatchers overlap)."""
+
     name: str
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     fail: bool = False
+    delay_s: float = 0.0
 
     async def send(self, address: str, subject: str, body: str) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.fail:
             raise ConnectionError("channel down")
         self.sent.append((address, subject, body))
