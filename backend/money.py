@@ -22,7 +22,7 @@ from backend.db import Sessions
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
 from backend.loops import bounded
-from backend.models import MoneyOp, Payment, Purchase
+from backend.models import Customer, MoneyOp, Payment, Purchase, Vehicle
 from backend.payments import PaymentProvider, ProviderResult
 from backend.retry import backoff_s
 from backend.states import OpKind, OpState, PaymentState
@@ -215,15 +215,19 @@ class MoneyExecutor:
             )
             if op is None:
                 return None  # another executor recorded it first
-            # payment and purchase in one trip; the applier finds the purchase in the
-            # session (``session.get`` without SQL)
-            payment, purchase = (
+            # payment, purchase, and the customer and vehicle a notice names, in one trip;
+            # the applier finds them in the session (``session.get`` without SQL) while
+            # ``loaded`` holds them (the identity map keeps rows only weakly)
+            loaded = (
                 await session.execute(
-                    select(Payment, Purchase)
+                    select(Payment, Purchase, Customer, Vehicle)
                     .join(Purchase, Purchase.id == Payment.purchase_id)
+                    .join(Customer, Customer.id == Purchase.customer_id)
+                    .join(Vehicle, Vehicle.id == Purchase.vehicle_id)
                     .where(Payment.id == op.payment_id)
                 )
             ).one()
+            payment, purchase = loaded.Payment, loaded.Purchase
             await self.on_result(session, op, payment, result)
         log(
             "money.recorded",

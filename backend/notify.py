@@ -57,6 +57,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "{service} is active",
         "{service} is now active on your vehicle {vin}. {price}",
     ),
+    "activation_success_not_charged": (
+        "{service} is active",
+        "{service} is now active on your vehicle {vin}. We could not collect the payment "
+        "for it, and you will not be charged for it.",
+    ),
     "maintenance_required": (
         "Complete your maintenance to buy {service}",
         "Your vehicle {vin} is overdue for maintenance, so {service} cannot be bought now. "

@@ -47,23 +47,28 @@ async def activation_succeeded(session: AsyncSession, purchase: Purchase, now: f
     purchase.activated_at = now
     payment = await payment_of(session, purchase)
     assert payment is not None
+    await lifecycle.on_activated(session, purchase, now)
     if purchase.duration_model == "subscription":
-        # billed in arrears: the hold was a card check, released now (issue 5)
+        # billed in arrears: the hold was a card check, released now (issue 5); nothing
+        # is charged, so the customer can be told at once
         await money.request(session, payment, OpKind.CANCEL, 0, PaymentState.CANCELLED, now)
         price = f"Billed monthly in arrears: {purchase.price_cents / 100:.2f} EUR a month."
+        await _tell(session, purchase, "activation_success", now, price=price)
     else:
+        # only requested here: the customer hears of the charge once it is confirmed
         await money.request(
             session, payment, OpKind.CAPTURE, payment.amount_cents, PaymentState.CHARGED, now
         )
-        price = f"You are charged {purchase.price_cents / 100:.2f} EUR."
-    await lifecycle.on_activated(session, purchase, now)
-    customer, vehicle = await _context(session, purchase)
-    msg = notify.render(
-        "activation_success", service=purchase.service_id, vin=vehicle.vin, price=price
-    )
-    await notify.queue(session, customer, msg, now, purchase.id)
-    timeline(session, customer.id, purchase.id, now, "activation.succeeded")
+    timeline(session, purchase.customer_id, purchase.id, now, "activation.succeeded")
     return "applied"
+
+
+async def _tell(
+    session: AsyncSession, purchase: Purchase, template: str, now: float, **ctx: object
+) -> None:
+    customer, vehicle = await _context(session, purchase)
+    msg = notify.render(template, service=purchase.service_id, vin=vehicle.vin, **ctx)
+    await notify.queue(session, customer, msg, now, purchase.id)
 
 
 async def activation_failed(
@@ -212,10 +217,13 @@ async def _captured(
             "payment.captured",
             amount_cents=payment.amount_cents,
         )
+        price = f"You are charged {payment.amount_cents / 100:.2f} EUR."
+        await _tell(session, purchase, "activation_success", now, price=price)
         return
     # the feature is on but the hold could not be captured: CaaS carries it, ops follow up
     payment.state = PaymentState.FAILED_NO_CHARGE.value
     await open_ticket(session, purchase, "capture_failed", None, now, reason=result.reason)
+    await _tell(session, purchase, "activation_success_not_charged", now)
 
 
 def _released(

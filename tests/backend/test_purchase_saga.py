@@ -70,6 +70,76 @@ async def test_success_captures_once_and_notifies(world: World) -> None:
     await world.finish()
 
 
+def bodies(w: World) -> list[str]:
+    return [body for channel in w.channels.values() for _, _, body in channel.sent]
+
+
+async def logged(w: World, purchase_id: str) -> list[tuple[str, str]]:
+    """(template, body) of the e-mail rows of this purchase, queued or sent."""
+    async with w.backend.sessions() as s:
+        rows = await s.scalars(
+            select(Notification)
+            .where(Notification.purchase_id == purchase_id, Notification.channel == "email")
+            .order_by(Notification.created_at)
+        )
+        return [(n.template, n.body) for n in rows]
+
+
+async def test_charged_notice_only_once_the_capture_is_confirmed(world: World) -> None:
+    """Activation succeeded, capture only requested (the backend could die here): no
+    "You are charged" queued or sent. Once the capture is recorded: exactly one."""
+    p = await bought(world)
+    await world.backend.relay.run_once()
+    assert await event(world, "activation.succeeded", p) == "applied"
+    await world.backend.dispatcher.dispatch_pending()
+    assert await logged(world, p["id"]) == []
+    assert not any("charged" in b for b in bodies(world))
+    assert await world.backend.executor.run_pending() == 1  # the capture, approved
+    await world.backend.dispatcher.dispatch_pending()
+    charged = (
+        "climate_plus is now active on your vehicle WVWZZZ1JZ3W386752. You are charged 390.00 EUR."
+    )
+    assert await logged(world, p["id"]) == [("activation_success", charged)]
+    assert [b for _, _, b in world.channels["email"].sent] == [charged]
+    assert [b for _, _, b in world.channels["push"].sent] == [charged]
+    await world.finish()
+    assert sum("You are charged" in b for b in bodies(world)) == 2  # e-mail + push, once
+
+
+async def test_refused_capture_tells_the_customer_they_are_not_charged(world: World) -> None:
+    """The provider lost the hold, so the capture is refused: the feature stays on at
+    CaaS's cost (ticket), and the customer is told just that, never "You are charged"."""
+    p = await bought(world)
+    await world.backend.relay.run_once()
+    next(iter(world.provider.auths.values())).cancelled = True  # the hold is gone
+    await event(world, "activation.succeeded", p)
+    await world.drain()
+    got = await world.purchase(p["id"])
+    assert (got["state"], got["payment"]["state"]) == ("ACTIVE", "FAILED_NO_CHARGE")
+    assert sum(world.provider.real_captures.values()) == 0
+    assert [t for t, _ in await logged(world, p["id"])] == ["activation_success_not_charged"]
+    sent = world.channels["email"].sent
+    assert [s for _, s, _ in sent] == ["climate_plus is active"]
+    assert "you will not be charged for it" in sent[0][2]
+    assert not any("You are charged" in b for b in bodies(world))
+    async with world.backend.sessions() as s:
+        assert (await s.scalars(select(Ticket.kind))).all() == ["capture_failed"]
+    await world.finish()
+
+
+async def test_subscription_is_told_at_activation(world: World) -> None:
+    """Billed in arrears: nothing is captured at activation, the notice goes at once."""
+    p = await bought(world, service="climate_plus", duration={"model": "subscription"})
+    await world.backend.relay.run_once()
+    await event(world, "activation.succeeded", p)
+    assert [t for t, _ in await logged(world, p["id"])] == ["activation_success"]
+    (_, body), *_ = await logged(world, p["id"])
+    assert "Billed monthly in arrears: 9.90 EUR a month." in body
+    await world.finish()
+    assert world.provider.calls["capture"] == 0
+    assert not any("You are charged" in b for b in bodies(world))
+
+
 async def test_failure_cancels_hold_opens_ticket_and_never_charges(world: World) -> None:
     """activation.failed → FAILED_NO_CHARGE, hold cancelled, ticket with diagnostics, SMS."""
     p = await bought(world)

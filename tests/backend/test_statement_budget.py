@@ -25,8 +25,8 @@ BUDGET = {  # phase: (statements, transactions)
     "catalog": (4, 1),  # token, vehicle, cancelled services: one session
     "purchase": (17, 2),  # checks + inserts in one transaction, the hold's answer in another
     "relay": (6, 2),
-    "events": (10, 1),  # accepted + succeeded in one batch
-    "capture": (8, 2),
+    "events": (9, 1),  # accepted + succeeded in one batch
+    "capture": (9, 2),  # with the success notice, queued once the capture is confirmed
     "webhooks": (10, 2),  # pending + settled
     "notify": (6, 3),
 }
