@@ -87,8 +87,8 @@ async def on_activated(
     if purchase.duration_model == "temporary" and purchase.duration_days:
         expires = now + purchase.duration_days * DAY_S
         purchase.expires_at = expires
-        notice_at = expires - POLICY.expiry_notice_lead_s
-        if POLICY.expiry_notice_lead_s > 0 and notice_at > now:
+        notice_at = expiry_notice_at(now, expires, POLICY.expiry_notice_lead_s)
+        if notice_at is not None:
             await schedule(
                 session, "pre_expiry_notice", f"notice:{purchase.id}", notice_at, now, purchase.id
             )
@@ -96,6 +96,15 @@ async def on_activated(
     elif purchase.duration_model == "subscription":
         # manual activation is free as promised: billing starts the following month
         purchase.billable_from = billing.next_month_start(now) if manual else now
+
+
+def expiry_notice_at(activated_at: float, expires_at: float, lead_s: float) -> float | None:
+    """When a temporary service's customer is told it ends: ``lead_s`` before the end,
+    or halfway through a service shorter than twice the lead, so that every service
+    gets its notice (a 1-day service 12 h before it ends). None: notices are off."""
+    if lead_s <= 0:
+        return None
+    return expires_at - min(lead_s, (expires_at - activated_at) / 2)
 
 
 # ---------------------------------------------------------------- ending a service

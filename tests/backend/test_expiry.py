@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from backend.models import MoneyOp, Ticket
+from backend.models import MoneyOp, Notification, ServicePrice, Ticket
 from tests.backend.conftest import World
 from tests.backend.lifecycle_kit import (
     DAY,
@@ -117,3 +117,39 @@ async def test_notice_lead_time_is_configurable(make_world: object) -> None:
         await travel(w, 0.6 * DAY)
         assert "expiry_notice" in await templates(w, p["id"])
         await w.finish()
+
+
+@pytest.mark.parametrize(("days", "notice_after_days"), [(1, 0.5), (2, 1.0), (30, 27.0)])
+async def test_every_temporary_service_is_told_before_it_ends(
+    world: World, days: int, notice_after_days: float
+) -> None:
+    """The notice comes 3 days before the end, or halfway through a service shorter
+    than 6 days: exactly one per service, sent before it expires."""
+    async with world.backend.sessions.begin() as s:  # a 2-day price, for this test only
+        s.add(
+            ServicePrice(service_id="power_boost_50", model="temporary", days=2, price_cents=2500)
+        )
+    async with world.backend.sessions() as s:
+        await world.backend.catalog.reload(s)
+    p = await active(world, service="power_boost_50", duration={"model": "temporary", "days": days})
+    expires_at = (await row(world, p["id"])).expires_at
+    assert expires_at is not None
+    assert expires_at == pytest.approx(world.clock.now() + days * DAY)
+    await travel(world, notice_after_days * DAY - 60)
+    assert "expiry_notice" not in await templates(world, p["id"])
+    await travel(world, 120)
+    assert (await templates(world, p["id"])).count("expiry_notice") == 1
+    await travel(world, (days - notice_after_days) * DAY)
+    assert (await world.purchase(p["id"]))["state"] == "EXPIRED"
+    async with world.backend.sessions() as s:
+        notices = (
+            await s.scalars(
+                select(Notification).where(
+                    Notification.purchase_id == p["id"], Notification.template == "expiry_notice"
+                )
+            )
+        ).all()
+    assert sorted(n.channel for n in notices) == ["email", "push"]
+    sent_at = [n.sent_at for n in notices if n.status == "SENT"]
+    assert len(sent_at) == 2 and all(t is not None and t < expires_at for t in sent_at)
+    await world.finish()
