@@ -4,6 +4,7 @@ the event. A duplicate finds the row and does nothing."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from sqlalchemy import Exists, exists, select
@@ -109,6 +110,30 @@ async def apply_gateway_event(
                 attempts=data.get("attempts"),
             )
             return "applied"
+
+
+MAX_SEQ = 2**53 - 1  # an integer every JSON parser reads exactly; the column is 64-bit
+# printable ASCII: no NUL, no lone surrogate, nothing SQL could refuse to store
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+# field: (longest, required); an optional field may be absent or null
+_TOKEN_FIELDS = {"event_id": (128, True), "type": (64, True), "reference": (64, False)}
+
+
+def provider_event_problem(body: dict[str, Any]) -> str | None:
+    """Why a provider webhook body cannot be applied (None: it can): ``event_id`` and
+    ``type`` and, when present, ``reference`` are short printable ASCII strings, ``seq``
+    an integer in 1..2^53-1. Checked before any SQL, so a value the database cannot
+    hold is a 400, never a failed statement."""
+    for name, (longest, required) in _TOKEN_FIELDS.items():
+        value = body.get(name)
+        if value is None and not required:
+            continue
+        if not isinstance(value, str) or len(value) > longest or not _TOKEN.fullmatch(value):
+            return f"{name} must be 1 to {longest} printable ASCII characters"
+    seq = body.get("seq")
+    if seq is not None and (type(seq) is not int or not 1 <= seq <= MAX_SEQ):
+        return f"seq must be an integer from 1 to {MAX_SEQ}"
+    return None
 
 
 SETTLEMENT_OF = {

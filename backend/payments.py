@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,6 +13,8 @@ from backend.errors import InvalidRequest
 
 SIGNATURE_HEADER = "Caas-Signature"
 SIGNATURE_TOLERANCE_S = 300.0
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only (str.isdigit accepts "²")
+_MAC = re.compile(r"[0-9a-fA-F]{64}")  # a hex HMAC-SHA256
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,10 @@ def verify(secret: str, header: str | None, body: bytes, now: float) -> None:
         raise InvalidRequest("bad_signature", f"missing {SIGNATURE_HEADER} header")
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     t, given = parts.get("t", ""), parts.get("v1", "")
-    if not t.isdigit() or abs(now - int(t)) > SIGNATURE_TOLERANCE_S:
+    if not _TIMESTAMP.fullmatch(t) or abs(now - int(t)) > SIGNATURE_TOLERANCE_S:
         raise InvalidRequest("bad_signature", "timestamp missing or outside the tolerance")
+    if not _MAC.fullmatch(given):  # compare_digest raises on non-ASCII text
+        raise InvalidRequest("bad_signature", "v1 is not 64 hex digits")
     expected = sign(secret, body, int(t)).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected, given.lower()):
         raise InvalidRequest("bad_signature", "signature does not match")

@@ -11,7 +11,6 @@ gives them work (``wakeups``); every job also polls every ``backend_poll_s``.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -39,6 +38,8 @@ from backend.purchases import PurchaseService
 from backend.reconcile import Reconciler, Watchdog
 from backend.scheduler import Scheduler, ensure
 from backend.wakeups import Wakeups
+from protocol.codec import loads_object
+from protocol.errors import PayloadRejected
 from protocol.timeutil import Clock, SystemClock
 
 
@@ -183,11 +184,12 @@ class Backend:
         lowered = {k.lower(): v for k, v in headers.items()}
         verify(self.webhook_secret, lowered.get("caas-signature"), body, self.clock.now())
         try:
-            payload = json.loads(body)
-        except ValueError:
-            raise InvalidRequest("bad_webhook", "body is not JSON") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("event_id"), str):
-            raise InvalidRequest("bad_webhook", "event_id missing")
+            payload = loads_object(body)  # size and depth bounded before parsing
+        except PayloadRejected as exc:
+            raise InvalidRequest("bad_webhook", f"body refused: {exc.reason}") from None
+        problem = inbox.provider_event_problem(payload)
+        if problem is not None:  # before any SQL: no value the database cannot hold
+            raise InvalidRequest("bad_webhook", problem)
         now = self.clock.now()
         try:
             async with self.sessions.begin() as session:
