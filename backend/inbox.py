@@ -111,10 +111,13 @@ async def apply_gateway_event(
             return "applied"
 
 
-SETTLEMENT_OF = {
+SETTLEMENT_OF = {  # the provider's settlement webhooks (docs/paysim.md)
     "capture.pending": "PENDING",
     "capture.settled": "SETTLED",
     "capture.settlement_failed": "FAILED",
+    "charge.pending": "PENDING",
+    "charge.settled": "SETTLED",
+    "charge.settlement_failed": "FAILED",
 }
 
 
