@@ -89,7 +89,7 @@ class HttpPaymentProvider:
         response = await self._send(
             "settlement", "GET", f"/v1/payments/{_segment(authorization_ref)}"
         )
-        if response.status_code != 200:
+        if not response.is_success:
             raise ProviderError("settlement", _error_code(response))
         body = _json(response)
         state, seq = body.get("settlement"), body.get("settlement_seq")
