@@ -32,15 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         "refunds, signed settlement webhooks, failure modes; all state in SQLite. " + ENV_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8082)
+    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    parser.add_argument("--port", type=int, default=8082, help="listen port")
     parser.add_argument(
         "--db",
         type=Path,
         default=Path(os.environ.get("CAAS_PAYSIM_DB") or DEFAULT_DB_PATH),
         help="SQLite file with all the provider's state (CAAS_PAYSIM_DB when set)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"], help="log level"
+    )
     return parser
 
 
