@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s",
     )
+    if args.log_level != "debug":  # one line per webhook POST otherwise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
         settings = PaysimSettings().require(db=args.db, db_option="--db (CAAS_PAYSIM_DB)")
