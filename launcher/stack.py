@@ -2,8 +2,8 @@
 
 The run folder keeps what a restart must find again: generated passwords, the fleet
 secret, the gateway signing key, the payment provider's key and webhook secret, broker
-persistence, Redis AOF. ``stack.env`` in it
-is a shell file with the SPEC §6 variables for the services.
+persistence, Redis AOF. ``stack.env`` in it is a shell file with the SPEC §6 variables
+for the services.
 """
 
 from __future__ import annotations
