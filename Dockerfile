@@ -1,5 +1,5 @@
-# One image for every Python service of the platform (gateway, backend, vehicle_sim,
-# launcher). The command picks the service; see docker-compose.yml.
+# One image for every Python service of the platform (gateway, backend, paysim,
+# vehicle_sim, launcher). The command picks the service; see docker-compose.yml.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt ./
@@ -8,6 +8,7 @@ COPY vehicle_sim vehicle_sim
 COPY launcher launcher
 COPY gateway gateway
 COPY backend backend
+COPY paysim paysim
 COPY bench bench
 COPY loadtest loadtest
 COPY mosquitto mosquitto

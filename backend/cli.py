@@ -13,6 +13,7 @@ from backend.config import BackendSettings
 from backend.db import make_engine, make_sessions, migrate
 from backend.seed import seed_demo
 from launcher.stack import use_dev_stack_defaults
+from protocol.settings import ConfigError, problem_line
 from protocol.timeutil import SystemClock
 
 
@@ -77,9 +78,18 @@ def _serve(settings: BackendSettings, host: str, port: int, level: str) -> int:
     from backend.api import create_app
     from backend.service import Backend
 
-    app = create_app(Backend(settings))
+    try:  # the payment provider's URL, key and webhook secret are checked here
+        app = create_app(Backend(settings))
+    except ConfigError as exc:
+        return _misconfigured(exc)
     uvicorn.run(app, host=host, port=port, log_level=level)
     return 0
+
+
+def _misconfigured(exc: Exception) -> int:
+    """One line naming the variable, exit 2, never a traceback (like the gateway)."""
+    print(f"backend: {problem_line(exc)}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-    use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
-    settings = BackendSettings()
+    try:
+        use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
+        settings = BackendSettings()
+    except ValueError as exc:  # a variable pydantic cannot read (ValidationError)
+        return _misconfigured(exc)
     match args.command:
         case "migrate":
             return asyncio.run(_migrate(settings))

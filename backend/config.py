@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.settings import http_url, required_secret
+
 DEFAULT_DB_PATH = Path("run/dev/backend.sqlite3")
 
 
@@ -20,12 +22,16 @@ class BackendSettings(BaseSettings):
     gateway_token: SecretStr | None = None
     redis_url: str | None = None
     events_stream: str = "caas:events"
+    # the payment provider (docs/paysim.md): required by `serve`, not by the other
+    # commands; no defaults, a secret is never baked into the code
+    payment_provider_url: str | None = None
+    payment_provider_key: SecretStr | None = None  # our bearer key at the provider
+    payment_webhook_secret: SecretStr | None = None  # the provider signs webhooks with it
 
     # internals (not in SPEC)
     backend_consumer_group: str = "backend"
     backend_consumer_name: str = "backend-1"
     backend_public_url: str = "http://127.0.0.1:8080"
-    backend_webhook_secret: SecretStr = SecretStr("dev-webhook-secret")
     # how often each background loop looks for due work it was not woken for (work
     # committed by another process, or before a restart)
     backend_poll_s: float = Field(default=0.5, gt=0)
@@ -45,9 +51,6 @@ class BackendSettings(BaseSettings):
     backend_smtp_url: str | None = None  # smtp://host:port; unset: e-mails go to the log
     backend_mail_from: str = "no-reply@caas.example"
     backend_maintenance_overdue_vins: str = ""  # simulator: comma-separated VINs overdue
-    backend_payment_decline_rate: float = Field(default=0.0, ge=0, le=1)
-    backend_payment_settle_fail_rate: float = Field(default=0.0, ge=0, le=1)
-    backend_payment_settle_delay_s: float = Field(default=1.0, ge=0)
     # lifecycle (issue 5)
     backend_expiry_notice_lead_s: float = Field(default=3 * 86_400.0, ge=0)
     backend_apology_offer: str = "20% off your next purchase with code SORRY20"
@@ -63,6 +66,15 @@ class BackendSettings(BaseSettings):
 
     def resolved_redis_url(self) -> str | None:
         return self.redis_url
+
+    def resolved_webhook_secret(self) -> str:
+        """ConfigError (one line: the variable) when missing or under 16 characters."""
+        return required_secret("CAAS_PAYMENT_WEBHOOK_SECRET", self.payment_webhook_secret)
+
+    def resolved_provider(self) -> tuple[str, str]:
+        """(URL, key) of the payment provider; ConfigError naming what is missing."""
+        url = http_url("CAAS_PAYMENT_PROVIDER_URL", self.payment_provider_url)
+        return url, required_secret("CAAS_PAYMENT_PROVIDER_KEY", self.payment_provider_key)
 
     def resolved_gateway_token(self) -> str:
         return self.gateway_token.get_secret_value() if self.gateway_token else ""

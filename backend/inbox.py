@@ -136,10 +136,13 @@ def provider_event_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-SETTLEMENT_OF = {
+SETTLEMENT_OF = {  # the provider's settlement webhooks (docs/paysim.md)
     "capture.pending": "PENDING",
     "capture.settled": "SETTLED",
     "capture.settlement_failed": "FAILED",
+    "charge.pending": "PENDING",
+    "charge.settled": "SETTLED",
+    "charge.settlement_failed": "FAILED",
 }
 
 

@@ -1,17 +1,19 @@
 """The payment-provider boundary: a ``Protocol`` shaped like authorize / capture /
-cancel / refund (every call with an idempotency key) and the webhook signature."""
+cancel / refund / charge (every call with an idempotency key) and the webhook signature
+check. The signing scheme itself is shared with the provider (``protocol/
+webhook_signing.py``); ``sign`` and ``SIGNATURE_HEADER`` are re-exported here."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
 from typing import Protocol
 
 from backend.errors import InvalidRequest
+from protocol.webhook_signing import SIGNATURE_HEADER as SIGNATURE_HEADER
+from protocol.webhook_signing import sign as sign
 
-SIGNATURE_HEADER = "Caas-Signature"
 SIGNATURE_TOLERANCE_S = 300.0
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only (str.isdigit accepts "²")
 _MAC = re.compile(r"[0-9a-fA-F]{64}")  # a hex HMAC-SHA256
@@ -49,14 +51,14 @@ class PaymentProvider(Protocol):
         self, *, idempotency_key: str, authorization_ref: str, amount_cents: int
     ) -> ProviderResult: ...
 
+    async def charge(
+        self, *, idempotency_key: str, reference: str, amount_cents: int, currency: str
+    ) -> ProviderResult:
+        """An immediate charge (direct-debit-like): the money is taken at once and
+        settles later; ``ref`` is then both the payment and its settlement's id."""
+        ...
+
     async def settlement(self, authorization_ref: str) -> SettlementStatus: ...
-
-
-def sign(secret: str, body: bytes, timestamp: float) -> str:
-    """``t=<unix>,v1=<hex hmac-sha256 of "<t>." + body>`` (the Stripe scheme)."""
-    t = str(int(timestamp))
-    mac = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
 
 
 def verify(secret: str, header: str | None, body: bytes, now: float) -> None:

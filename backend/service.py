@@ -3,9 +3,10 @@
 ``Backend.running()`` owns a ``TaskGroup`` with one named task per job: ``backend.money``
 (money intents), ``backend.relay`` (outbox), ``backend.notify``, ``backend.scheduler``,
 ``backend.watchdog`` (deadlines), ``backend.reconciler`` (settlement),
-``backend.charges`` (subscription months), ``backend.consumer`` (``caas:events``) and
-``backend.paysim`` (simulated webhooks). The first three are woken by the commit that
-gives them work (``wakeups``); every job also polls every ``backend_poll_s``.
+``backend.charges`` (subscription months) and ``backend.consumer`` (``caas:events``).
+The first three are woken by the commit that gives them work (``wakeups``); every job
+also polls every ``backend_poll_s``. The payment provider is another service, reached
+over HTTP (``provider_http``); its webhooks arrive at ``receive_webhook``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from backend.money import MoneyExecutor
 from backend.notify import Channel, Dispatcher, LogChannel, SmtpChannel
 from backend.outbox import OutboxRelay
 from backend.payments import PaymentProvider, ProviderResult, verify
-from backend.paysim import SimConfig, SimulatedProvider
+from backend.provider_http import HttpPaymentProvider
 from backend.purchases import PurchaseService
 from backend.reconcile import Reconciler, Watchdog
 from backend.scheduler import Scheduler, ensure
@@ -65,11 +66,17 @@ class Backend:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.webhook_secret = settings.backend_webhook_secret.get_secret_value()
+        # settings first: a ConfigError (one line naming the variable) leaves nothing open
+        self.webhook_secret = settings.resolved_webhook_secret()
+        self._own_provider: HttpPaymentProvider | None = None  # close only what we created
+        if provider is None:
+            provider = self._own_provider = HttpPaymentProvider.connect(
+                *settings.resolved_provider()
+            )
+        self.provider: PaymentProvider = provider
         self.engine = make_engine(settings.resolved_database_url())
         self.wakeups = Wakeups()
         self.sessions = make_sessions(self.engine, self.wakeups)
-        self.provider = provider or self._simulated_provider()
         self.maintenance = maintenance or SimulatedMaintenance(
             settings.backend_workshop_url,
             {v.strip() for v in settings.backend_maintenance_overdue_vins.split(",") if v.strip()},
@@ -128,15 +135,6 @@ class Backend:
         month = billing.previous_month(now)
         _, end = billing.month_bounds(month)
         await ensure(self.sessions, "billing_month", f"billing:{month}", end, now)
-
-    def _simulated_provider(self) -> SimulatedProvider:
-        s = self.settings
-        config = SimConfig(
-            decline_rate=s.backend_payment_decline_rate,
-            settle_fail_rate=s.backend_payment_settle_fail_rate,
-            settle_delay_s=s.backend_payment_settle_delay_s,
-        )
-        return SimulatedProvider(config, self.webhook_secret, self.clock, self.receive_webhook)
 
     async def _on_money(
         self, session: Any, op: MoneyOp, payment: Payment, result: ProviderResult
@@ -208,8 +206,6 @@ class Backend:
             tasks = [tg.create_task(job, name=f"backend.{name}") for name, job in self._jobs()]
             if self.consumer is not None:
                 tasks.append(tg.create_task(self.consumer.run(), name="backend.consumer"))
-            if isinstance(self.provider, SimulatedProvider):
-                tasks.append(tg.create_task(self.provider.run(), name="backend.paysim"))
             try:
                 yield self
             finally:
@@ -248,4 +244,6 @@ class Backend:
             self.redis = None
         if self._owns_gateway and isinstance(self.gateway, HttpGatewayClient):
             await self.gateway.aclose()
+        if self._own_provider is not None:
+            await self._own_provider.aclose()
         await self.engine.dispose()

@@ -4,7 +4,8 @@ Starts the whole platform (broker, Redis, an all-online fleet, gateway, backend 
 PostgreSQL or SQLite) as for the demo, has one purchase per vehicle placed through the
 public API (``--concurrency`` requests at a time), and follows the backend's ops
 summary until every purchase is settled. Reports purchases accepted per second and
-purchases CHARGED per second from the first request to the last charge.
+purchases CHARGED per second from the first request to the last charge, then the money
+check (``python -m backend check-invariants``) and what the payment provider counted.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 
 import httpx
 
-from launcher.demo import DemoOptions, seed_customers, start_platform
+from launcher.demo import DemoOptions, Platform, provider_stats, seed_customers, start_platform
 from launcher.demo_traffic import ops_summary, place_purchases
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
+from launcher.services import run_python
 from launcher.stack import LocalStack, StackOptions
 
 ALL_ONLINE = "name: bench\nmix: {online: 1}\n"
@@ -60,7 +62,8 @@ async def measure(vehicles: int, concurrency: int, database: str) -> dict[str, A
                 platform = start_platform(stack, opts)
                 try:
                     customers, ops_token = seed_customers(platform, opts)
-                    return await drive(platform.backend_url, customers, ops_token, opts, database)
+                    report = await drive(platform.backend_url, customers, ops_token, opts, database)
+                    return {**report, **await money_check(platform)}
                 finally:
                     for service in reversed(platform.services):
                         service.stop()
@@ -97,10 +100,28 @@ async def drive(
     }
 
 
+async def money_check(platform: Platform) -> dict[str, Any]:
+    """The backend's invariant check and the provider's own count of captures."""
+    check = run_python(["backend", "check-invariants"], platform.env).strip().splitlines()
+    violations = int(check[-1].split()[0]) if check and check[-1].endswith("violation(s)") else -1
+    stats = await provider_stats(platform)
+    return {
+        "invariant_violations": violations,
+        "provider": {
+            "captures": sum(stats["real_captures"].values()),
+            "captured_more_than_once": stats["captured_more_than_once"],
+            "open_authorizations": stats["open_authorizations"],
+            "webhooks": stats["webhooks"],
+        },
+    }
+
+
 def run(vehicles: int, concurrency: int, database: str, json_out: Path | None) -> int:
     report = asyncio.run(measure(vehicles, concurrency, database))
     text = json.dumps(report, indent=2)
     print(text)
     if json_out is not None:
         json_out.write_text(text)
-    return 0 if report["charged"] == report["accepted"] > 0 else 1
+    money_ok = report["invariant_violations"] == 0
+    money_ok = money_ok and report["provider"]["captured_more_than_once"] == 0
+    return 0 if report["charged"] == report["accepted"] > 0 and money_ok else 1

@@ -18,6 +18,7 @@ from gateway.errors import ConfigError
 from gateway.service import Gateway
 from launcher.stack import use_dev_stack_defaults
 from protocol.errors import KeyFileError
+from protocol.settings import problem_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = GatewaySettings().require()
         app = create_app(Gateway(settings))
     except (ConfigError, KeyFileError, ValueError) as exc:  # one line, never a traceback
-        print(f"gateway: {exc}", file=sys.stderr)
+        print(f"gateway: {problem_line(exc)}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the whole platform end to end: fleet, gateway, backend, purchases, summary",
+        help="the whole platform end to end: fleet, gateway, payment provider, backend, "
+        "purchases, summary",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument(
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-live", action="store_true", help="plain progress lines")
     demo.add_argument("--gateway-port", type=int, default=0, help="0: a free port")
     demo.add_argument("--backend-port", type=int, default=0, help="0: a free port")
+    demo.add_argument("--paysim-port", type=int, default=0, help="0: a free port")
     return parser
 
 
@@ -157,6 +159,8 @@ def render_config(args: argparse.Namespace) -> int:
         "REDIS_PASSWORD": secrets["redis_password"],
         "CAAS_GATEWAY_TOKEN": secrets["gateway_token"],
         "CAAS_GATEWAY_SHARE_GROUP": secrets["gateway_share_group"],
+        "CAAS_PAYMENT_PROVIDER_KEY": secrets["payment_provider_key"],
+        "CAAS_PAYMENT_WEBHOOK_SECRET": secrets["payment_webhook_secret"],
         "CAAS_FLEET_SECRET": secrets["fleet_secret"],
         "CAAS_SIGNING_KEY": str(keys[0]),
         "CAAS_PUBLIC_KEY": str(keys[1]),
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             live=not args.no_live,
             gateway_port=args.gateway_port,
             backend_port=args.backend_port,
+            paysim_port=args.paysim_port,
         )
         try:
             return asyncio.run(run_demo(opts))

@@ -1,9 +1,10 @@
 """The platform's main job, end to end, on one machine (README: `bash scripts/demo.sh`).
 
-Starts mosquitto and Redis (the launcher), a simulated fleet, the gateway and the
-backend as their own processes, has every demo customer buy a feature for each of their
-vehicles through the backend's public API, shows live progress, and ends with a summary
-and the money check. Exit code 0 only if no customer was charged for a failed activation.
+Starts mosquitto and Redis (the launcher), a simulated fleet, the gateway, the payment
+provider simulator (paysim) and the backend as their own processes, has every demo
+customer buy a feature for each of their vehicles through the backend's public API,
+shows live progress, and ends with a summary and the money check. Exit code 0 only if no
+customer was charged for a failed activation (nor charged twice by the provider).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -52,6 +54,7 @@ class DemoOptions:
     live: bool = True
     gateway_port: int = 0
     backend_port: int = 0
+    paysim_port: int = 0
     database_url: str | None = None  # None: SQLite in the run folder
     scenario: Path = FLEET_SCENARIO
 
@@ -62,19 +65,24 @@ class Platform:
     env: dict[str, str]
     gateway_url: str
     backend_url: str
+    paysim_url: str
     services: list[PythonService]
 
 
 def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
     run = stack.run_dir
     gw_port, be_port = opts.gateway_port or free_port(), opts.backend_port or free_port()
+    pay_port = opts.paysim_port or free_port()
+    backend_url, paysim_url = f"http://127.0.0.1:{be_port}", f"http://127.0.0.1:{pay_port}"
     env = {
-        **stack.env(),
+        **stack.env(),  # the provider's key and webhook secret among them
         **DEMO_RETRY,
         **{k: v for k, v in os.environ.items() if k.startswith("CAAS_RETRY_")},  # yours win
         "CAAS_GATEWAY_URL": f"http://127.0.0.1:{gw_port}",
         "CAAS_DATABASE_URL": opts.database_url or f"sqlite+aiosqlite:///{run / 'backend.sqlite3'}",
         "CAAS_BACKEND_ACTIVATION_DEADLINE_S": "300",
+        "CAAS_PAYMENT_PROVIDER_URL": paysim_url,
+        "CAAS_PAYSIM_WEBHOOK_URL": f"{backend_url}/v1/payments/webhooks",
     }
     sim_port = free_port()
     sim_args = [
@@ -109,15 +117,31 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
             run / "gateway.log",
             f"http://127.0.0.1:{gw_port}/readyz",
         ),
+        # before the backend, whose purchases it authorizes; its webhooks to the backend
+        # wait (retried) until the backend is up
+        PythonService(
+            "paysim",
+            ["paysim", "--port", str(pay_port), "--db", str(run / "paysim.sqlite3")],
+            env,
+            run / "paysim.log",
+            f"{paysim_url}/healthz",
+        ),
         PythonService(
             "backend",
             ["backend", "--port", str(be_port), "--log-level", "warning"],
             env,
             run / "backend.log",
-            f"http://127.0.0.1:{be_port}/healthz",
+            f"{backend_url}/healthz",
         ),
     ]
-    platform = Platform(run, env, f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{be_port}", [])
+    platform = Platform(
+        run_dir=run,
+        env=env,
+        gateway_url=f"http://127.0.0.1:{gw_port}",
+        backend_url=backend_url,
+        paysim_url=paysim_url,
+        services=[],
+    )
     for service in services:
         print(f"demo: starting {service.name}", flush=True)
         service.start()
@@ -167,9 +191,20 @@ async def drive(
         platform.gateway_url, platform.env["CAAS_GATEWAY_TOKEN"], placed.activation_ids
     )
     check = run_python(["backend", "check-invariants"], platform.env)
-    holds = check.strip().startswith("0 violation")
-    demo_report.render(outcomes, summary, check, holds)
+    provider = await provider_stats(platform)
+    demo_report.render(outcomes, summary, check, check.strip().startswith("0 violation"))
+    demo_report.render_provider(provider)
+    # a payment the provider captured twice would be a customer charged twice
+    holds = check.strip().startswith("0 violation") and provider["captured_more_than_once"] == 0
     return 0 if holds else 1
+
+
+async def provider_stats(platform: Platform) -> dict[str, Any]:
+    """What the payment provider saw (its control route, same key as its API)."""
+    headers = {"Authorization": f"Bearer {platform.env['CAAS_PAYMENT_PROVIDER_KEY']}"}
+    async with httpx.AsyncClient(base_url=platform.paysim_url, timeout=10) as http:
+        stats: dict[str, Any] = (await http.get("/control/stats", headers=headers)).json()
+    return stats
 
 
 async def wait_for_ctrl_c(platform: Platform, customers: list[Customer], ops_token: str) -> None:
@@ -177,6 +212,8 @@ async def wait_for_ctrl_c(platform: Platform, customers: list[Customer], ops_tok
         f"\nservices keep running (Ctrl-C stops them):\n  backend  {platform.backend_url}/docs"
         f"  (customer token {customers[0].token}, ops token {ops_token})\n"
         f"  gateway  {platform.gateway_url}/docs  (token {platform.env['CAAS_GATEWAY_TOKEN']})"
+        f"\n  paysim   {platform.paysim_url}/docs  (key "
+        f"{platform.env['CAAS_PAYMENT_PROVIDER_KEY']})"
         f"\n  env      {platform.env.get('CAAS_DATABASE_URL')}",
         flush=True,
     )

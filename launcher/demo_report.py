@@ -120,3 +120,22 @@ def render(
     console.print(money)
     verdict = "[green]HOLD[/green]" if invariants_ok else "[red]VIOLATED[/red]"
     console.print(f"Money invariants {verdict}: {invariants_text.strip()}")
+
+
+def render_provider(stats: dict[str, Any]) -> None:
+    """The payment provider's own count (``GET /control/stats`` of paysim)."""
+    console = Console()
+    table = Table(title="Payment provider (paysim)")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("captures that took money", str(sum(stats["real_captures"].values())))
+    twice = stats["captured_more_than_once"]
+    table.add_row("payments captured more than once", str(twice) if not twice else f"[red]{twice}")
+    table.add_row("authorizations still open", str(stats["open_authorizations"]))
+    webhooks = stats["webhooks"]
+    table.add_row(
+        "webhooks delivered / pending", f"{webhooks['delivered']} / {webhooks['pending']}"
+    )
+    for op, n in sorted(stats["calls"].items()):
+        table.add_row(f"  calls: {op}", str(n))
+    console.print(table)

@@ -1,8 +1,9 @@
 """The local stack: one mosquitto + one redis-server + the run folder's secrets.
 
 The run folder keeps what a restart must find again: generated passwords, the fleet
-secret, the gateway signing key, broker persistence, Redis AOF. ``stack.env`` in it
-is a shell file with the SPEC §6 variables for the services.
+secret, the gateway signing key, the payment provider's key and webhook secret, broker
+persistence, Redis AOF. ``stack.env`` in it is a shell file with the SPEC §6 variables
+for the services.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ SECRET_GENERATORS: dict[str, Callable[[], str]] = {
     "redis_password": new_secret,
     "gateway_token": new_secret,
     "gateway_share_group": new_share_group,
+    # the payment provider (paysim): the backend's bearer key there, and the secret the
+    # provider signs its webhooks with; both services read the same two variables
+    "payment_provider_key": new_secret,
+    "payment_webhook_secret": new_secret,
 }
 
 
@@ -138,6 +143,8 @@ class LocalStack:
             "CAAS_PUBLIC_KEY": str(self.public_key_path),
             "CAAS_GATEWAY_TOKEN": self.secrets["gateway_token"],
             "CAAS_GATEWAY_SHARE_GROUP": self.secrets["gateway_share_group"],
+            "CAAS_PAYMENT_PROVIDER_KEY": self.secrets["payment_provider_key"],
+            "CAAS_PAYMENT_WEBHOOK_SECRET": self.secrets["payment_webhook_secret"],
         }
         if self.redis is not None:
             env["CAAS_REDIS_URL"] = self.redis.url()

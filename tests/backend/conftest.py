@@ -1,8 +1,10 @@
-"""Backend fixtures: a Backend wired to fakes (injected clock, simulated provider,
-simulated VSS, fake gateway, recording channels) on SQLite, or on PostgreSQL (one
-private cluster per session, a fresh database per test), and real Redis (a distinct db
-per test) for the consumer. ``finish()`` drains the loops and asserts the money
-invariants: every integration test ends with it."""
+"""Backend fixtures: a Backend wired to fakes (injected clock, simulated VSS, fake
+gateway, recording channels) and to the real payment provider service logic over HTTP
+(``tests.paysim.kit``: the paysim app in this process, its SQLite file in the test's
+folder, the same clock), on SQLite, or on PostgreSQL (one private cluster per session, a
+fresh database per test), and real Redis (a distinct db per test) for the consumer.
+``finish()`` drains the loops and asserts the money invariants: every integration test
+ends with it."""
 
 from __future__ import annotations
 
@@ -24,14 +26,15 @@ from backend.api import create_app
 from backend.auth import issue_token
 from backend.config import BackendSettings
 from backend.maintenance import SimulatedMaintenance
-from backend.paysim import SimConfig, SimulatedProvider
 from backend.seed import SeededCustomer, create_customer
 from backend.service import Backend
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
 from launcher.stack import LocalStack
+from paysim.modes import FailureModes
 from protocol.timeutil import ManualClock
 from tests.backend.fakes import FakeGateway, RecordingChannel
+from tests.paysim.kit import InProcessProvider
 
 SECRET = "test-webhook-secret"
 VINS = [
@@ -76,7 +79,7 @@ def redis_url(stack: LocalStack) -> str:
 class World:
     backend: Backend
     clock: ManualClock
-    provider: SimulatedProvider
+    provider: InProcessProvider
     maintenance: SimulatedMaintenance
     gateway: FakeGateway
     channels: dict[str, RecordingChannel]
@@ -129,14 +132,18 @@ WorldFactory = Callable[..., AbstractAsyncContextManager[World]]
 
 @pytest.fixture
 def make_world(tmp_path: Path) -> WorldFactory:
-    """``async with make_world(db_url, redis_url=…, sim=SimConfig(…)) as w``."""
+    """``async with make_world(db_url, redis_url=…, sim=FailureModes(…)) as w``.
+
+    The provider's state lives in the test's folder: a world made again in the same
+    test (``restart_of``, a second process) finds the same authorizations, captures and
+    stored answers. ``wrap_provider`` wraps what the backend calls (a crash, a width)."""
 
     @asynccontextmanager
     async def factory(
         url: str | None = None,
         redis_url: str | None = None,
-        sim: SimConfig | None = None,
-        provider: Any = None,
+        sim: FailureModes | None = None,
+        wrap_provider: Callable[[Any], Any] | None = None,
         restart_of: World | None = None,
         gateway: Any = None,
         vins: list[tuple[str, str]] | None = None,
@@ -146,7 +153,7 @@ def make_world(tmp_path: Path) -> WorldFactory:
         env = {
             "database_url": url or sqlite_url(tmp_path),
             "redis_url": redis_url,
-            "backend_webhook_secret": SECRET,
+            "payment_webhook_secret": SECRET,
             "backend_activation_deadline_s": 3600.0,
             "backend_outbox_initial_backoff_s": 1.0,
             "backend_settlement_grace_s": 60.0,
@@ -156,21 +163,16 @@ def make_world(tmp_path: Path) -> WorldFactory:
         channels = {n: RecordingChannel(n) for n in ("email", "push", "sms")}
         fake = FakeGateway()
         maintenance = SimulatedMaintenance(timeout_s=0.2)
+        modes = sim or FailureModes(settle_delay_s=5.0)
+        paysim = InProcessProvider(tmp_path / "paysim.sqlite3", clock, modes, SECRET)
         backend = Backend(
             BackendSettings(**env),
             clock=clock,
             maintenance=maintenance,
             gateway=gateway or fake,
             channels=dict(channels),
-            provider=provider,
+            provider=wrap_provider(paysim.client) if wrap_provider else paysim.client,
         )
-        if provider is None:
-            simulated = backend.provider
-            assert isinstance(simulated, SimulatedProvider)
-            simulated.config = sim or SimConfig(settle_delay_s=5.0)
-            simulated.rng.seed(simulated.config.seed)
-        else:
-            simulated = getattr(provider, "inner", provider)
         await backend.start()
         if restart_of is not None:  # same database: the people are already there
             alice, bob, ops = restart_of.alice, restart_of.bob, restart_of.ops_token
@@ -179,10 +181,10 @@ def make_world(tmp_path: Path) -> WorldFactory:
         app = create_app(backend, manage_lifespan=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://backend") as api:
-            yield World(
-                backend, clock, simulated, maintenance, fake, channels, api, alice, bob, ops
-            )
+            paysim.sink = api  # the provider's webhooks reach the backend's public route
+            yield World(backend, clock, paysim, maintenance, fake, channels, api, alice, bob, ops)
         await backend.close()
+        await paysim.aclose()
 
     return factory
 

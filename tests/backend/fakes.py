@@ -11,8 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from backend.errors import GatewayError
-from backend.payments import ProviderResult
-from backend.paysim import SimulatedProvider
+from backend.payments import PaymentProvider, ProviderResult
 from protocol.timeutil import format_ts
 
 
@@ -111,10 +110,10 @@ class Killed(BaseException):
 
 
 class CrashAfterCapture:
-    """Wraps the simulator: the capture happens at the provider, then the process
+    """Wraps the provider client: the capture happens at the provider, then the process
     'dies' before the answer reaches the database."""
 
-    def __init__(self, inner: SimulatedProvider) -> None:
+    def __init__(self, inner: PaymentProvider) -> None:
         self.inner = inner
 
     def __getattr__(self, name: str) -> Any:

@@ -16,8 +16,7 @@ from backend import consumer as consumer_module
 from backend.consumer import consume
 from backend.money import MoneyExecutor
 from backend.outbox import OutboxRelay
-from backend.payments import ProviderResult
-from backend.paysim import SimulatedProvider
+from backend.payments import PaymentProvider, ProviderResult
 from tests.backend.conftest import World, WorldFactory
 from tests.backend.fakes import FakeGateway, emit
 from tests.backend.test_purchase_saga import bought, event
@@ -57,9 +56,9 @@ class WideGateway(FakeGateway):
 
 
 class WideProvider:
-    """The simulator, its captures behind a ``Width``."""
+    """The provider client, its captures behind a ``Width``."""
 
-    def __init__(self, inner: SimulatedProvider, width: int) -> None:
+    def __init__(self, inner: PaymentProvider, width: int) -> None:
         self.inner, self.width = inner, Width(width)
 
     def __getattr__(self, name: str) -> Any:
@@ -112,7 +111,7 @@ async def test_money_intents_run_concurrently_each_once(
         await w.backend.relay.run_once()
         for p in bought_:
             await event(w, "activation.succeeded", p)
-        wide = WideProvider(w.provider, len(FLEET))
+        wide = WideProvider(w.provider.client, len(FLEET))
         other = MoneyExecutor(w.backend.sessions, wide, w.clock, w.backend.executor.on_result, 8)
         w.backend.executor.provider = wide
         done = await asyncio.gather(w.backend.executor.run_pending(), other.run_pending())

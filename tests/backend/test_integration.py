@@ -13,8 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from backend.consumer import EventConsumer
-from backend.paysim import SimConfig, SimulatedProvider
-from tests.backend.conftest import SECRET, VINS, World, WorldFactory
+from tests.backend.conftest import VINS, World, WorldFactory
 from tests.backend.fakes import CrashAfterCapture, Killed, emit
 from tests.backend.test_purchase_saga import bought
 
@@ -151,9 +150,7 @@ async def test_gateway_unavailable_during_purchase_delivers_later(
 async def test_killed_between_capture_and_db_write(make_world: WorldFactory, db_url: str) -> None:
     """The process dies after the provider captured, before the DB write; a new
     process on the same database finishes the intent: exactly one capture."""
-    inner = SimulatedProvider(SimConfig(settle_delay_s=5.0), SECRET)
-    async with make_world(db_url, provider=CrashAfterCapture(inner)) as w:
-        inner.clock = w.clock
+    async with make_world(db_url, wrap_provider=CrashAfterCapture) as w:
         p = await bought(w)
         from backend.consumer import consume
 
@@ -167,8 +164,8 @@ async def test_killed_between_capture_and_db_write(make_world: WorldFactory, db_
         with pytest.raises(Killed):
             await w.backend.settle()
         await w.backend.close()
-    async with make_world(db_url, provider=inner, restart_of=w) as again:  # the restart
-        inner.clock = again.clock
+    async with make_world(db_url, restart_of=w) as again:  # the restart, same provider
+        inner = again.provider
         again.clock.advance(again.backend.executor.lease_s)  # the dead one's claim expired
         await again.drain()
         assert await states(again, p["id"]) == ("ACTIVE", "CHARGED")

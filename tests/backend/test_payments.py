@@ -11,8 +11,8 @@ from sqlalchemy import select
 from backend import saga
 from backend.models import MoneyOp, Purchase, Ticket
 from backend.payments import SIGNATURE_HEADER, sign
-from backend.paysim import SimConfig
 from backend.states import PaymentState
+from paysim.modes import FailureModes
 from tests.backend.conftest import SECRET, WorldFactory
 from tests.backend.fakes import CrashAfterCapture, Killed
 from tests.backend.test_purchase_saga import bought, event
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(30)
 
 async def test_decline_is_payment_failed_without_outbox(make_world: WorldFactory) -> None:
     """A declined authorization → PAYMENT_FAILED / FAILED_NO_CHARGE, nothing sent."""
-    async with make_world(sim=SimConfig(decline_rate=1.0)) as w:
+    async with make_world(sim=FailureModes(decline_rate=1.0)) as w:
         p = await bought(w)
         assert (p["state"], p["payment"]["state"]) == ("PAYMENT_FAILED", "FAILED_NO_CHARGE")
         await w.drain()
@@ -52,11 +52,8 @@ async def test_crash_between_capture_and_db_write_ends_with_one_capture(
 ) -> None:
     """Killed after the provider captured but before the DB knew: the restart replays
     the durable intent with the same key; exactly one capture, payment CHARGED."""
-    from backend.paysim import SimulatedProvider
-
-    inner = SimulatedProvider(SimConfig(settle_delay_s=5.0), SECRET)
-    async with make_world(provider=CrashAfterCapture(inner)) as w:
-        inner.clock = w.clock
+    async with make_world(wrap_provider=CrashAfterCapture) as w:
+        inner = w.provider
         p = await bought(w)
         await event(w, "activation.succeeded", p)
         with pytest.raises(Killed):
@@ -65,7 +62,7 @@ async def test_crash_between_capture_and_db_write_ends_with_one_capture(
         assert (await w.purchase(p["id"]))["payment"]["state"] == "HELD_FOR_ACTIVATION"
         # "restart": a fresh executor over the same database and the real provider, once
         # the dead executor's claim on the intent has expired
-        w.backend.executor.provider = inner
+        w.backend.executor.provider = inner.client
         w.clock.advance(w.backend.executor.lease_s)
         await w.drain()
         got = await w.purchase(p["id"])
@@ -107,7 +104,8 @@ async def test_webhook_signature_is_verified(make_world: WorldFactory) -> None:
 
 async def test_settlement_webhooks_duplicated_and_reordered(make_world: WorldFactory) -> None:
     """Final 'settled' overtakes 'pending' and both come twice: settled stays settled."""
-    async with make_world(sim=SimConfig(settle_delay_s=5.0, duplicate_rate=1.0, reorder=True)) as w:
+    modes = FailureModes(settle_delay_s=5.0, duplicate_rate=1.0, reorder=True)
+    async with make_world(sim=modes) as w:
         p = await bought(w)
         await event(w, "activation.succeeded", p)
         await w.drain()
@@ -121,7 +119,7 @@ async def test_settlement_webhooks_duplicated_and_reordered(make_world: WorldFac
 
 async def test_failed_settlement_opens_ticket_feature_stays(make_world: WorldFactory) -> None:
     """A failed settlement: the feature stays ACTIVE (CaaS carries it), ops get a ticket."""
-    async with make_world(sim=SimConfig(settle_delay_s=1.0, settle_fail_rate=1.0)) as w:
+    async with make_world(sim=FailureModes(settle_delay_s=1.0, settle_fail_rate=1.0)) as w:
         p = await bought(w)
         await event(w, "activation.succeeded", p)
         await w.drain()

@@ -144,10 +144,14 @@ async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
 
 
 def test_purchase_benchmark_smoke(tmp_path: Path) -> None:
-    """`python -m bench purchases` settles every purchase of an all-online fleet as CHARGED."""
+    """`python -m bench purchases` settles every purchase of an all-online fleet as CHARGED,
+    with the money invariants holding and one capture per purchase at the provider."""
     report = run_bench(tmp_path, "purchases", "--vehicles", "20", "--database", "sqlite")
     assert report["accepted"] == report["charged"] == 20
     assert report["failed_no_charge"] == 0
+    assert report["invariant_violations"] == 0
+    assert report["provider"]["captures"] == 20  # counted by the provider, over HTTP
+    assert report["provider"]["captured_more_than_once"] == 0
     assert report["charged_per_s"] > 0
 
 

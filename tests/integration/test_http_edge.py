@@ -1,5 +1,6 @@
-"""The HTTP edge against real services: `python -m gateway`, `python -m backend` and
-`python -m vehicle_sim run --control-port` as child processes (uvicorn + httptools).
+"""The HTTP edge against real services: `python -m gateway`, `python -m backend`,
+`python -m paysim` and `python -m vehicle_sim run --control-port` as child processes
+(uvicorn + httptools).
 
 Each gets two unauthenticated 100 MB bodies streamed from a generator of 64 KiB chunks
 over a raw socket, one with Content-Length and one chunked: both are answered 413 at
@@ -33,6 +34,7 @@ TOTAL = 100 * 1024 * 1024
 CHUNK = b" " * 65536  # JSON whitespace: the content does not matter, the size does
 MAX_GROWTH_KIB = 50 * 1024
 QUICK_S = 10.0
+PROVIDER_KEY = "http-edge-test-provider-key"
 
 
 @dataclass
@@ -161,6 +163,9 @@ async def test_backend_refuses_huge_bodies_without_growing(tmp_path: Path) -> No
         "CAAS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'backend.sqlite3'}",
         "CAAS_REDIS_URL": "",
         "CAAS_GATEWAY_URL": f"http://127.0.0.1:{free_port()}",  # nothing to send it anyway
+        "CAAS_PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{free_port()}",  # nor to charge
+        "CAAS_PAYMENT_PROVIDER_KEY": PROVIDER_KEY,
+        "CAAS_PAYMENT_WEBHOOK_SECRET": "http-edge-test-webhook-secret",
     }
     seeded = json.loads(run_python(["backend", "seed", "--vehicles", "2"], env))
     customer = seeded["customers"][0]
@@ -183,6 +188,30 @@ async def test_backend_refuses_huge_bodies_without_growing(tmp_path: Path) -> No
             )  # fmt: skip
             assert r.status_code == 422, r.text
             assert r.json()["detail"][0]["loc"] == ["body", "duration", "days"]
+
+
+@pytest.mark.timeout(120)
+async def test_payment_provider_refuses_huge_bodies_without_growing(tmp_path: Path) -> None:
+    """Payment provider: 100 MB bodies → 413, RSS +<50 MB; then NaN is a 422 and an
+    authorization goes through."""
+    port = free_port()
+    env = {
+        "CAAS_PAYMENT_PROVIDER_KEY": PROVIDER_KEY,
+        "CAAS_PAYMENT_WEBHOOK_SECRET": "http-edge-test-webhook-secret",
+    }
+    args = ["paysim", "--port", str(port), "--db", str(tmp_path / "paysim.sqlite3")]
+    url = f"http://127.0.0.1:{port}"
+    service = PythonService("paysim", args, env, tmp_path / "paysim.log", f"{url}/healthz")
+    with started(service) as paysim:
+        await assert_floods_refused("paysim", paysim, port, "/v1/authorizations")
+        headers = {"Authorization": f"Bearer {PROVIDER_KEY}", "Idempotency-Key": "k1",
+                   "Content-Type": "application/json"}  # fmt: skip
+        async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+            r = await http.post("/v1/authorizations", content=b'{"amount_cents": NaN}')
+            assert r.status_code == 422, r.text
+            body = {"reference": "p1", "amount_cents": 100, "currency": "EUR"}
+            r = await http.post("/v1/authorizations", json=body)
+            assert r.status_code == 201, r.text
 
 
 @pytest.mark.timeout(120)

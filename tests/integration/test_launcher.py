@@ -14,7 +14,7 @@ import redis
 
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
-from launcher.stack import LocalStack
+from launcher.stack import LocalStack, Secrets
 from tests.conftest import project_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -88,3 +88,16 @@ def test_launcher_up_stops_its_services_on_sigint(tmp_path: Path) -> None:
                 f"/proc/{pid}/status").read_text()  # fmt: skip
     finally:
         proc.kill()
+
+
+def test_payment_secrets_are_generated_per_run_folder(stack: LocalStack, tmp_path: Path) -> None:
+    """The provider's key and webhook secret: generated once per run folder (0600), the
+    same after a restart, another folder gets others; exported as CAAS_PAYMENT_*."""
+    env = stack.env()
+    key, secret = env["CAAS_PAYMENT_PROVIDER_KEY"], env["CAAS_PAYMENT_WEBHOOK_SECRET"]
+    assert len(key) >= 16 and len(secret) >= 16 and key != secret
+    assert stack.secrets.path.stat().st_mode & 0o777 == 0o600
+    again = Secrets(stack.run_dir)
+    assert (again["payment_provider_key"], again["payment_webhook_secret"]) == (key, secret)
+    other = Secrets(tmp_path)
+    assert other["payment_provider_key"] != key and other["payment_webhook_secret"] != secret
