@@ -8,10 +8,10 @@ import json
 import logging
 import sys
 
-from backend import invariants
+from backend.audit import money as invariants
 from backend.config import BackendSettings
-from backend.db import make_engine, make_sessions, migrate
-from backend.seed import seed_demo
+from backend.services.seed import seed_demo
+from backend.store.db import make_engine, make_sessions, migrate
 from launcher.stack import use_dev_stack_defaults
 from protocol.settings import ConfigError, problem_line
 from protocol.timeutil import SystemClock
@@ -46,7 +46,7 @@ async def _migrate(settings: BackendSettings) -> int:
 
 
 async def _seed(settings: BackendSettings, args: argparse.Namespace) -> int:
-    from backend import catalog
+    from backend.services import catalog
 
     engine = make_engine(settings.resolved_database_url())
     await migrate(engine)
@@ -75,7 +75,7 @@ async def _check(settings: BackendSettings) -> int:
 def _serve(settings: BackendSettings, host: str, port: int, level: str) -> int:
     import uvicorn
 
-    from backend.api import create_app
+    from backend.http.api import create_app
     from backend.service import Backend
 
     try:  # the payment provider's URL, key and webhook secret are checked here

@@ -19,26 +19,28 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 
-from backend import billing, catalog, inbox, lifecycle, saga, wakeups
-from backend.charges import ChargeExecutor
+from backend.adapters.gateway_client import GatewayClient, HttpGatewayClient
+from backend.adapters.maintenance import MaintenanceClient, SimulatedMaintenance
+from backend.adapters.payments import PaymentProvider, ProviderResult, verify
+from backend.adapters.provider_http import HttpPaymentProvider
 from backend.config import BackendSettings
-from backend.consumer import EventConsumer
-from backend.db import make_engine, make_sessions, migrate
 from backend.errors import InvalidRequest
-from backend.gateway_client import GatewayClient, HttpGatewayClient
 from backend.logs import log
-from backend.loops import Step, run_loop
-from backend.maintenance import MaintenanceClient, SimulatedMaintenance
-from backend.models import MoneyOp, Payment
-from backend.money import MoneyExecutor
-from backend.notify import Channel, Dispatcher, LogChannel, SmtpChannel
-from backend.outbox import OutboxRelay
-from backend.payments import PaymentProvider, ProviderResult, verify
-from backend.provider_http import HttpPaymentProvider
-from backend.purchases import PurchaseService
-from backend.reconcile import Reconciler, Watchdog
-from backend.scheduler import Scheduler, ensure
-from backend.wakeups import Wakeups
+from backend.services import billing, catalog, lifecycle, saga
+from backend.services.purchases import PurchaseService
+from backend.store import inbox
+from backend.store.db import make_engine, make_sessions, migrate
+from backend.store.models import MoneyOp, Payment
+from backend.workers import wakeups
+from backend.workers.charges import ChargeExecutor
+from backend.workers.consumer import EventConsumer
+from backend.workers.loops import Step, run_loop
+from backend.workers.money import MoneyExecutor
+from backend.workers.notify import Channel, Dispatcher, LogChannel, SmtpChannel
+from backend.workers.reconcile import Reconciler, Watchdog
+from backend.workers.relay import OutboxRelay
+from backend.workers.scheduler import Scheduler, ensure
+from backend.workers.wakeups import Wakeups
 from protocol.codec import loads_object
 from protocol.errors import PayloadRejected
 from protocol.timeutil import Clock, SystemClock
@@ -205,7 +207,7 @@ class Backend:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(job, name=f"backend.{name}") for name, job in self._jobs()]
             if self.consumer is not None:
-                tasks.append(tg.create_task(self.consumer.run(), name="backend.consumer"))
+                tasks.append(tg.create_task(self.consumer.run(), name="backend.workers.consumer"))
             try:
                 yield self
             finally:

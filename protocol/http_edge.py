@@ -1,6 +1,6 @@
 """The HTTP edge shared by all services: what every request meets before routing.
 
-The gateway (``gateway/api.py``), the backend (``backend/api.py``) and the simulator's
+The gateway (``gateway/api.py``), the backend (``backend/http/api.py``) and the simulator's
 control API (``vehicle_sim/control.py``) each call ``install_http_edge(app)`` on the
 FastAPI app they build. It installs two things.
 

@@ -21,13 +21,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from backend import invariants
-from backend.api import create_app
-from backend.auth import issue_token
+from backend.adapters.maintenance import SimulatedMaintenance
+from backend.audit import money as invariants
 from backend.config import BackendSettings
-from backend.maintenance import SimulatedMaintenance
-from backend.seed import SeededCustomer, create_customer
+from backend.http.api import create_app
 from backend.service import Backend
+from backend.services.auth import issue_token
+from backend.services.seed import SeededCustomer, create_customer
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
 from launcher.stack import LocalStack

@@ -10,8 +10,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from backend.adapters.payments import PaymentProvider, ProviderResult
 from backend.errors import GatewayError
-from backend.payments import PaymentProvider, ProviderResult
 from protocol.timeutil import format_ts
 
 

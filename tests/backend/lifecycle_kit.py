@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from backend.consumer import consume
-from backend.models import Notification, Purchase
+from backend.store.models import Notification, Purchase
+from backend.workers.consumer import consume
 from tests.backend.conftest import VINS, World
 from tests.backend.test_purchase_saga import bought, event
 

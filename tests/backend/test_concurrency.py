@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from backend import consumer as consumer_module
-from backend.consumer import consume
-from backend.money import MoneyExecutor
-from backend.outbox import OutboxRelay
-from backend.payments import PaymentProvider, ProviderResult
+from backend.adapters.payments import PaymentProvider, ProviderResult
+from backend.workers import consumer as consumer_module
+from backend.workers.consumer import consume
+from backend.workers.money import MoneyExecutor
+from backend.workers.relay import OutboxRelay
 from tests.backend.conftest import World, WorldFactory
 from tests.backend.fakes import FakeGateway, emit
 from tests.backend.test_purchase_saga import bought, event

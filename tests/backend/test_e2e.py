@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.gateway_client import HttpGatewayClient
+from backend.adapters.gateway_client import HttpGatewayClient
 from gateway.api import create_app as gateway_app
 from gateway.config import GatewaySettings
 from gateway.service import Gateway
@@ -72,7 +72,7 @@ async def real_gateway(
 
 def paid_upfront(feature: str) -> dict[str, Any]:
     """A duration charged at activation (subscriptions are billed in arrears, issue 5)."""
-    from backend.catalog import load_file
+    from backend.services.catalog import load_file
 
     entry = next(e for e in load_file() if e["id"] == feature)
     price = next(p for p in entry["prices"] if p["model"] != "subscription")

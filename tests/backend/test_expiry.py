@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from backend.models import MoneyOp, Notification, ServicePrice, Ticket
+from backend.store.models import MoneyOp, Notification, ServicePrice, Ticket
 from tests.backend.conftest import World
 from tests.backend.lifecycle_kit import (
     DAY,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from backend.consumer import EventConsumer
+from backend.workers.consumer import EventConsumer
 from tests.backend.conftest import VINS, World, WorldFactory
 from tests.backend.fakes import CrashAfterCapture, Killed, emit
 from tests.backend.test_purchase_saga import bought
@@ -92,7 +92,7 @@ async def test_consumer_crash_before_ack_replays_pending_once(
         assert first is not None
         read: Any = await plain_redis.xreadgroup("backend", first.name, {"caas:events": ">"})
         entry_id, fields = read[0][1][0]
-        from backend.consumer import consume
+        from backend.workers.consumer import consume
 
         await consume(
             w.backend.sessions,
@@ -152,7 +152,7 @@ async def test_killed_between_capture_and_db_write(make_world: WorldFactory, db_
     process on the same database finishes the intent: exactly one capture."""
     async with make_world(db_url, wrap_provider=CrashAfterCapture) as w:
         p = await bought(w)
-        from backend.consumer import consume
+        from backend.workers.consumer import consume
 
         await consume(
             w.backend.sessions,

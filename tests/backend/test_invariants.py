@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from backend import invariants
-from backend.models import MoneyOp, Payment, Purchase
+from backend.audit import money as invariants
+from backend.store.models import MoneyOp, Payment, Purchase
 from tests.backend.conftest import World, sqlite_url
 from tests.backend.test_purchase_saga import bought, event
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from backend.models import Payment, Purchase, SubscriptionCharge
+from backend.store.models import Payment, Purchase, SubscriptionCharge
 from tests.backend.conftest import World
 from tests.backend.lifecycle_kit import DAY, active, travel
 from tests.backend.test_invariants import rules

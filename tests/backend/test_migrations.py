@@ -12,7 +12,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db import alembic_config, make_engine
+from backend.store.db import alembic_config, make_engine
 
 pytestmark = pytest.mark.timeout(60)
 

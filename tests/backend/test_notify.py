@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from backend import notify
-from backend.db import make_engine, make_sessions
-from backend.models import Customer, Notification
-from backend.notify import Dispatcher
+from backend.store.db import make_engine, make_sessions
+from backend.store.models import Customer, Notification
+from backend.workers import notify
+from backend.workers.notify import Dispatcher
 from tests.backend.conftest import World, WorldFactory
 from tests.backend.fakes import Killed, RecordingChannel
 from tests.backend.lifecycle_kit import active, cancel

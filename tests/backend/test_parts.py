@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from backend.catalog import load_file
+from backend.adapters.payments import sign, verify
+from backend.domain.retry import backoff_s
 from backend.errors import ConfigError, InvalidRequest
-from backend.models import Customer
-from backend.notify import SmtpChannel, channels_for, render
-from backend.payments import sign, verify
-from backend.retry import backoff_s
+from backend.services.catalog import load_file
+from backend.store.models import Customer
+from backend.workers.notify import SmtpChannel, channels_for, render
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -8,10 +8,10 @@ import json
 import pytest
 from sqlalchemy import select
 
-from backend import saga
-from backend.models import MoneyOp, Purchase, Ticket
-from backend.payments import SIGNATURE_HEADER, sign
-from backend.states import PaymentState
+from backend.adapters.payments import SIGNATURE_HEADER, sign
+from backend.domain.states import PaymentState
+from backend.services import saga
+from backend.store.models import MoneyOp, Purchase, Ticket
 from paysim.modes import FailureModes
 from tests.backend.conftest import SECRET, WorldFactory
 from tests.backend.fakes import CrashAfterCapture, Killed

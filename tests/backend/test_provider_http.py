@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.adapters.payments import PaymentProvider, ProviderResult, SettlementStatus
+from backend.adapters.provider_http import HttpPaymentProvider
 from backend.errors import ProviderError, ProviderTimeout
-from backend.payments import PaymentProvider, ProviderResult, SettlementStatus
-from backend.provider_http import HttpPaymentProvider
 from paysim.modes import FailureModes
 from protocol.timeutil import ManualClock
 from tests.paysim.kit import InProcessProvider

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from backend.consumer import consume
-from backend.models import MoneyOp, Notification, OutboxMessage, Ticket
+from backend.store.models import MoneyOp, Notification, OutboxMessage, Ticket
+from backend.workers.consumer import consume
 from tests.backend.conftest import VINS, World
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from backend.models import Notification, Purchase, Ticket
+from backend.store.models import Notification, Purchase, Ticket
 from launcher.stack import LocalStack
 from protocol.topics import Topics
 from tests.backend.conftest import WorldFactory, sqlite_url

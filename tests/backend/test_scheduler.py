@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from backend.models import OutboxMessage, ScheduledJob, SubscriptionCharge
-from backend.scheduler import Scheduler
+from backend.store.models import OutboxMessage, ScheduledJob, SubscriptionCharge
+from backend.workers.scheduler import Scheduler
 from tests.backend.conftest import WorldFactory
 from tests.backend.lifecycle_kit import DAY, active
 

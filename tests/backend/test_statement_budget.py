@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from backend.consumer import Event, consume_batch
-from backend.models import MoneyOp, Purchase, Service
+from backend.store.models import MoneyOp, Purchase, Service
+from backend.workers.consumer import Event, consume_batch
 from tests.backend.conftest import VINS, World
 
 pytestmark = pytest.mark.timeout(30)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from backend.consumer import consume
-from backend.models import OutboxMessage, Purchase
+from backend.store.models import OutboxMessage, Purchase
+from backend.workers.consumer import consume
 from protocol.timeutil import format_ts
 from tests.backend.conftest import VINS, World
 from tests.backend.lifecycle_kit import (

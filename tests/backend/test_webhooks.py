@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from backend.inbox import MAX_SEQ
-from backend.models import InboxEvent, Payment, TimelineEntry
-from backend.payments import SIGNATURE_HEADER, sign
+from backend.adapters.payments import SIGNATURE_HEADER, sign
+from backend.store.inbox import MAX_SEQ
+from backend.store.models import InboxEvent, Payment, TimelineEntry
 from tests.backend.conftest import SECRET, World, WorldFactory
 from tests.backend.test_purchase_saga import bought, event
 

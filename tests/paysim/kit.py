@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from backend.provider_http import HttpPaymentProvider
+from backend.adapters.provider_http import HttpPaymentProvider
 from paysim.app import create_app
 from paysim.ledger import Ledger
 from paysim.modes import FailureModes

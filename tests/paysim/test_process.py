@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.payments import verify
+from backend.adapters.payments import verify
 from launcher.procs import free_port
 from launcher.services import PythonService
 from protocol.webhook_signing import SIGNATURE_HEADER

@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
+from backend.adapters.payments import verify
 from backend.errors import InvalidRequest
-from backend.payments import verify
 from paysim.ledger import Ledger
 from paysim.webhooks import Deliverer, backoff_s
 from protocol.timeutil import ManualClock

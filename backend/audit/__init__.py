@@ -1,0 +1,1 @@
+"""``check-invariants``: the money and lifecycle rules, checked from the database alone."""

@@ -1,0 +1,1 @@
+"""The HTTP API: the FastAPI app, its routes, and the one error body shape."""

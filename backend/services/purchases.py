@@ -1,0 +1,303 @@
+"""Creating a purchase: ownership, price, maintenance gate, idempotency, the hold.
+
+The purchase, its payment (INITIATED), the idempotency key and the authorization
+intent commit together; the provider is called after that commit, and its answer
+(with the outbox row when the hold is placed) commits in the next transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.adapters.maintenance import MaintenanceClient
+from backend.domain.states import IN_FLIGHT, OpKind, PaymentState, PurchaseState
+from backend.errors import Conflict, InvalidRequest, NotFound
+from backend.logs import log
+from backend.services import lifecycle, support
+from backend.services.catalog import Catalog, CatalogCache, ServiceInfo
+from backend.store.db import Sessions
+from backend.store.models import (
+    Customer,
+    IdempotencyKey,
+    MoneyOp,
+    Payment,
+    Purchase,
+    Vehicle,
+)
+from backend.store.records import timeline
+from backend.workers import money, notify
+from backend.workers.money import MoneyExecutor
+from protocol.timeutil import Clock
+
+MAX_SCHEDULE_AHEAD_S = 366 * 86_400.0
+BLOCKING = IN_FLIGHT | {PurchaseState.ACTIVE, PurchaseState.MANUALLY_ACTIVATED}
+
+
+@dataclass(frozen=True)
+class PurchaseRequest:
+    vehicle_id: str
+    service_id: str
+    model: str
+    days: int | None
+    start_at: float | None
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+class PurchaseService:
+    def __init__(
+        self,
+        sessions: Sessions,
+        catalog: CatalogCache,
+        maintenance: MaintenanceClient,
+        executor: MoneyExecutor,
+        clock: Clock,
+        deadline_s: float,
+    ) -> None:
+        self.sessions = sessions
+        self.catalog = catalog
+        self.maintenance = maintenance
+        self.executor = executor
+        self.clock = clock
+        self.deadline_s = deadline_s
+
+    async def create(
+        self, session: AsyncSession, customer_id: str, req: PurchaseRequest, key: str
+    ) -> tuple[Purchase, Payment | None]:
+        """The purchase and its payment as the answer shows them (the existing ones for a
+        replayed key). ``session`` is the request's: the checks and the writes share its
+        transaction, except around the VSS call, which no transaction is held across."""
+        replay = await self._replayed(session, customer_id, key, req.digest())
+        if replay:
+            return await _current(session, replay)
+        vehicle, price, service = await self._validate(session, customer_id, req)
+        if service.maintenance_linked:
+            await session.commit()  # nothing written yet: only ends the transaction
+            await self._gate(customer_id, vehicle, req)
+        try:
+            purchase, op, payment = await self._insert(session, customer_id, req, key, price)
+        except IntegrityError:
+            await session.rollback()  # a concurrent twin request won the key
+            replay = await self._replayed(session, customer_id, key, req.digest())
+            if replay:
+                return await _current(session, replay)
+            raise
+        recorded = await self.executor.execute(op, payment)  # the hold, before the answer
+        if recorded is not None:  # the rows as that transaction committed them
+            return recorded.purchase, recorded.payment
+        return await _current(session, purchase.id)  # timed out: what the retry wrote
+
+    async def _replayed(
+        self, session: AsyncSession, customer_id: str, key: str, digest: str
+    ) -> str | None:
+        row = await session.scalar(
+            select(IdempotencyKey).where(
+                IdempotencyKey.customer_id == customer_id, IdempotencyKey.key == key
+            )
+        )
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise Conflict(
+                "idempotency_key_reused", "this Idempotency-Key was used with another body"
+            )
+        return row.purchase_id
+
+    async def _validate(
+        self, session: AsyncSession, customer_id: str, req: PurchaseRequest
+    ) -> tuple[Vehicle, int, ServiceInfo]:
+        vehicle = await session.get(Vehicle, req.vehicle_id)
+        if vehicle is None or vehicle.customer_id != customer_id:
+            raise NotFound("vehicle", req.vehicle_id)
+        offer = self.catalog.current
+        service, price = offer.price_of(req.service_id, req.model, req.days)
+        now = self.clock.now()
+        if req.start_at is not None and not now - 300 <= req.start_at <= now + MAX_SCHEDULE_AHEAD_S:
+            raise InvalidRequest("bad_start_at", "start_at must be now or within a year")
+        await _gates(session, customer_id, vehicle, req.service_id, offer)
+        return vehicle, price, service
+
+    async def _gate(self, customer_id: str, vehicle: Vehicle, req: PurchaseRequest) -> None:
+        status = await self.maintenance.status(vehicle.vin)
+        if not status.overdue:
+            return
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            stored = await session.get(Vehicle, vehicle.id)
+            assert stored is not None
+            await support.warranty_notice(session, stored, status, now)
+            purchase = self._purchase(customer_id, req, 0, now, PurchaseState.BLOCKED_MAINTENANCE)
+            session.add(purchase)
+            customer = await session.get(Customer, customer_id)
+            assert customer is not None
+            msg = notify.render(
+                "maintenance_required",
+                service=req.service_id,
+                vin=vehicle.vin,
+                workshop=status.workshop_url,
+            )
+            await session.flush()
+            await notify.queue(session, customer, msg, now, purchase.id)
+            timeline(session, customer_id, purchase.id, now, "purchase.blocked_maintenance")
+        log("purchase.blocked_maintenance", purchase_id=purchase.id, service=req.service_id)
+        raise Conflict(
+            "maintenance_overdue",
+            "the vehicle's maintenance is overdue",
+            {"purchase_id": purchase.id, "workshop_url": status.workshop_url},
+        )
+
+    def _purchase(
+        self, customer_id: str, req: PurchaseRequest, price: int, now: float, state: PurchaseState
+    ) -> Purchase:
+        start = req.start_at if req.start_at is not None and req.start_at > now else now
+        return Purchase(
+            id=str(uuid.uuid4()),
+            customer_id=customer_id,
+            vehicle_id=req.vehicle_id,
+            service_id=req.service_id,
+            duration_model=req.model,
+            duration_days=req.days,
+            price_cents=price,
+            state=state.value,
+            activation_id=str(uuid.uuid4()),
+            start_at=start,
+            deadline_at=start + self.deadline_s,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _insert(
+        self,
+        session: AsyncSession,
+        customer_id: str,
+        req: PurchaseRequest,
+        key: str,
+        price: int,
+    ) -> tuple[Purchase, MoneyOp, Payment]:
+        """Purchase, payment, idempotency key and authorize intent: one commit."""
+        now = self.clock.now()
+        purchase = self._purchase(customer_id, req, price, now, PurchaseState.PAYMENT_PENDING)
+        payment = Payment(
+            id=str(uuid.uuid4()),
+            purchase_id=purchase.id,
+            amount_cents=price,
+            currency="EUR",
+            state=PaymentState.INITIATED.value,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(purchase)
+        await session.flush()
+        session.add(payment)
+        session.add(
+            IdempotencyKey(
+                id=str(uuid.uuid4()),
+                customer_id=customer_id,
+                key=key,
+                request_hash=req.digest(),
+                purchase_id=purchase.id,
+                created_at=now,
+            )
+        )
+        await session.flush()
+        # a fresh payment has no intent yet; born claimed: this request runs it
+        op = await money.add_intent(
+            session,
+            payment,
+            OpKind.AUTHORIZE,
+            price,
+            PaymentState.HELD_FOR_ACTIVATION,
+            now,
+            claim_s=self.executor.lease_s,
+        )
+        timeline(
+            session,
+            customer_id,
+            purchase.id,
+            now,
+            "purchase.created",
+            service=req.service_id,
+            price_cents=price,
+        )
+        await session.commit()
+        log("purchase.created", purchase_id=purchase.id, service=req.service_id, price_cents=price)
+        return purchase, op, payment
+
+
+async def _current(session: AsyncSession, purchase_id: str) -> tuple[Purchase, Payment | None]:
+    """A purchase and its payment as stored now (not as this session last saw them)."""
+    row = (
+        await session.execute(
+            select(Purchase, Payment)
+            .outerjoin(Payment, Payment.purchase_id == Purchase.id)
+            .where(Purchase.id == purchase_id)
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def _gates(
+    session: AsyncSession, customer_id: str, vehicle: Vehicle, service_id: str, offer: Catalog
+) -> None:
+    """Not already active or pending; issue 5: the post-cancellation policy, and no new
+    activation while the last deactivation of this feature on this vehicle is still on
+    its way. One query finds every purchase that could refuse it; the checks keep their
+    order (so the same conflict is reported as before)."""
+    excluded = lifecycle.excluded_after_cancel(offer, service_id)
+    on_vehicle = and_(
+        Purchase.vehicle_id == vehicle.id,
+        or_(
+            Purchase.state.in_([s.value for s in BLOCKING]),
+            Purchase.deactivation_state.in_(lifecycle.DEACTIVATION_PENDING),
+        ),
+    )
+    cancelled = and_(
+        Purchase.customer_id == customer_id,
+        Purchase.cancel_reason.in_(lifecycle.CUSTOMER_REASONS),
+    )
+    rows = (
+        await session.execute(
+            select(
+                Purchase.id,
+                Purchase.vehicle_id,
+                Purchase.state,
+                Purchase.deactivation_state,
+                Purchase.customer_id,
+                Purchase.cancel_reason,
+            ).where(
+                Purchase.service_id == service_id,
+                or_(on_vehicle, cancelled) if excluded else on_vehicle,
+            )
+        )
+    ).all()
+    mine = [r for r in rows if r.vehicle_id == vehicle.id]
+    busy = next((r.id for r in mine if r.state in BLOCKING), None)
+    if busy:
+        raise Conflict(
+            "already_purchased", f"{service_id} is active or pending", {"purchase_id": busy}
+        )
+    if excluded and any(
+        r.customer_id == customer_id and r.cancel_reason in lifecycle.CUSTOMER_REASONS for r in rows
+    ):
+        raise Conflict(
+            "excluded_after_cancellation",
+            f"{service_id} was cancelled by this customer and may not be bought again",
+        )
+    switching_off = next(
+        (r.id for r in mine if r.deactivation_state in lifecycle.DEACTIVATION_PENDING), None
+    )
+    if switching_off:
+        raise Conflict(
+            "deactivation_in_progress",
+            f"{service_id} is being switched off; buy it again once that is done",
+            {"purchase_id": switching_off},
+        )

@@ -1,0 +1,211 @@
+"""The inbox: one row per consumed event id, written in the transaction that applies
+the event. A duplicate finds the row and does nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from sqlalchemy import Exists, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.services import lifecycle, saga, support
+from backend.store import preload
+from backend.store.models import InboxEvent, Payment, Purchase
+from backend.store.records import open_ticket, timeline
+
+ACTIVATION_TYPES = {
+    "activation.accepted",
+    "activation.attempt_failed",
+    "activation.succeeded",
+    "activation.failed",
+    "activation.cancelled",
+}
+
+
+async def seen(session: AsyncSession, event_id: str) -> bool:
+    return await session.get(InboxEvent, event_id) is not None
+
+
+async def seen_among(session: AsyncSession, event_ids: list[str]) -> set[str]:
+    """Which of these event ids were consumed already (one query for a batch)."""
+    found = await session.scalars(
+        select(InboxEvent.event_id).where(InboxEvent.event_id.in_(event_ids))
+    )
+    return set(found.all())
+
+
+def remember(
+    session: AsyncSession, event_id: str, source: str, type_: str, outcome: str, now: float
+) -> None:
+    session.add(
+        InboxEvent(
+            event_id=event_id[:128],
+            source=source,
+            type=type_[:64],
+            outcome=outcome,
+            received_at=now,
+        )
+    )
+
+
+def activation_state_after(type_: str, data: dict[str, Any]) -> str:
+    """The gateway Activation state (SPEC §3) an event tells us about."""
+    if type_ == "activation.attempt_failed":
+        # FAILED_RETRY: a retry is scheduled; FAILED_ESCALATE: the final queries run
+        return "RETRY_SCHEDULED" if data.get("result") == "FAILED_RETRY" else "IN_PROGRESS"
+    return {
+        "activation.accepted": "QUEUED",
+        "activation.succeeded": "SUCCEEDED",
+        "activation.failed": "FAILED",
+        "activation.cancelled": "CANCELLED",
+    }.get(type_, "IN_PROGRESS")
+
+
+def purchase_activation_id(type_: str, data: dict[str, Any]) -> str | None:
+    """The activation id ``apply_gateway_event`` looks a purchase up by (None: it looks
+    up none), so that a batch can load those purchases up front."""
+    if type_ not in ACTIVATION_TYPES or data.get("action", "activate") == "deactivate":
+        return None
+    return str(data.get("activation_id"))
+
+
+async def apply_gateway_event(
+    session: AsyncSession, type_: str, data: dict[str, Any], now: float
+) -> str:
+    """Apply one ``caas:events`` entry; returns applied | stale | ignored."""
+    if type_ not in ACTIVATION_TYPES:
+        return "ignored"
+    if data.get("action", "activate") == "deactivate":
+        return await lifecycle.on_deactivation_event(session, type_, data, now)
+    purchase = await preload.purchase_by_activation(session, str(data.get("activation_id")))
+    if purchase is None:
+        return await support.on_support_event(session, type_, data, now)
+    purchase.activation_state = activation_state_after(type_, data)
+    match type_:
+        case "activation.succeeded":
+            outcome = await saga.activation_succeeded(session, purchase, now)
+            if outcome == "stale" and purchase.state == "CANCELLED" and not purchase.activated_at:
+                # cancelled while scheduled, but the command went out: switch it off again
+                await lifecycle.request_deactivation(session, purchase, now)
+            return outcome
+        case "activation.failed":
+            diagnostics = data.get("diagnostics")
+            return await saga.activation_failed(
+                session,
+                purchase,
+                now,
+                data.get("failure_category"),
+                diagnostics if isinstance(diagnostics, dict) else None,
+            )
+        case "activation.cancelled":
+            return await saga.activation_cancelled(session, purchase, now)
+        case _:
+            timeline(
+                session,
+                purchase.customer_id,
+                purchase.id,
+                now,
+                type_,
+                attempts=data.get("attempts"),
+            )
+            return "applied"
+
+
+MAX_SEQ = 2**53 - 1  # an integer every JSON parser reads exactly; the column is 64-bit
+# printable ASCII: no NUL, no lone surrogate, nothing SQL could refuse to store
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+# field: (longest, required); an optional field may be absent or null
+_TOKEN_FIELDS = {"event_id": (128, True), "type": (64, True), "reference": (64, False)}
+
+
+def provider_event_problem(body: dict[str, Any]) -> str | None:
+    """Why a provider webhook body cannot be applied (None: it can): ``event_id`` and
+    ``type`` and, when present, ``reference`` are short printable ASCII strings, ``seq``
+    an integer in 1..2^53-1. Checked before any SQL, so a value the database cannot
+    hold is a 400, never a failed statement."""
+    for name, (longest, required) in _TOKEN_FIELDS.items():
+        value = body.get(name)
+        if value is None and not required:
+            continue
+        if not isinstance(value, str) or len(value) > longest or not _TOKEN.fullmatch(value):
+            return f"{name} must be 1 to {longest} printable ASCII characters"
+    seq = body.get("seq")
+    if seq is not None and (type(seq) is not int or not 1 <= seq <= MAX_SEQ):
+        return f"seq must be an integer from 1 to {MAX_SEQ}"
+    return None
+
+
+SETTLEMENT_OF = {  # the provider's settlement webhooks (docs/paysim.md)
+    "capture.pending": "PENDING",
+    "capture.settled": "SETTLED",
+    "capture.settlement_failed": "FAILED",
+    "charge.pending": "PENDING",
+    "charge.settled": "SETTLED",
+    "charge.settlement_failed": "FAILED",
+}
+
+
+async def consume_provider_event(
+    session: AsyncSession, event_id: str, body: dict[str, Any], now: float
+) -> str:
+    """A settlement webhook, exactly once: duplicate | applied | stale | ignored. One
+    query finds the payment, its purchase and whether the event was consumed already."""
+    found = (
+        await session.execute(
+            select(Payment, Purchase, _seen(event_id))
+            .join(Purchase, Purchase.id == Payment.purchase_id)
+            .where(Payment.id == str(body.get("reference")))
+        )
+    ).one_or_none()
+    if found is None:  # no such payment: only the inbox can tell a duplicate
+        if await seen(session, event_id):
+            return "duplicate"
+        outcome = "ignored"
+    elif found[2]:
+        return "duplicate"
+    else:
+        outcome = await _settle(session, found[0], found[1], body, now)
+    remember(session, event_id, "provider", str(body.get("type")), outcome, now)
+    return outcome
+
+
+def _seen(event_id: str) -> Exists:
+    return exists().where(InboxEvent.event_id == event_id[:128])
+
+
+async def _settle(
+    session: AsyncSession, payment: Payment, purchase: Purchase, body: dict[str, Any], now: float
+) -> str:
+    """Newer ``seq`` wins, so a late "pending" never undoes "settled"."""
+    state = SETTLEMENT_OF.get(str(body.get("type")))
+    if state is None:
+        return "ignored"
+    seq = body.get("seq")
+    if not isinstance(seq, int) or seq <= payment.settlement_seq:
+        return "stale"
+    payment.settlement, payment.settlement_seq, payment.updated_at = state, seq, now
+    timeline(session, purchase.customer_id, purchase.id, now, f"settlement.{state.lower()}")
+    if state == "FAILED":
+        await open_ticket(
+            session,
+            purchase,
+            "settlement_failed",
+            None,
+            now,
+            authorization_ref=payment.authorization_ref,
+        )
+        payment.reconciled = True
+    return "applied"
+
+
+def parse_entry(fields: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    """(event_id, type, data) of a stream entry; ValueError when it is not one."""
+    event_id, type_ = fields.get("event_id"), fields.get("type")
+    if not event_id or not type_:
+        raise ValueError("entry without event_id or type")
+    data = json.loads(fields.get("data") or "{}")
+    if not isinstance(data, dict):
+        raise ValueError("data is not an object")
+    return event_id, type_, data

@@ -1,0 +1,111 @@
+"""Small writers shared by the saga and the API: timeline entries, support tickets, and
+the outbox rows that ask the gateway to act on a purchase's feature."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.store.models import Customer, OutboxMessage, Purchase, Ticket, TimelineEntry, Vehicle
+from backend.workers import wakeups
+
+
+def timeline(
+    session: AsyncSession,
+    customer_id: str,
+    purchase_id: str | None,
+    now: float,
+    kind: str,
+    **detail: Any,
+) -> None:
+    session.add(
+        TimelineEntry(
+            customer_id=customer_id, purchase_id=purchase_id, at=now, kind=kind, detail=detail
+        )
+    )
+
+
+async def open_ticket(
+    session: AsyncSession,
+    purchase: Purchase,
+    kind: str,
+    diagnostics: dict[str, Any] | None,
+    now: float,
+    **extra: Any,
+) -> Ticket:
+    """One ticket per (purchase, kind): a duplicate event finds the existing one."""
+    existing = await session.scalar(
+        select(Ticket).where(Ticket.purchase_id == purchase.id, Ticket.kind == kind)
+    )
+    if existing is not None:
+        return existing
+    customer = await session.get(Customer, purchase.customer_id)
+    vehicle = await session.get(Vehicle, purchase.vehicle_id)
+    assert customer is not None
+    assert vehicle is not None
+    count = await session.scalar(select(func.count()).select_from(Ticket)) or 0
+    ticket = Ticket(
+        id=str(uuid.uuid4()), number=f"T-{count + 1:06d}-{uuid.uuid4().hex[:4].upper()}",
+        customer_id=customer.id, purchase_id=purchase.id, kind=kind, status="OPEN",
+        details={**_details(customer, vehicle, purchase), "diagnostics": diagnostics, **extra},
+        created_at=now,
+    )  # fmt: skip
+    session.add(ticket)
+    await session.flush()
+    timeline(
+        session,
+        customer.id,
+        purchase.id,
+        now,
+        "ticket.opened",
+        ticket=ticket.number,
+        ticket_kind=kind,
+    )
+    return ticket
+
+
+def _details(customer: Customer, vehicle: Vehicle, purchase: Purchase) -> dict[str, Any]:
+    """What support needs to act without looking anything up."""
+    return {
+        "customer": {"id": customer.id, "name": customer.name, "email": customer.email,
+                     "phone": customer.phone},
+        "vehicle": {"id": vehicle.id, "vin": vehicle.vin, "model": vehicle.model},
+        "purchase": {"id": purchase.id, "service_id": purchase.service_id,
+                     "activation_id": purchase.activation_id,
+                     "failure_category": purchase.failure_category},
+    }  # fmt: skip
+
+
+def queue_gateway_request(
+    session: AsyncSession,
+    purchase: Purchase,
+    activation_id: str,
+    kind: str,
+    action: str,
+    available_at: float,
+    now: float,
+) -> None:
+    """An outbox row asking the gateway to ``action`` this purchase's feature under
+    ``activation_id``; the relay fills in the VIN when it sends it."""
+    session.add(
+        OutboxMessage(
+            id=str(uuid.uuid4()),
+            purchase_id=purchase.id,
+            activation_id=activation_id,
+            kind=kind,
+            payload={
+                "activation_id": activation_id,
+                "vehicle_id": purchase.vehicle_id,
+                "feature": purchase.service_id,
+                "action": action,
+            },
+            available_at=available_at,
+            attempts=0,
+            dead=False,
+            created_at=now,
+        )
+    )
+    wakeups.mark(session, wakeups.RELAY)
