@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from launcher.broker import Broker, BrokerSettings
-from launcher.credentials import vehicle_password, write_password_file
+from launcher.credentials import write_password_file
 from launcher.demo import DemoOptions, run_demo
 from launcher.errors import LauncherError
 from launcher.plugin import build_plugin
 from launcher.stack import FLEET_USER, GATEWAY_USER, LocalStack, Secrets, StackOptions
+from protocol.credentials import vehicle_password
 from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from types import TracebackType
 
 from launcher.broker import Broker, BrokerSettings
-from launcher.credentials import new_secret, vehicle_password
+from launcher.credentials import new_secret
 from launcher.procs import free_port
 from launcher.redis_server import RedisServer, RedisSettings
 from protocol import signing
+from protocol.credentials import vehicle_password
 
 GATEWAY_USER = "gateway"
 FLEET_USER = "fleet"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import uvloop
 
-from launcher.procs import raise_fd_limit
 from protocol.errors import KeyFileError, MqttError
+from protocol.fdlimit import raise_fd_limit
 from protocol.mqtt import BrokerAddress
 from vehicle_sim.app import RunConfig, Simulator
 from vehicle_sim.errors import SimulatorError
