@@ -12,7 +12,6 @@ from backend.audit import money as invariants
 from backend.config import BackendSettings
 from backend.services.seed import seed_demo
 from backend.store.db import make_engine, make_sessions, migrate
-from launcher.stack import use_dev_stack_defaults
 from protocol.settings import ConfigError, problem_line
 from protocol.timeutil import SystemClock
 
@@ -98,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
-        use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
         settings = BackendSettings()
     except ValueError as exc:  # a variable pydantic cannot read (ValidationError)
         return _misconfigured(exc)
