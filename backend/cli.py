@@ -7,12 +7,12 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 
 from backend.audit import money as invariants
 from backend.config import BackendSettings
-from backend.services.seed import seed_demo
+from backend.services.seed import FleetEntry, load_fleet_manifest, seed_demo
 from backend.store.db import make_engine, make_sessions, migrate
-from launcher.stack import use_dev_stack_defaults
 from protocol.settings import ConfigError, problem_line
 from protocol.timeutil import SystemClock
 
@@ -29,10 +29,34 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the API and the background loops (the default)")
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
-    seed = sub.add_parser("seed", help="create demo customers owning simulator VINs")
-    seed.add_argument("--seed", type=int, default=1, help="simulator fleet seed")
-    seed.add_argument("--vehicles", type=int, default=10, help="fleet size")
-    seed.add_argument("--per-customer", type=int, default=2, help="vehicles per customer")
+    seed = sub.add_parser(
+        "seed",
+        help="create demo customers owning the vehicles of a fleet manifest; prints their tokens",
+        description="Create demo customers owning the vehicles of the simulator's fleet "
+        "manifest (python -m vehicle_sim run --manifest PATH, or python -m vehicle_sim "
+        "manifest > PATH) and an ops token; print them as JSON.",
+    )
+    seed.add_argument(
+        "--fleet-manifest",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the simulator's fleet manifest (JSON): the VINs and models to seed",
+    )
+    seed.add_argument(
+        "--vehicles",
+        type=positive_int,
+        metavar="N",
+        default=None,
+        help="only the manifest's first N vehicles (default: all of them)",
+    )
+    seed.add_argument(
+        "--per-customer",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="vehicles per customer (default 2)",
+    )
     sub.add_parser("check-invariants", help="check the money rules; exit 1 on a violation")
     return p
 
@@ -45,16 +69,21 @@ async def _migrate(settings: BackendSettings) -> int:
     return 0
 
 
-async def _seed(settings: BackendSettings, args: argparse.Namespace) -> int:
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+async def _seed(settings: BackendSettings, fleet: list[FleetEntry], per_customer: int) -> int:
     from backend.services import catalog
 
     engine = make_engine(settings.resolved_database_url())
     await migrate(engine)
     async with make_sessions(engine).begin() as session:
         await catalog.seed_catalog(session)
-        customers, ops = await seed_demo(
-            session, args.seed, args.vehicles, args.per_customer, SystemClock().now()
-        )
+        customers, ops = await seed_demo(session, fleet, per_customer, SystemClock().now())
     await engine.dispose()
     out = {"ops_token": ops, "customers": [c.__dict__ for c in customers]}
     print(json.dumps(out, indent=2))
@@ -98,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
-        use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
         settings = BackendSettings()
     except ValueError as exc:  # a variable pydantic cannot read (ValidationError)
         return _misconfigured(exc)
@@ -106,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         case "migrate":
             return asyncio.run(_migrate(settings))
         case "seed":
-            return asyncio.run(_seed(settings, args))
+            try:
+                fleet = load_fleet_manifest(args.fleet_manifest)[: args.vehicles]
+            except ConfigError as exc:
+                return _misconfigured(exc)
+            return asyncio.run(_seed(settings, fleet, args.per_customer))
         case "check-invariants":
             return asyncio.run(_check(settings))
         case _:

@@ -42,11 +42,11 @@ import uvloop
 
 from bench.activations import Outcomes, start_fleet, start_gateways, wait_twins_loaded
 from bench.junk import mutate
-from launcher.credentials import vehicle_password
 from launcher.procs import free_port
 from launcher.services import PythonService
 from launcher.stack import LocalStack, StackOptions
 from protocol.codec import canonical_bytes
+from protocol.credentials import vehicle_password
 from protocol.mqtt import ConnectionOptions, MqttConnection
 from protocol.timeutil import format_ts
 from vehicle_sim.fleet import Mode, VehicleSpec, build_fleet

@@ -61,7 +61,7 @@ async def measure(vehicles: int, concurrency: int, database: str) -> dict[str, A
             with LocalStack(StackOptions(run_dir=run_dir)) as stack:
                 platform = start_platform(stack, opts)
                 try:
-                    customers, ops_token = seed_customers(platform, opts)
+                    customers, ops_token = seed_customers(platform)
                     report = await drive(platform.backend_url, customers, ops_token, opts, database)
                     return {**report, **await money_check(platform)}
                 finally:

@@ -16,7 +16,6 @@ from gateway.api import create_app
 from gateway.config import GatewaySettings
 from gateway.errors import ConfigError
 from gateway.service import Gateway
-from launcher.stack import use_dev_stack_defaults
 from protocol.errors import KeyFileError
 from protocol.settings import problem_line
 
@@ -42,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s",
     )
     try:
-        use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
         settings = GatewaySettings().require()
         app = create_app(Gateway(settings))
     except (ConfigError, KeyFileError, ValueError) as exc:  # one line, never a traceback

@@ -80,7 +80,9 @@ class GatewaySettings(BaseSettings):
             ("CAAS_GATEWAY_SHARE_GROUP", group),
         ):
             if not value:
-                raise ConfigError(name, "not set (`python -m launcher up` writes them all)")
+                raise ConfigError(
+                    name, "not set (local stack: `python -m launcher run gateway` sets them all)"
+                )
         if not SHARE_GROUP_PATTERN.fullmatch(str(group)):
             raise ConfigError(
                 "CAAS_GATEWAY_SHARE_GROUP", "must be 8-64 characters of A-Z a-z 0-9 _ -"

@@ -1,4 +1,5 @@
-"""``python -m launcher``: local infrastructure, fleet credentials and the demo."""
+"""``python -m launcher``: local infrastructure, fleet credentials, services started
+with the local stack's variables, and the demo."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ import sys
 from pathlib import Path
 
 from launcher.broker import Broker, BrokerSettings
-from launcher.credentials import vehicle_password, write_password_file
+from launcher.credentials import write_password_file
 from launcher.demo import DemoOptions, run_demo
+from launcher.devenv import SERVICES, env_script, exec_service
 from launcher.errors import LauncherError
 from launcher.plugin import build_plugin
-from launcher.stack import FLEET_USER, GATEWAY_USER, LocalStack, Secrets, StackOptions
+from launcher.stack import (
+    DEV_RUN_DIR,
+    FLEET_USER,
+    GATEWAY_USER,
+    LocalStack,
+    Secrets,
+    StackOptions,
+    export_lines,
+)
+from protocol.credentials import vehicle_password
 from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
 
@@ -24,8 +35,8 @@ CONTAINER_PLUGIN_PATH = Path("/usr/lib/mosquitto/caas_auth.so")  # mosquitto/Doc
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m launcher",
-        description="Start the project's mosquitto and redis-server, make fleet credentials, "
-        "run the demo.",
+        description="Start the project's mosquitto and redis-server, run a service with "
+        "their variables, make fleet credentials, run the demo.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
@@ -33,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start mosquitto + redis-server until Ctrl-C",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    up.add_argument("--run-dir", type=Path, default=Path("run/dev"))
+    up.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR)
     up.add_argument("--mqtt-port", type=int, default=0, help="vehicle listener (0: a free port)")
     up.add_argument(
         "--mqtt-service-port",
@@ -45,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--vehicles-from", type=Path, help="manifest JSON: give each of its VINs a broker identity"
     )
+
+    add_dev_env_commands(sub)
 
     pw = sub.add_parser(
         "passwd",
@@ -118,6 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_dev_env_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run a service with the local stack's variables (stack.env under the environment)",
+        description="Exec `python -m SERVICE ARGS` with the variables of the stack that "
+        "`python -m launcher up --run-dir RUN_DIR` started (RUN_DIR/stack.env); a variable "
+        "already set in the environment wins. Example: python -m launcher run gateway -- "
+        "--port 8081",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR, help="the stack's run folder")
+    run.add_argument("service", metavar="SERVICE", help=f"one of {', '.join(SERVICES)}")
+    run.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        metavar="-- ARGS",
+        help="the service's own options, after `--` (`-- --help` shows them)",
+    )
+    env = sub.add_parser(
+        "env",
+        help='print the local stack\'s variables as export lines: eval "$(python -m launcher env)"',
+        description="Print RUN_DIR/stack.env's variables as `export NAME=value` lines, for "
+        '`eval "$(python -m launcher env)"` in a shell that then runs the services.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    env.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR, help="the stack's run folder")
+
+
 def vins_from(args: argparse.Namespace) -> list[str]:
     if args.manifest:
         return [v["vin"] for v in json.loads(args.manifest.read_text())["fleet"]]
@@ -188,9 +229,8 @@ def up(args: argparse.Namespace) -> int:
         if args.vehicles_from:
             vins = [v["vin"] for v in json.loads(args.vehicles_from.read_text())["fleet"]]
             stack.allow_vehicles(vins)
-        for key, value in stack.env().items():
-            print(f"export {key}={value!r}")
-        print(f"# also in {stack.run_dir / 'stack.env'}; Ctrl-C stops", flush=True)
+        print(export_lines(stack.env()), end="")
+        print(f"# also in {stack.env_path}; Ctrl-C stops", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     return 0
 
@@ -201,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             return up(args)
+        if args.command == "run":
+            exec_service(args.service, args.args, args.run_dir)
+        if args.command == "env":
+            print(env_script(args.run_dir), end="")
+            return 0
         if args.command == "render":
             return render_config(args)
         if args.command == "build-plugin":

@@ -1,15 +1,13 @@
-"""MQTT credentials: mosquitto password files and per-vehicle passwords.
+"""MQTT credentials: mosquitto password files and generated secrets.
 
-Per-vehicle passwords are derived from a fleet secret (HMAC-SHA256 of the VIN), so
-the simulator can compute a vehicle's password without a 100k-line lookup table, and
-a leaked vehicle password says nothing about another's.
+Per-vehicle passwords are derived from the fleet secret by
+``protocol.credentials.vehicle_password`` (the simulator computes them the same way).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 import secrets
 from collections.abc import Iterable
@@ -27,10 +25,6 @@ def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
         f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
         f"${base64.b64encode(digest).decode()}"
     )
-
-
-def vehicle_password(fleet_secret: str, vin: str) -> str:
-    return hmac.new(fleet_secret.encode(), vin.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def new_secret() -> str:

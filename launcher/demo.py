@@ -149,22 +149,16 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
     return platform
 
 
-def seed_customers(platform: Platform, opts: DemoOptions) -> tuple[list[Customer], str]:
+def seed_customers(platform: Platform) -> tuple[list[Customer], str]:
+    """Customers owning the simulator's vehicles, two each: the backend seeds them from
+    the fleet manifest the simulator wrote at start."""
+    manifest_path = platform.run_dir / "manifest.json"
     out = run_python(
-        [
-            "backend",
-            "seed",
-            "--vehicles",
-            str(opts.vehicles),
-            "--seed",
-            str(opts.seed),
-            "--per-customer",
-            "2",
-        ],
+        ["backend", "seed", "--fleet-manifest", str(manifest_path), "--per-customer", "2"],
         platform.env,
     )
     seeded = json.loads(out)
-    manifest = json.loads((platform.run_dir / "manifest.json").read_text())
+    manifest = json.loads(manifest_path.read_text())
     firmware = {v["vin"]: set(v["installed_features"]) for v in manifest["fleet"]}
     customers = [
         Customer(c["token"], c["vehicles"], {vin: firmware[vin] for vin in c["vehicles"]})
@@ -230,7 +224,7 @@ async def run_demo(opts: DemoOptions) -> int:
         print(f"demo: broker and Redis up; logs and data in {stack.run_dir}", flush=True)
         platform = start_platform(stack, opts)
         try:
-            customers, ops_token = seed_customers(platform, opts)
+            customers, ops_token = seed_customers(platform)
             code = await drive(platform, opts, customers, ops_token)
             if opts.keep_running:
                 await wait_for_ctrl_c(platform, customers, ops_token)

@@ -3,10 +3,14 @@
 LauncherError
 ├── BinaryMissing     mosquitto / redis-server is not installed
 ├── PluginBuildFailed the broker's auth plugin cannot be compiled (no gcc or headers)
-└── ServiceFailed     a child process exited or never became ready
+├── ServiceFailed     a child process exited or never became ready
+├── StackEnvMissing   no stack.env in the run folder (`launcher up` not run there)
+└── UnknownService    `launcher run` was given a name that is not one of the services
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class LauncherError(Exception):
@@ -35,3 +39,19 @@ class ServiceFailed(LauncherError):
         super().__init__(f"{service} failed: {detail}")
         self.service = service
         self.detail = detail
+
+
+class StackEnvMissing(LauncherError):
+    def __init__(self, path: Path) -> None:
+        run_dir = path.parent
+        super().__init__(
+            f"{path} not found: start the local stack first with "
+            f"`python -m launcher up --run-dir {run_dir}` (or pass --run-dir)"
+        )
+        self.path = path
+
+
+class UnknownService(LauncherError):
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown service {name!r}: one of {', '.join(known)}")
+        self.name = name

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 from launcher.errors import BinaryMissing, ServiceFailed
+from protocol.fdlimit import raise_fd_limit
 
 
 def free_port() -> int:
@@ -30,13 +30,6 @@ def find_binary(name: str) -> str:
     if found is None:
         raise BinaryMissing(name)
     return found
-
-
-def raise_fd_limit() -> None:
-    """Thousands of MQTT connections need thousands of file descriptors."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _child_setup() -> None:

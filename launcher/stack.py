@@ -9,22 +9,24 @@ for the services.
 from __future__ import annotations
 
 import json
-import os
 import secrets
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from launcher.broker import Broker, BrokerSettings
-from launcher.credentials import new_secret, vehicle_password
+from launcher.credentials import new_secret
+from launcher.errors import StackEnvMissing
 from launcher.procs import free_port
 from launcher.redis_server import RedisServer, RedisSettings
 from protocol import signing
+from protocol.credentials import vehicle_password
 
 GATEWAY_USER = "gateway"
 FLEET_USER = "fleet"
-DEV_STACK_ENV = Path("run/dev/stack.env")  # what `python -m launcher up` writes by default
+DEV_RUN_DIR = Path("run/dev")  # where `python -m launcher up` puts the stack by default
 
 
 @dataclass
@@ -35,6 +37,11 @@ class StackOptions:
     redis_port: int = 0
     acl_root: str = "caas/v1"
     with_redis: bool = True
+
+
+def stack_env_path(run_dir: Path) -> Path:
+    """The shell file with the stack's variables in a run folder."""
+    return run_dir / "stack.env"
 
 
 def new_share_group() -> str:
@@ -99,6 +106,7 @@ class LocalStack:
         )
         self.private_key_path = self.run_dir / "gateway_signing_key.pem"
         self.public_key_path = self.run_dir / "gateway_public_key.pem"
+        self.env_path = stack_env_path(self.run_dir)
 
     def start(self) -> LocalStack:
         if not self.private_key_path.exists():
@@ -106,9 +114,8 @@ class LocalStack:
         self.broker.start()
         if self.redis is not None:
             self.redis.start()
-        (self.run_dir / "stack.env").write_text(
-            "".join(f"export {k}={v!r}\n" for k, v in self.env().items())
-        )
+        self.env_path.write_text(export_lines(self.env()))
+        self.env_path.chmod(0o600)  # the same secrets as secrets.json
         return self
 
     def stop(self) -> None:
@@ -151,23 +158,25 @@ class LocalStack:
         return env
 
 
+def export_lines(env: dict[str, str]) -> str:
+    """``export NAME=value`` lines a POSIX shell can ``source`` or ``eval``."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+
+
 def read_stack_env(path: Path) -> dict[str, str]:
-    """The ``export NAME='value'`` lines of a stack.env (what ``start`` writes)."""
-    if not path.exists():
-        return {}
+    """The ``export NAME=value`` lines of a stack.env (what ``start`` writes);
+    StackEnvMissing when there is no such file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StackEnvMissing(path) from None
     values = {}
-    for line in path.read_text().splitlines():
-        name, sep, raw = line.removeprefix("export ").partition("=")
-        if sep:
-            values[name.strip()] = raw.strip().strip("'\"")
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            words = words[1:]
+        for word in words:
+            name, sep, value = word.partition("=")
+            if sep and name:
+                values[name] = value
     return values
-
-
-def use_dev_stack_defaults(path: Path = DEV_STACK_ENV) -> bool:
-    """For the services' command lines only: variables not set in the environment are
-    taken from the local stack's env file, so `python -m gateway` just works after
-    `python -m launcher up`. Library code and tests never read the file."""
-    values = read_stack_env(path)
-    for name, value in values.items():
-        os.environ.setdefault(name, value)
-    return bool(values)

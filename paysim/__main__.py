@@ -11,7 +11,6 @@ from pathlib import Path
 
 import uvicorn
 
-from launcher.stack import use_dev_stack_defaults
 from paysim.app import build
 from paysim.config import DEFAULT_DB_PATH, PaysimSettings
 from protocol.settings import ConfigError, problem_line
@@ -55,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level != "debug":  # one line per webhook POST otherwise
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        use_dev_stack_defaults()  # unset CAAS_* from run/dev/stack.env, if the launcher wrote it
         settings = PaysimSettings().require(db=args.db, db_option="--db (CAAS_PAYSIM_DB)")
         app = build(settings)
     except (ConfigError, ValueError) as exc:  # one line, never a traceback

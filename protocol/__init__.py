@@ -1,5 +1,7 @@
-"""Wire contract shared by the gateway and the vehicle simulator (SPEC §1-§2), and the
-HTTP edge every service's API sits behind.
+"""Wire contract shared by the gateway and the vehicle simulator (SPEC §1-§2), the
+HTTP edge every service's API sits behind, and the little else the runtime packages
+share (settings checks, vehicle credentials). The only first-party package the
+services may import from one another; it imports none.
 
 Modules:
     timeutil  RFC 3339 timestamps and the injectable ``Clock``
@@ -10,6 +12,8 @@ Modules:
     commands  building signed commands with their MQTT 5 properties
     mqtt      a thin asyncio driver for paho-mqtt clients (no paho thread)
     errors    the package's exceptions
+    credentials  per-vehicle MQTT passwords derived from the fleet secret
+    fdlimit   raising the process's file-descriptor limit (many connections)
     http_edge the HTTP edge shared by all services (gateway, backend, simulator control
               API): request body limit (413) and NaN/Infinity in JSON bodies → 422
 """

@@ -30,7 +30,9 @@ def required_secret(
     (a short secret is refused rather than used: it is usually a placeholder)."""
     plain = value.get_secret_value() if isinstance(value, SecretStr) else value
     if not plain:
-        raise ConfigError(name, "not set (`python -m launcher up` writes it to stack.env)")
+        raise ConfigError(
+            name, "not set (local stack: start the service with `python -m launcher run`)"
+        )
     if len(plain) < min_chars:
         raise ConfigError(name, f"too short: at least {min_chars} characters")
     return plain

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import uvloop
 
-from launcher.procs import raise_fd_limit
 from protocol.errors import KeyFileError, MqttError
+from protocol.fdlimit import raise_fd_limit
 from protocol.mqtt import BrokerAddress
 from vehicle_sim.app import RunConfig, Simulator
 from vehicle_sim.errors import SimulatorError
@@ -32,7 +32,8 @@ examples:
   python -m vehicle_sim manifest --vehicles 10 --seed 7
 
 Defaults come from the environment when set: CAAS_FLEET_MQTT_URL (or CAAS_MQTT_URL),
-CAAS_PUBLIC_KEY, CAAS_FLEET_SECRET, CAAS_TOPIC_ROOT. `python -m launcher up` writes them.
+CAAS_PUBLIC_KEY, CAAS_FLEET_SECRET, CAAS_TOPIC_ROOT. With the local stack (`python -m
+launcher up`): python -m launcher run vehicle_sim -- run --vehicles 1000 ...
 """
 
 

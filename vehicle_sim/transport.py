@@ -24,8 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from launcher.credentials import vehicle_password
 from protocol.commands import response_properties
+from protocol.credentials import vehicle_password
 from protocol.errors import MqttError
 from protocol.mqtt import RECONNECT_MAX_S, BrokerAddress, ConnectionOptions, MqttConnection, Will
 from protocol.topics import Topics

@@ -1,15 +1,28 @@
-"""Demo data: customers with vehicles from the simulator fleet, and an ops token."""
+"""Demo data: customers owning the vehicles of a fleet manifest, and an ops token.
+
+The fleet comes from the manifest the simulator writes (``python -m vehicle_sim run
+--manifest PATH``, or ``python -m vehicle_sim manifest``; SPEC §7): a JSON object whose
+``fleet`` lists every vehicle with its ``vin`` and ``model`` (other fields are ignored).
+The backend never builds the simulator's fleet itself.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.services.auth import issue_token
 from backend.store.models import Customer, Vehicle
-from vehicle_sim.fleet import Mode, build_fleet
+from protocol.models import VIN_RE
+from protocol.settings import ConfigError
+
+FleetEntry = tuple[str, str]  # (vin, model)
 
 
 @dataclass(frozen=True)
@@ -45,16 +58,42 @@ async def create_customer(
     return SeededCustomer(customer.id, token, ids)
 
 
+def load_fleet_manifest(path: Path, option: str = "--fleet-manifest") -> list[FleetEntry]:
+    """(vin, model) of every vehicle of a fleet manifest, in its order; ConfigError
+    naming ``option`` when the file cannot be read or is not a fleet manifest."""
+    try:
+        data: Any = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(option, f"{path} is not JSON: {exc}") from None
+    fleet = data.get("fleet") if isinstance(data, dict) else None
+    if not isinstance(fleet, list):
+        raise ConfigError(option, f'{path} has no "fleet" list (a vehicle_sim manifest)')
+    entries: list[FleetEntry] = []
+    seen: set[str] = set()
+    for index, vehicle in enumerate(fleet):
+        vin = vehicle.get("vin") if isinstance(vehicle, dict) else None
+        model = vehicle.get("model") if isinstance(vehicle, dict) else None
+        if not isinstance(vin, str) or not VIN_RE.match(vin):
+            raise ConfigError(option, f'{path}: fleet[{index}] has no valid "vin"')
+        if not isinstance(model, str) or not model:
+            raise ConfigError(option, f'{path}: fleet[{index}] has no "model"')
+        if vin in seen:
+            raise ConfigError(option, f"{path}: VIN {vin} is listed twice")
+        seen.add(vin)
+        entries.append((vin, model))
+    return entries
+
+
 async def seed_demo(
     session: AsyncSession,
-    seed: int,
-    vehicles: int,
+    fleet: Sequence[FleetEntry],
     per_customer: int,
     now: float,
-    mix: dict[Mode, float] | None = None,
 ) -> tuple[list[SeededCustomer], str]:
-    """Customers owning the simulator fleet's VINs (``per_customer`` each) + an ops token."""
-    fleet = build_fleet(seed, vehicles, mix or {Mode.ONLINE: 1.0})
+    """Customers owning the fleet's vehicles (``per_customer`` each, in the fleet's
+    order) + an ops token."""
     out = []
     for start in range(0, len(fleet), per_customer):
         chunk = fleet[start : start + per_customer]
@@ -64,7 +103,7 @@ async def seed_demo(
                 session,
                 f"Demo customer {n}",
                 f"customer{n}@demo.caas.example",
-                [(spec.vin, spec.model) for spec in chunk],
+                list(chunk),
                 now,
                 phone=f"+3460000{n:04d}",
                 has_app=n % 2 == 0,

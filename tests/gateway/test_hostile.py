@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from bench.junk import mutate
-from launcher.credentials import vehicle_password
 from launcher.stack import LocalStack
 from protocol.codec import canonical_bytes
+from protocol.credentials import vehicle_password
 from protocol.errors import MqttConnectError
 from protocol.models import MAX_SEQ
 from protocol.mqtt import ConnectionOptions, MqttConnection

@@ -19,10 +19,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from launcher.__main__ import CONTAINER_PLUGIN_PATH
 from launcher.__main__ import main as launcher_main
-from launcher.credentials import vehicle_password
 from launcher.errors import PluginBuildFailed
 from launcher.plugin import PLUGIN_SOURCE, build_plugin
 from launcher.stack import LocalStack
+from protocol.credentials import vehicle_password
 from protocol.errors import MqttConnectError, MqttTimeout
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
 from protocol.topics import Topics

@@ -28,6 +28,7 @@ from launcher.stack import LocalStack
 from protocol.topics import Topics
 from tests.gateway.conftest import next_db, settings_env
 from vehicle_sim.fleet import Mode, build_fleet
+from vehicle_sim.manifest import manifest, write_manifest
 
 pytestmark = pytest.mark.integration
 TOTAL = 100 * 1024 * 1024
@@ -167,7 +168,9 @@ async def test_backend_refuses_huge_bodies_without_growing(tmp_path: Path) -> No
         "CAAS_PAYMENT_PROVIDER_KEY": PROVIDER_KEY,
         "CAAS_PAYMENT_WEBHOOK_SECRET": "http-edge-test-webhook-secret",
     }
-    seeded = json.loads(run_python(["backend", "seed", "--vehicles", "2"], env))
+    fleet = tmp_path / "manifest.json"
+    write_manifest(fleet, manifest(1, build_fleet(1, 2, {Mode.ONLINE: 1.0}), "n/a"))
+    seeded = json.loads(run_python(["backend", "seed", "--fleet-manifest", str(fleet)], env))
     customer = seeded["customers"][0]
     args = ["backend", "--port", str(port), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"

@@ -1,7 +1,9 @@
-"""The launcher's services run with the project's settings: auth, AOF, private PostgreSQL."""
+"""The launcher's services run with the project's settings: auth, AOF, private PostgreSQL;
+`launcher run` / `launcher env` hand the local stack's variables to a service."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import redis
 
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
-from launcher.stack import LocalStack, Secrets
+from launcher.stack import LocalStack, Secrets, export_lines, read_stack_env
 from tests.conftest import project_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -101,3 +103,71 @@ def test_payment_secrets_are_generated_per_run_folder(stack: LocalStack, tmp_pat
     assert (again["payment_provider_key"], again["payment_webhook_secret"]) == (key, secret)
     other = Secrets(tmp_path)
     assert other["payment_provider_key"] != key and other["payment_webhook_secret"] != secret
+
+
+def launcher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m launcher ARGS` with no CAAS_* variable of ours but ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAAS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *args], cwd=project_root(), capture_output=True,
+        text=True, timeout=30, env={**clean, **(env or {})},
+    )  # fmt: skip
+
+
+def test_stack_env_is_private_and_reads_back(stack: LocalStack, tmp_path: Path) -> None:
+    """stack.env holds the stack's variables (mode 0600: secrets); shell quoting survives
+    the round trip."""
+    assert read_stack_env(stack.env_path) == stack.env()
+    assert stack.env_path.stat().st_mode & 0o777 == 0o600
+    odd = {"CAAS_A": 'it\'s "quoted" $HOME', "CAAS_B": "", "CAAS_C": "a b\\c"}
+    (tmp_path / "stack.env").write_text(export_lines(odd))
+    assert read_stack_env(tmp_path / "stack.env") == odd
+
+
+def test_launcher_env_is_eval_able(stack: LocalStack) -> None:
+    """`eval "$(python -m launcher env)"` puts the stack's variables in a shell."""
+    printed = launcher("env", "--run-dir", str(stack.run_dir))
+    assert printed.returncode == 0, printed.stderr
+    shell = subprocess.run(
+        ["bash", "-c", 'eval "$1"; printf %s "$CAAS_MQTT_URL|$CAAS_GATEWAY_TOKEN"', "-",
+         printed.stdout], capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    assert shell.stdout == f"{stack.env()['CAAS_MQTT_URL']}|{stack.env()['CAAS_GATEWAY_TOKEN']}"
+
+
+def test_launcher_run_gives_the_stack_variables_under_the_environment(tmp_path: Path) -> None:
+    """The service gets stack.env's variables; one already set in the environment wins."""
+    (tmp_path / "stack.env").write_text(export_lines({
+        "CAAS_PAYMENT_PROVIDER_KEY": "short",
+        "CAAS_PAYMENT_WEBHOOK_SECRET": "a-webhook-secret-long-enough",
+        "CAAS_PAYSIM_WEBHOOK_URL": "backend:8080",
+    }))  # fmt: skip
+    run = ["run", "--run-dir", str(tmp_path), "paysim", "--", "--db", str(tmp_path / "p.db")]
+    with_stack = launcher(*run)
+    assert with_stack.returncode == 2
+    assert with_stack.stderr.strip() == (
+        "paysim: CAAS_PAYMENT_PROVIDER_KEY: too short: at least 16 characters"
+    )
+    mine = launcher(*run, env={"CAAS_PAYMENT_PROVIDER_KEY": "my-own-key-long-enough"})
+    assert mine.returncode == 2
+    assert mine.stderr.strip().startswith("paysim: CAAS_PAYSIM_WEBHOOK_URL: expected http(s)")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nope"], "launcher: error: unknown service 'nope': one of gateway, backend, "
+                          "paysim, vehicle_sim"),
+        (["run", "--run-dir", "{tmp}", "gateway"], "launcher: error: {tmp}/stack.env not found"),
+        (["env", "--run-dir", "{tmp}"], "launcher: error: {tmp}/stack.env not found"),
+    ],
+)  # fmt: skip
+def test_launcher_run_misconfigured_is_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """An unknown service or a run folder without stack.env: one line, exit 2."""
+    done = launcher(*(a.format(tmp=tmp_path) for a in args))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(message.format(tmp=tmp_path)), done.stderr
+    assert done.stdout == ""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.credentials import mosquitto_hash, vehicle_password
+from launcher.credentials import mosquitto_hash
+from protocol.credentials import vehicle_password
 from protocol.models import is_valid_vin
 from vehicle_sim.errors import ScenarioError
 from vehicle_sim.fleet import Mode, build_fleet, check_digit, deal_modes, parse_mix
