@@ -19,28 +19,31 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 
+from backend.adapters.channels import Channel, LogChannel, SmtpChannel
 from backend.adapters.gateway_client import GatewayClient, HttpGatewayClient
 from backend.adapters.maintenance import MaintenanceClient, SimulatedMaintenance
-from backend.adapters.payments import PaymentProvider, ProviderResult, verify
+from backend.adapters.payments import PaymentProvider, verify
 from backend.adapters.provider_http import HttpPaymentProvider
 from backend.config import BackendSettings
+from backend.domain.events import Policy
+from backend.domain.months import month_bounds, previous_month
 from backend.errors import InvalidRequest
 from backend.logs import log
-from backend.services import billing, catalog, lifecycle, saga
+from backend.services import catalog
 from backend.services.purchases import PurchaseService
-from backend.store import inbox
+from backend.store import inbox, wakeups
 from backend.store.db import make_engine, make_sessions, migrate
-from backend.store.models import MoneyOp, Payment
-from backend.workers import wakeups
+from backend.store.unit_of_work import Units
+from backend.store.wakeups import Wakeups
+from backend.workers import jobs
 from backend.workers.charges import ChargeExecutor
 from backend.workers.consumer import EventConsumer
 from backend.workers.loops import Step, run_loop
 from backend.workers.money import MoneyExecutor
-from backend.workers.notify import Channel, Dispatcher, LogChannel, SmtpChannel
+from backend.workers.notify import Dispatcher
 from backend.workers.reconcile import Reconciler, Watchdog
 from backend.workers.relay import OutboxRelay
 from backend.workers.scheduler import Scheduler, ensure
-from backend.workers.wakeups import Wakeups
 from protocol.codec import loads_object
 from protocol.errors import PayloadRejected
 from protocol.timeutil import Clock, SystemClock
@@ -78,7 +81,9 @@ class Backend:
         self.provider: PaymentProvider = provider
         self.engine = make_engine(settings.resolved_database_url())
         self.wakeups = Wakeups()
-        self.sessions = make_sessions(self.engine, self.wakeups)
+        self.sessions = make_sessions(self.engine)
+        self.policy = Policy(settings.backend_expiry_notice_lead_s, settings.backend_apology_offer)
+        self.units = Units(self.sessions, self.wakeups, self.clock, self.policy)
         self.maintenance = maintenance or SimulatedMaintenance(
             settings.backend_workshop_url,
             {v.strip() for v in settings.backend_maintenance_overdue_vins.split(",") if v.strip()},
@@ -88,60 +93,48 @@ class Backend:
             settings.gateway_url, settings.resolved_gateway_token()
         )
         self.executor = MoneyExecutor(
-            self.sessions,
+            self.units,
             self.provider,
-            self.clock,
-            self._on_money,
             settings.backend_money_concurrency,
             settings.backend_claim_lease_s,
         )
         self.dispatcher = Dispatcher(
-            self.sessions, channels or default_channels(settings), self.clock
+            self.sessions,
+            channels or default_channels(settings),
+            self.clock,
+            settings.backend_claim_lease_s,
         )
         self.relay = OutboxRelay(
-            self.sessions,
+            self.units,
             self.gateway,
-            self.clock,
             settings.backend_outbox_initial_backoff_s,
             settings.backend_outbox_max_backoff_s,
             settings.backend_relay_concurrency,
             settings.backend_claim_lease_s,
         )
-        self.watchdog = Watchdog(self.sessions, self.gateway, self.clock)
+        self.watchdog = Watchdog(self.units, self.gateway)
         self.reconciler = Reconciler(
             self.sessions, self.provider, self.clock, settings.backend_settlement_grace_s
         )
-        self.catalog = catalog.CatalogCache()
+        excluded = {s.strip() for s in settings.backend_exclude_after_cancel.split(",")}
+        self.catalog = catalog.CatalogCache(frozenset(excluded - {""}))
         self.purchases = PurchaseService(
-            self.sessions,
+            self.units,
             self.catalog,
             self.maintenance,
             self.executor,
-            self.clock,
             settings.backend_activation_deadline_s,
         )
-        lifecycle.configure(
-            settings.backend_expiry_notice_lead_s,
-            settings.backend_exclude_after_cancel,
-            settings.backend_apology_offer,
-        )
-        self.charges = ChargeExecutor(self.sessions, self.provider, self.clock)
-        self.scheduler = Scheduler(
-            self.sessions, self.clock, lifecycle.HANDLERS, self._ensure_month_end_billing
-        )
+        self.charges = ChargeExecutor(self.units, self.provider)
+        self.scheduler = Scheduler(self.units, jobs.HANDLERS, self._ensure_month_end_billing)
         self.redis: aioredis.Redis | None = None
         self.consumer: EventConsumer | None = None
 
     async def _ensure_month_end_billing(self, now: float) -> None:
         """The job that bills the month that just ended (one per month: unique key)."""
-        month = billing.previous_month(now)
-        _, end = billing.month_bounds(month)
+        month = previous_month(now)
+        _, end = month_bounds(month)
         await ensure(self.sessions, "billing_month", f"billing:{month}", end, now)
-
-    async def _on_money(
-        self, session: Any, op: MoneyOp, payment: Payment, result: ProviderResult
-    ) -> None:
-        await saga.apply_money_result(session, op, payment, result, self.clock.now())
 
     async def start(self) -> None:
         """Migrate, seed the catalog, connect to Redis (when configured)."""
@@ -158,8 +151,7 @@ class Backend:
                 s.events_stream,
                 s.backend_consumer_group,
                 s.backend_consumer_name,
-                self.sessions,
-                self.clock,
+                self.units,
             )
             await self.consumer.ensure_group()
         log("backend.started", redis=bool(redis_url))
@@ -207,7 +199,7 @@ class Backend:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(job, name=f"backend.{name}") for name, job in self._jobs()]
             if self.consumer is not None:
-                tasks.append(tg.create_task(self.consumer.run(), name="backend.workers.consumer"))
+                tasks.append(tg.create_task(self.consumer.run(), name="backend.consumer"))
             try:
                 yield self
             finally:

@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.audit.types import Violation
+from backend.domain.months import billable_days
 from backend.domain.states import OpKind, OpState, PurchaseState
-from backend.services import billing
 from backend.store.models import MoneyOp, Payment, Purchase, SubscriptionCharge
 
 ON = (PurchaseState.ACTIVE.value, PurchaseState.MANUALLY_ACTIVATED.value)
@@ -68,7 +68,7 @@ def _purchase_rules(p: Purchase, now: float, lag_s: float) -> list[Violation]:
 def _charge_rules(c: SubscriptionCharge, p: Purchase) -> list[Violation]:
     if p.billable_from is None:
         return [Violation("charge_without_activation", c.id, p.state)]
-    allowed = billing.billable_days(p.billable_from, p.ends_at, c.month)
+    allowed = billable_days(p.billable_from, p.ends_at, c.month)
     if c.days_billed > allowed:
         return [Violation("billed_past_end", c.id, f"{c.days_billed} days > {allowed}")]
     if c.amount_cents > p.price_cents:

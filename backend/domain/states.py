@@ -6,13 +6,20 @@ from enum import StrEnum
 
 
 class PaymentState(StrEnum):
-    INITIATED = "INITIATED"  # row written, authorization not yet asked
-    PENDING = "PENDING"  # authorization asked, outcome unknown (provider timeout)
-    HELD_FOR_ACTIVATION = "HELD_FOR_ACTIVATION"  # hold placed, nothing captured
-    CHARGED = "CHARGED"  # captured after a confirmed activation
-    CANCELLED = "CANCELLED"  # hold released at the customer's request (no charge)
-    REFUNDED = "REFUNDED"  # captured, then refunded in full (withdrawal)
-    FAILED_NO_CHARGE = "FAILED_NO_CHARGE"  # declined or activation failed: nothing kept
+    """The payment as the handbook names it. Whether the customer ends up paying is the
+    purchase's outcome beside it (``FAILED_NO_CHARGE`` or active)."""
+
+    INITIATED = "INITIATED"  # row written, authorization (or charge) not yet asked
+    PENDING = "PENDING"  # asked, outcome unknown (provider timeout): retried, same key
+    # card: the hold is placed, nothing captured; direct debit: the money is taken and
+    # held for the activation (refunded if it fails)
+    HELD_FOR_ACTIVATION = "HELD_FOR_ACTIVATION"
+    CHARGED = "CHARGED"  # kept after a confirmed activation (captured, or taken at once)
+    CANCELLED = "CANCELLED"  # the hold released before anything was taken: no charge
+    REFUNDED = "REFUNDED"  # taken, then given back in full (failure after settlement,
+    # withdrawal)
+    FAILED_NO_CHARGE = "FAILED_NO_CHARGE"  # nothing was ever held (declined), or a
+    # capture the provider refused (the feature stays on at CaaS's cost)
 
 
 class PurchaseState(StrEnum):
@@ -51,10 +58,20 @@ CONFIRMED_ACTIVE = frozenset(
     }
 )
 HOLD_OPEN = frozenset({PaymentState.HELD_FOR_ACTIVATION, PaymentState.PENDING})
+# why a customer ended a purchase (a cancellation that excludes the service after it)
+CUSTOMER_REASONS = ("customer_withdrawal", "customer_cancel", "customer_theft_cancel")
+# a deactivation on its way to the vehicle: the feature may not be bought again yet
+DEACTIVATION_PENDING = ("QUEUED", "SENT")
+
+
+class PaymentMethod(StrEnum):
+    CARD = "card"  # a hold at purchase, captured once the feature is on
+    DIRECT_DEBIT = "direct_debit"  # charged at purchase, refunded if activation fails
 
 
 class OpKind(StrEnum):
     AUTHORIZE = "authorize"
+    CHARGE = "charge"  # direct debit: the money is taken at once (settles later)
     CAPTURE = "capture"
     CANCEL = "cancel"
     REFUND = "refund"

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from backend.http.errors import install_error_handlers
 from backend.service import Backend
-from backend.services import lifecycle
+from backend.services import catalog
 from backend.services.auth import Principal, authenticate
 from backend.services.purchases import PurchaseRequest
 from backend.store import views
@@ -193,7 +193,7 @@ def _customer_routes(app: FastAPI, backend: Backend) -> None:
     ) -> dict[str, Any]:
         session, who, offer = auth.session, auth.customer_id, backend.catalog.current
         vehicle = await views.vehicle_of(session, vehicle_id, who)
-        excluded = frozenset(await lifecycle.excluded_services(session, who, offer))
+        excluded = frozenset(await catalog.excluded_services(session, who, offer))
         return views.catalog_view(vehicle, offer.entries_for(vehicle.model, excluded))
 
     @app.get("/v1/vehicles", responses=_doc(401, 404))

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from backend.errors import NotFound
 from backend.http.api import CustomerId, Ops, _doc
 from backend.service import Backend
-from backend.services import billing, support, withdrawal
+from backend.services import support, withdrawal
+from backend.store import billing
 from backend.store.models import Vehicle
 
 RESOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
@@ -35,17 +36,15 @@ def lifecycle_routes(app: FastAPI, backend: Backend) -> None:
     ) -> dict[str, Any]:
         """Withdrawal or subscription cancel; answers the decision and the rule applied.
         Idempotent per purchase: a repeated cancel answers the first decision."""
-        async with backend.sessions.begin() as session:
-            answer = await withdrawal.cancel(session, customer_id, purchase_id, backend.clock.now())
+        async with backend.units.begin() as work:
+            answer = await withdrawal.cancel(work, customer_id, purchase_id)
         await backend.settle()
         return answer
 
     @app.post("/v1/vehicles/{vehicle_id}/theft-report", responses=_doc(401, 404))
     async def theft_report(vehicle_id: Id, customer_id: CustomerId) -> dict[str, Any]:
-        async with backend.sessions.begin() as session:
-            answer = await support.theft_report(
-                session, customer_id, vehicle_id, backend.clock.now()
-            )
+        async with backend.units.begin() as work:
+            answer = await support.theft_report(work, customer_id, vehicle_id)
         await backend.settle()
         return answer
 
@@ -60,15 +59,15 @@ def _support_routes(app: FastAPI, backend: Backend) -> None:
         responses=_doc(401, 403, 404, 409),
     )
     async def manual_activation(ticket_id: Id, _: Ops) -> dict[str, Any]:
-        async with backend.sessions.begin() as session:
-            answer = await support.manual_activation(session, ticket_id, backend.clock.now())
+        async with backend.units.begin() as work:
+            answer = await support.manual_activation(work, ticket_id)
         await backend.relay.run_once()
         return answer
 
     @app.post("/v1/ops/tickets/{ticket_id}/permanent-failure", responses=_doc(401, 403, 404, 409))
     async def permanent_failure(ticket_id: Id, _: Ops) -> dict[str, Any]:
-        async with backend.sessions.begin() as session:
-            answer = await support.permanent_failure(session, ticket_id, backend.clock.now())
+        async with backend.units.begin() as work:
+            answer = await support.permanent_failure(work, ticket_id)
         await backend.settle()
         return answer
 
@@ -96,10 +95,8 @@ def _ops_routes(app: FastAPI, backend: Backend) -> None:
         if vehicle is None:
             raise NotFound("vehicle", vehicle_id)
         status = await backend.maintenance.status(vehicle.vin)
-        async with backend.sessions.begin() as session:
-            stored = await session.get(Vehicle, vehicle_id)
-            assert stored is not None
-            notified = await support.warranty_notice(session, stored, status, backend.clock.now())
+        async with backend.units.begin() as work:
+            notified = await support.warranty_notice(work, vehicle_id, status)
         await backend.settle()
         return {"vehicle_id": vehicle_id, "overdue": status.overdue, "notified": notified}
 

@@ -11,8 +11,9 @@ import yaml
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.domain.states import CUSTOMER_REASONS
 from backend.errors import ConfigError, InvalidRequest
-from backend.store.models import Service, ServicePrice
+from backend.store.models import Purchase, Service, ServicePrice
 
 CATALOG_FILE = Path(__file__).parent.parent / "data" / "catalog.yaml"
 DURATION_MODELS = ("temporary", "permanent", "subscription")
@@ -131,14 +132,17 @@ class Catalog:
         raise InvalidRequest("unknown_price", f"{service_id} has no {model} option {days or ''}")
 
 
-async def load(session: AsyncSession) -> Catalog:
-    """The catalog as stored (two queries; call it after ``seed_catalog``)."""
+async def load(
+    session: AsyncSession, exclude_after_cancel: frozenset[str] = frozenset()
+) -> Catalog:
+    """The catalog as stored (two queries; call it after ``seed_catalog``).
+    ``exclude_after_cancel``: services the deployment's setting adds to the file's."""
     services = (await session.scalars(select(Service).order_by(Service.id))).all()
     prices = (await session.scalars(select(ServicePrice))).all()
-    return Catalog(tuple(_info(service, prices) for service in services))
+    return Catalog(tuple(_info(s, prices, s.id in exclude_after_cancel) for s in services))
 
 
-def _info(service: Service, prices: Sequence[ServicePrice]) -> ServiceInfo:
+def _info(service: Service, prices: Sequence[ServicePrice], excluded: bool) -> ServiceInfo:
     options = sorted(
         (PriceOption(p.model, p.days, p.price_cents) for p in prices if p.service_id == service.id),
         key=lambda o: (DURATION_MODELS.index(o.model), o.days or 0),
@@ -149,7 +153,7 @@ def _info(service: Service, prices: Sequence[ServicePrice]) -> ServiceInfo:
         description=service.description,
         base_platform=service.base_platform,
         maintenance_linked=service.maintenance_linked,
-        exclude_after_cancel=service.exclude_after_cancel,
+        exclude_after_cancel=service.exclude_after_cancel or excluded,
         applies_to=tuple(service.models.get("applies_to") or ()),
         prices=tuple(options),
     )
@@ -158,9 +162,32 @@ def _info(service: Service, prices: Sequence[ServicePrice]) -> ServiceInfo:
 class CatalogCache:
     """This process's ``Catalog``: empty until ``reload`` (at start, after seeding)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude_after_cancel: frozenset[str] = frozenset()) -> None:
         self.current = Catalog()
+        self.exclude_after_cancel = exclude_after_cancel
 
     async def reload(self, session: AsyncSession) -> Catalog:
-        self.current = await load(session)
+        self.current = await load(session, self.exclude_after_cancel)
         return self.current
+
+
+# ---------------------------------------------------------------- post-cancellation policy
+def excluded_after_cancel(catalog: Catalog, service_id: str) -> bool:
+    """Whether cancelling ``service_id`` removes it from the customer's catalog for good
+    (the catalog file's flag, or ``CAAS_BACKEND_EXCLUDE_AFTER_CANCEL``: both are folded
+    into the catalog when it is loaded)."""
+    service = catalog.service(service_id)
+    return service is not None and service.exclude_after_cancel
+
+
+async def excluded_services(session: AsyncSession, customer_id: str, catalog: Catalog) -> set[str]:
+    """Services this customer cancelled whose policy removes them from their catalog."""
+    cancelled = await session.scalars(
+        select(Purchase.service_id)
+        .distinct()
+        .where(
+            Purchase.customer_id == customer_id,
+            Purchase.cancel_reason.in_(CUSTOMER_REASONS),
+        )
+    )
+    return {sid for sid in cancelled if excluded_after_cancel(catalog, sid)}

@@ -17,12 +17,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.maintenance import MaintenanceClient
-from backend.domain.states import IN_FLIGHT, OpKind, PaymentState, PurchaseState
+from backend.domain.notices import render
+from backend.domain.states import (
+    CUSTOMER_REASONS,
+    DEACTIVATION_PENDING,
+    IN_FLIGHT,
+    OpKind,
+    PaymentMethod,
+    PaymentState,
+    PurchaseState,
+)
 from backend.errors import Conflict, InvalidRequest, NotFound
 from backend.logs import log
-from backend.services import lifecycle, support
-from backend.services.catalog import Catalog, CatalogCache, ServiceInfo
-from backend.store.db import Sessions
+from backend.services import support
+from backend.services.catalog import Catalog, CatalogCache, ServiceInfo, excluded_after_cancel
 from backend.store.models import (
     Customer,
     IdempotencyKey,
@@ -31,10 +39,10 @@ from backend.store.models import (
     Purchase,
     Vehicle,
 )
-from backend.store.records import timeline
-from backend.workers import money, notify
+from backend.store.records import queue_notice, timeline
+from backend.store.unit_of_work import Units
+from backend.store.wakeups import NOTIFY
 from backend.workers.money import MoneyExecutor
-from protocol.timeutil import Clock
 
 MAX_SCHEDULE_AHEAD_S = 366 * 86_400.0
 BLOCKING = IN_FLIGHT | {PurchaseState.ACTIVE, PurchaseState.MANUALLY_ACTIVATED}
@@ -55,18 +63,17 @@ class PurchaseRequest:
 class PurchaseService:
     def __init__(
         self,
-        sessions: Sessions,
+        units: Units,
         catalog: CatalogCache,
         maintenance: MaintenanceClient,
         executor: MoneyExecutor,
-        clock: Clock,
         deadline_s: float,
     ) -> None:
-        self.sessions = sessions
+        self.units = units
         self.catalog = catalog
         self.maintenance = maintenance
         self.executor = executor
-        self.clock = clock
+        self.clock = units.clock
         self.deadline_s = deadline_s
 
     async def create(
@@ -78,12 +85,14 @@ class PurchaseService:
         replay = await self._replayed(session, customer_id, key, req.digest())
         if replay:
             return await _current(session, replay)
-        vehicle, price, service = await self._validate(session, customer_id, req)
+        vehicle, price, service, method = await self._validate(session, customer_id, req)
         if service.maintenance_linked:
             await session.commit()  # nothing written yet: only ends the transaction
             await self._gate(customer_id, vehicle, req)
         try:
-            purchase, op, payment = await self._insert(session, customer_id, req, key, price)
+            purchase, op, payment = await self._insert(
+                session, customer_id, req, key, price, method
+            )
         except IntegrityError:
             await session.rollback()  # a concurrent twin request won the key
             replay = await self._replayed(session, customer_id, key, req.digest())
@@ -113,39 +122,48 @@ class PurchaseService:
 
     async def _validate(
         self, session: AsyncSession, customer_id: str, req: PurchaseRequest
-    ) -> tuple[Vehicle, int, ServiceInfo]:
-        vehicle = await session.get(Vehicle, req.vehicle_id)
-        if vehicle is None or vehicle.customer_id != customer_id:
+    ) -> tuple[Vehicle, int, ServiceInfo, PaymentMethod]:
+        """The vehicle, the price, the service and how this customer pays (one query)."""
+        found = (
+            await session.execute(
+                select(Vehicle, Customer.payment_method)
+                .join(Customer, Customer.id == Vehicle.customer_id)
+                .where(Vehicle.id == req.vehicle_id, Vehicle.customer_id == customer_id)
+            )
+        ).one_or_none()
+        if found is None:
             raise NotFound("vehicle", req.vehicle_id)
+        vehicle, method = found
         offer = self.catalog.current
         service, price = offer.price_of(req.service_id, req.model, req.days)
         now = self.clock.now()
         if req.start_at is not None and not now - 300 <= req.start_at <= now + MAX_SCHEDULE_AHEAD_S:
             raise InvalidRequest("bad_start_at", "start_at must be now or within a year")
         await _gates(session, customer_id, vehicle, req.service_id, offer)
-        return vehicle, price, service
+        # a subscription is billed monthly in arrears: at purchase only a card check
+        card = req.model == "subscription" or method != PaymentMethod.DIRECT_DEBIT
+        return vehicle, price, service, PaymentMethod.CARD if card else PaymentMethod.DIRECT_DEBIT
 
     async def _gate(self, customer_id: str, vehicle: Vehicle, req: PurchaseRequest) -> None:
         status = await self.maintenance.status(vehicle.vin)
         if not status.overdue:
             return
-        now = self.clock.now()
-        async with self.sessions.begin() as session:
-            stored = await session.get(Vehicle, vehicle.id)
-            assert stored is not None
-            await support.warranty_notice(session, stored, status, now)
+        async with self.units.begin() as work:
+            session, now = work.session, work.now
+            await support.warranty_notice(work, vehicle.id, status)
             purchase = self._purchase(customer_id, req, 0, now, PurchaseState.BLOCKED_MAINTENANCE)
             session.add(purchase)
             customer = await session.get(Customer, customer_id)
             assert customer is not None
-            msg = notify.render(
+            msg = render(
                 "maintenance_required",
                 service=req.service_id,
                 vin=vehicle.vin,
                 workshop=status.workshop_url,
             )
             await session.flush()
-            await notify.queue(session, customer, msg, now, purchase.id)
+            queue_notice(session, customer, msg, now, purchase.id)
+            work.wake(NOTIFY)
             timeline(session, customer_id, purchase.id, now, "purchase.blocked_maintenance")
         log("purchase.blocked_maintenance", purchase_id=purchase.id, service=req.service_id)
         raise Conflict(
@@ -181,15 +199,19 @@ class PurchaseService:
         req: PurchaseRequest,
         key: str,
         price: int,
+        method: PaymentMethod,
     ) -> tuple[Purchase, MoneyOp, Payment]:
-        """Purchase, payment, idempotency key and authorize intent: one commit."""
-        now = self.clock.now()
+        """Purchase, payment, idempotency key and the first money intent (a hold, or a
+        direct debit's charge): one commit."""
+        work = self.units.over(session)
+        now = work.now
         purchase = self._purchase(customer_id, req, price, now, PurchaseState.PAYMENT_PENDING)
         payment = Payment(
             id=str(uuid.uuid4()),
             purchase_id=purchase.id,
             amount_cents=price,
             currency="EUR",
+            method=method.value,
             state=PaymentState.INITIATED.value,
             created_at=now,
             updated_at=now,
@@ -209,15 +231,9 @@ class PurchaseService:
         )
         await session.flush()
         # a fresh payment has no intent yet; born claimed: this request runs it
-        op = await money.add_intent(
-            session,
-            payment,
-            OpKind.AUTHORIZE,
-            price,
-            PaymentState.HELD_FOR_ACTIVATION,
-            now,
-            claim_s=self.executor.lease_s,
-        )
+        kind = OpKind.CHARGE if method is PaymentMethod.DIRECT_DEBIT else OpKind.AUTHORIZE
+        target = PaymentState.HELD_FOR_ACTIVATION
+        op = work.add_intent(payment, kind, price, target, claim_s=self.executor.lease_s)
         timeline(
             session,
             customer_id,
@@ -252,17 +268,17 @@ async def _gates(
     activation while the last deactivation of this feature on this vehicle is still on
     its way. One query finds every purchase that could refuse it; the checks keep their
     order (so the same conflict is reported as before)."""
-    excluded = lifecycle.excluded_after_cancel(offer, service_id)
+    excluded = excluded_after_cancel(offer, service_id)
     on_vehicle = and_(
         Purchase.vehicle_id == vehicle.id,
         or_(
             Purchase.state.in_([s.value for s in BLOCKING]),
-            Purchase.deactivation_state.in_(lifecycle.DEACTIVATION_PENDING),
+            Purchase.deactivation_state.in_(DEACTIVATION_PENDING),
         ),
     )
     cancelled = and_(
         Purchase.customer_id == customer_id,
-        Purchase.cancel_reason.in_(lifecycle.CUSTOMER_REASONS),
+        Purchase.cancel_reason.in_(CUSTOMER_REASONS),
     )
     rows = (
         await session.execute(
@@ -286,15 +302,13 @@ async def _gates(
             "already_purchased", f"{service_id} is active or pending", {"purchase_id": busy}
         )
     if excluded and any(
-        r.customer_id == customer_id and r.cancel_reason in lifecycle.CUSTOMER_REASONS for r in rows
+        r.customer_id == customer_id and r.cancel_reason in CUSTOMER_REASONS for r in rows
     ):
         raise Conflict(
             "excluded_after_cancellation",
             f"{service_id} was cancelled by this customer and may not be bought again",
         )
-    switching_off = next(
-        (r.id for r in mine if r.deactivation_state in lifecycle.DEACTIVATION_PENDING), None
-    )
+    switching_off = next((r.id for r in mine if r.deactivation_state in DEACTIVATION_PENDING), None)
     if switching_off:
         raise Conflict(
             "deactivation_in_progress",

@@ -15,8 +15,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from backend.workers.wakeups import Wakeups, WakingSession
-
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -56,14 +54,8 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_sessions(engine: AsyncEngine, wakeups: Wakeups | None = None) -> Sessions:
-    """Sessions; with ``wakeups``, a commit wakes the loops its writes gave work to."""
-    return async_sessionmaker(
-        engine,
-        expire_on_commit=False,
-        sync_session_class=WakingSession,
-        info=wakeups.session_info() if wakeups else None,
-    )
+def make_sessions(engine: AsyncEngine) -> Sessions:
+    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def alembic_config(url: str) -> Config:

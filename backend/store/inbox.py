@@ -7,13 +7,21 @@ import json
 import re
 from typing import Any
 
-from sqlalchemy import Exists, exists, select
+from sqlalchemy import ColumnElement, Exists, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.services import lifecycle, saga, support
-from backend.store import preload
+from backend.domain.events import (
+    ActivationCancelled,
+    ActivationFailed,
+    ActivationSucceeded,
+    DeactivationAnswered,
+    Event,
+    ManualActivationSucceeded,
+    Progress,
+)
 from backend.store.models import InboxEvent, Payment, Purchase
 from backend.store.records import open_ticket, timeline
+from backend.store.unit_of_work import UnitOfWork
 
 ACTIVATION_TYPES = {
     "activation.accepted",
@@ -71,46 +79,61 @@ def purchase_activation_id(type_: str, data: dict[str, Any]) -> str | None:
     return str(data.get("activation_id"))
 
 
-async def apply_gateway_event(
-    session: AsyncSession, type_: str, data: dict[str, Any], now: float
-) -> str:
-    """Apply one ``caas:events`` entry; returns applied | stale | ignored."""
+async def apply_gateway_event(work: UnitOfWork, type_: str, data: dict[str, Any]) -> str:
+    """Apply one ``caas:events`` entry: applied | stale | ignored. The activation id
+    names a purchase's activation, its deactivation, or support's manual activation."""
     if type_ not in ACTIVATION_TYPES:
         return "ignored"
+    activation_id = str(data.get("activation_id"))
     if data.get("action", "activate") == "deactivate":
-        return await lifecycle.on_deactivation_event(session, type_, data, now)
-    purchase = await preload.purchase_by_activation(session, str(data.get("activation_id")))
+        purchase = await _purchase_where(work, Purchase.deactivation_id == activation_id)
+        event = deactivation_event(type_, data)
+    elif (purchase := await work.purchase_by_activation(activation_id)) is not None:
+        purchase.activation_state = activation_state_after(type_, data)
+        payment = await work.payment_of(purchase.id)
+        return (await work.decide(purchase, payment, activation_event(type_, data))).outcome
+    else:
+        purchase = await _purchase_where(work, Purchase.support_activation_id == activation_id)
+        event = support_event(type_)
     if purchase is None:
-        return await support.on_support_event(session, type_, data, now)
-    purchase.activation_state = activation_state_after(type_, data)
+        return "ignored"
+    # neither a deactivation nor a manual activation moves money: no payment needed
+    return (await work.decide(purchase, None, event)).outcome
+
+
+async def _purchase_where(work: UnitOfWork, condition: ColumnElement[bool]) -> Purchase | None:
+    return await work.session.scalar(select(Purchase).where(condition))
+
+
+def activation_event(type_: str, data: dict[str, Any]) -> Event:
+    """What the gateway's event about a purchase's activation means to the purchase."""
     match type_:
         case "activation.succeeded":
-            outcome = await saga.activation_succeeded(session, purchase, now)
-            if outcome == "stale" and purchase.state == "CANCELLED" and not purchase.activated_at:
-                # cancelled while scheduled, but the command went out: switch it off again
-                await lifecycle.request_deactivation(session, purchase, now)
-            return outcome
+            return ActivationSucceeded()
         case "activation.failed":
-            diagnostics = data.get("diagnostics")
-            return await saga.activation_failed(
-                session,
-                purchase,
-                now,
-                data.get("failure_category"),
-                diagnostics if isinstance(diagnostics, dict) else None,
-            )
+            return ActivationFailed(data.get("failure_category"), _diagnostics(data))
         case "activation.cancelled":
-            return await saga.activation_cancelled(session, purchase, now)
+            return ActivationCancelled()
         case _:
-            timeline(
-                session,
-                purchase.customer_id,
-                purchase.id,
-                now,
-                type_,
-                attempts=data.get("attempts"),
-            )
-            return "applied"
+            return Progress(type_, {"attempts": data.get("attempts")})
+
+
+def deactivation_event(type_: str, data: dict[str, Any]) -> Event:
+    outcome = type_.removeprefix("activation.")
+    if outcome in ("succeeded", "failed", "cancelled"):
+        return DeactivationAnswered(outcome, _diagnostics(data))
+    return Progress(f"deactivation.{outcome}")
+
+
+def support_event(type_: str) -> Event:
+    if type_ == "activation.succeeded":
+        return ManualActivationSucceeded()
+    return Progress(f"support.{type_}")
+
+
+def _diagnostics(data: dict[str, Any]) -> dict[str, Any] | None:
+    diagnostics = data.get("diagnostics")
+    return diagnostics if isinstance(diagnostics, dict) else None
 
 
 MAX_SEQ = 2**53 - 1  # an integer every JSON parser reads exactly; the column is 64-bit

@@ -40,6 +40,9 @@ class Customer(Base):
     email: Mapped[str]
     phone: Mapped[str | None]
     has_app: Mapped[bool] = mapped_column(Boolean, default=False)
+    # card: a hold, captured once the feature is on | direct_debit: charged at once,
+    # refunded if the activation fails (domain/states.py PaymentMethod)
+    payment_method: Mapped[str] = mapped_column(String(16), default="card")
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -121,6 +124,7 @@ class Payment(Base):
     purchase_id: Mapped[str] = mapped_column(ForeignKey("purchases.id"), unique=True)
     amount_cents: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    method: Mapped[str] = mapped_column(String(16), default="card")  # the customer's, then
     state: Mapped[str] = mapped_column(String(32), index=True)
     authorization_ref: Mapped[str | None] = mapped_column(String(64))
     captured_cents: Mapped[int] = mapped_column(Integer, default=0)

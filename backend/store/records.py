@@ -1,5 +1,7 @@
-"""Small writers shared by the saga and the API: timeline entries, support tickets, and
-the outbox rows that ask the gateway to act on a purchase's feature."""
+"""The rows a decision leaves behind, written in the caller's transaction: timeline
+entries, support tickets, outbox rows that ask the gateway to act, notices for the
+customer, and scheduler jobs. Writers only: who is woken after the commit is the unit
+of work's business (``store/unit_of_work.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,20 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.store.models import Customer, OutboxMessage, Purchase, Ticket, TimelineEntry, Vehicle
-from backend.workers import wakeups
+from backend.domain.notices import Message, channels_for
+from backend.logs import log
+from backend.store.models import (
+    Customer,
+    Notification,
+    OutboxMessage,
+    Purchase,
+    ScheduledJob,
+    Ticket,
+    TimelineEntry,
+    Vehicle,
+)
+
+JOB_PENDING, JOB_DONE = "PENDING", "DONE"
 
 
 def timeline(
@@ -108,4 +122,66 @@ def queue_gateway_request(
             created_at=now,
         )
     )
-    wakeups.mark(session, wakeups.RELAY)
+
+
+def resolve(ticket: Ticket, resolution: str, now: float) -> None:
+    ticket.status, ticket.resolved_at = "RESOLVED", now
+    ticket.details = {
+        **ticket.details,
+        "resolution": resolution,
+        "resolution_s": round(now - ticket.created_at, 3),
+    }
+    log("ticket.resolved", ticket=ticket.number, resolution=resolution)
+
+
+async def schedule(
+    session: AsyncSession,
+    kind: str,
+    key: str,
+    due_at: float,
+    now: float,
+    purchase_id: str | None = None,
+) -> None:
+    """Add a scheduler job unless one with this key exists (the key is unique in SQL)."""
+    if await session.scalar(select(ScheduledJob.id).where(ScheduledJob.key == key)):
+        return
+    session.add(
+        ScheduledJob(
+            id=str(uuid.uuid4()),
+            key=key,
+            kind=kind,
+            purchase_id=purchase_id,
+            due_at=due_at,
+            state=JOB_PENDING,
+            attempts=0,
+            created_at=now,
+        )
+    )
+    await session.flush()
+
+
+def queue_notice(
+    session: AsyncSession,
+    customer: Customer,
+    msg: Message,
+    now: float,
+    purchase_id: str | None = None,
+    critical: bool = False,
+) -> None:
+    """One QUEUED row per channel the rules pick for this customer."""
+    for channel, address in channels_for(customer, critical):
+        session.add(
+            Notification(
+                id=str(uuid.uuid4()),
+                customer_id=customer.id,
+                purchase_id=purchase_id,
+                template=msg.template,
+                channel=channel,
+                address=address,
+                subject=msg.subject,
+                body=msg.body,
+                critical=critical,
+                status="QUEUED",
+                created_at=now,
+            )
+        )

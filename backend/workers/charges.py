@@ -5,24 +5,25 @@ acts once. A definite refusal cancels the subscription (notice, deactivation, ti
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.payments import PaymentProvider, ProviderResult
+from backend.domain.events import NonPayment
+from backend.domain.months import month_bounds
 from backend.domain.retry import backoff_s
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
-from backend.services import billing, lifecycle
-from backend.store.db import Sessions
-from backend.store.models import Purchase, SubscriptionCharge
-from backend.store.records import open_ticket, timeline
-from protocol.timeutil import Clock
+from backend.store import billing
+from backend.store.models import SubscriptionCharge
+from backend.store.records import timeline
+from backend.store.unit_of_work import Units
 
 
 class ChargeExecutor:
-    def __init__(self, sessions: Sessions, provider: PaymentProvider, clock: Clock) -> None:
-        self.sessions = sessions
+    def __init__(self, units: Units, provider: PaymentProvider) -> None:
+        self.units = units
+        self.sessions = units.sessions
         self.provider = provider
-        self.clock = clock
+        self.clock = units.clock
 
     async def run_pending(self, limit: int = 200) -> int:
         async with self.sessions() as session:
@@ -85,42 +86,21 @@ class ChargeExecutor:
         log("charge.timeout", charge_id=charge.id)
 
     async def _record(self, charge: SubscriptionCharge, result: ProviderResult) -> int:
-        now = self.clock.now()
         state = billing.CHARGED if result.approved else billing.FAILED
-        async with self.sessions.begin() as session:
+        async with self.units.begin() as work:
             values = {"provider_ref": result.ref or None, "error": result.reason}
-            if not await billing.record(session, charge.id, state, now, **values):
+            if not await billing.record(work.session, charge.id, state, work.now, **values):
                 return 0  # another executor recorded it first
-            purchase = await lifecycle.lock(session, charge.purchase_id)
+            purchase = await work.lock(charge.purchase_id)
             assert purchase is not None
             timeline(
-                session, purchase.customer_id, purchase.id, now, f"subscription.{state.lower()}",
-                month=charge.month, amount_cents=charge.amount_cents,
+                work.session, purchase.customer_id, purchase.id, work.now,
+                f"subscription.{state.lower()}", month=charge.month,
+                amount_cents=charge.amount_cents,
             )  # fmt: skip
             if not result.approved:
-                await open_ticket(
-                    session, purchase, "subscription_charge_failed", None, now,
-                    month=charge.month, reason=result.reason,
-                )  # fmt: skip
-                await lifecycle.tell(
-                    session, purchase, "subscription_payment_failed", now,
-                    amount=f"{charge.amount_cents / 100:.2f}", month=charge.month,
-                )  # fmt: skip
-                await _cancel_for_nonpayment(session, purchase, charge, now)
+                _, month_end = month_bounds(charge.month)
+                event = NonPayment(charge.month, month_end, charge.amount_cents, result.reason)
+                await work.decide(purchase, None, event)  # the subscription's own hold is gone
         log("charge.recorded", charge_id=charge.id, state=state, reason=result.reason)
         return 1
-
-
-async def _cancel_for_nonpayment(
-    session: AsyncSession, purchase: Purchase, charge: SubscriptionCharge, now: float
-) -> None:
-    # billed up to the end of the refused month and not after: the service ends now
-    _, month_end = billing.month_bounds(charge.month)
-    if purchase.ends_at is None or purchase.ends_at > month_end:
-        purchase.ends_at = month_end
-    if purchase.cancel_reason is None:
-        purchase.cancel_reason, purchase.cancelled_at = "payment_failed", now
-    if purchase.state in lifecycle.ON:
-        await lifecycle.end_service(
-            session, purchase, lifecycle.PS.CANCELLED, "payment_failed", now
-        )

@@ -19,9 +19,8 @@ import redis.exceptions
 from sqlalchemy.exc import IntegrityError
 
 from backend.logs import log
-from backend.store import inbox, preload
-from backend.store.db import Sessions
-from protocol.timeutil import Clock
+from backend.store import inbox
+from backend.store.unit_of_work import Units
 
 CLAIM_EVERY_PASSES = 30  # with 1 s blocking reads: look for abandoned entries every ~30 s
 
@@ -33,14 +32,12 @@ class EventConsumer:
         stream: str,
         group: str,
         name: str,
-        sessions: Sessions,
-        clock: Clock,
+        units: Units,
         after_batch: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.redis = redis_client
         self.stream, self.group, self.name = stream, group, name
-        self.sessions = sessions
-        self.clock = clock
+        self.units = units
         self.after_batch = after_batch
         self.handled = 0
 
@@ -103,7 +100,7 @@ class EventConsumer:
                 log("consumer.malformed", entry_id=entry_id, error=str(exc))
                 malformed.append(entry_id)
         try:
-            outcomes = await consume_batch(self.sessions, self.clock.now(), events)
+            outcomes = await consume_batch(self.units, events)
         except Exception as exc:
             log("consumer.batch_failed", entries=len(events), error=type(exc).__name__)
             outcomes = [await self._apply(e.event_id, e.type, e.data) for e in events]
@@ -116,7 +113,7 @@ class EventConsumer:
         return len(entries)
 
     async def _apply(self, event_id: str, type_: str, data: dict[str, Any]) -> str:
-        return await consume(self.sessions, self.clock.now(), event_id, type_, data)
+        return await consume(self.units, event_id, type_, data)
 
 
 @dataclass(frozen=True)
@@ -127,39 +124,40 @@ class Event:
     data: dict[str, Any]
 
 
-async def consume(
-    sessions: Sessions, now: float, event_id: str, type_: str, data: dict[str, Any]
-) -> str:
+async def consume(units: Units, event_id: str, type_: str, data: dict[str, Any]) -> str:
     """Apply one gateway event exactly once: inbox row and effects in one transaction."""
     try:
-        async with sessions.begin() as session:
-            if await inbox.seen(session, event_id):
+        async with units.begin() as work:
+            if await inbox.seen(work.session, event_id):
                 return "duplicate"
-            outcome = await inbox.apply_gateway_event(session, type_, data, now)
-            inbox.remember(session, event_id, "gateway", type_, outcome, now)
+            outcome = await inbox.apply_gateway_event(work, type_, data)
+            inbox.remember(work.session, event_id, "gateway", type_, outcome, work.now)
     except IntegrityError:
         return "duplicate"  # another consumer committed the same event first
     return outcome
 
 
-async def consume_batch(sessions: Sessions, now: float, events: list[Event]) -> list[str]:
+async def consume_batch(units: Units, events: list[Event]) -> list[str]:
     """Apply several events exactly once, in stream order, in one transaction: their
     inbox rows commit with their effects, all or none. Raises when any of it fails
-    (e.g. another consumer committed one of these events first: IntegrityError)."""
+    (e.g. another consumer committed one of these events first: IntegrityError).
+
+    The purchases, payments, customers, vehicles and intents the batch needs are loaded
+    up front in two queries (``UnitOfWork.load``); with no query left between the
+    events, the session also flushes their writes together at commit."""
     if not events:
         return []
-    async with sessions.begin() as session:
-        seen = await inbox.seen_among(session, [e.event_id for e in events])
+    async with units.begin() as work:
+        seen = await inbox.seen_among(work.session, [e.event_id for e in events])
         wanted = {inbox.purchase_activation_id(e.type, e.data) for e in events}
-        rows = await preload.load(session, {a for a in wanted if a is not None})
+        await work.load({a for a in wanted if a is not None})
         outcomes = []
-        with preload.kept(session, rows):
-            for e in events:
-                if e.event_id in seen:
-                    outcomes.append("duplicate")
-                    continue
-                seen.add(e.event_id)  # the same event twice in one batch
-                outcome = await inbox.apply_gateway_event(session, e.type, e.data, now)
-                inbox.remember(session, e.event_id, "gateway", e.type, outcome, now)
-                outcomes.append(outcome)
+        for e in events:
+            if e.event_id in seen:
+                outcomes.append("duplicate")
+                continue
+            seen.add(e.event_id)  # the same event twice in one batch
+            outcome = await inbox.apply_gateway_event(work, e.type, e.data)
+            inbox.remember(work.session, e.event_id, "gateway", e.type, outcome, work.now)
+            outcomes.append(outcome)
     return outcomes

@@ -1,85 +1,35 @@
-"""Money operations as durable intents.
+"""Money operations as durable intents, run against the provider.
 
-``request()`` writes a REQUESTED ``MoneyOp`` (its provider idempotency key fixed at
-creation) inside the caller's transaction. ``MoneyExecutor`` later calls the provider
+A unit of work writes a REQUESTED ``MoneyOp`` (its provider idempotency key fixed at
+creation) with the decision that needs it. ``MoneyExecutor`` later calls the provider
 with that key and records the answer in a second transaction, guarded by
-``state = REQUESTED``. A crash between the two replays the same key on restart, and a
-provider that is idempotent per key answers with the first result: exactly one capture.
+``state = REQUESTED``, where the purchase machine decides what the answer means. A crash
+between the two replays the same key on restart, and a provider that is idempotent per
+key answers with the first result: exactly one capture.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.payments import PaymentProvider, ProviderResult
+from backend.domain.events import (
+    CaptureAnswered,
+    Event,
+    HoldDeclined,
+    HoldPlaced,
+    ReleaseAnswered,
+)
 from backend.domain.retry import backoff_s
 from backend.domain.states import OpKind, OpState, PaymentState
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
-from backend.store import preload
 from backend.store.claims import claim_due
-from backend.store.db import Sessions
 from backend.store.models import Customer, MoneyOp, Payment, Purchase, Vehicle
-from backend.workers import wakeups
+from backend.store.unit_of_work import Units
 from backend.workers.loops import bounded
-from protocol.timeutil import Clock
-
-# called inside the recording transaction with the op, its payment and the answer
-Applier = Callable[[AsyncSession, MoneyOp, Payment, ProviderResult], Awaitable[None]]
-
-
-async def request(
-    session: AsyncSession,
-    payment: Payment,
-    kind: OpKind,
-    amount_cents: int,
-    target_state: PaymentState | None,
-    now: float,
-) -> MoneyOp:
-    """The intent for ``kind`` on this payment (at most one per kind: unique in SQL)."""
-    existing = await preload.intent_of(session, payment.id, kind.value)
-    if existing is not None:
-        return existing
-    return await add_intent(session, payment, kind, amount_cents, target_state, now)
-
-
-async def add_intent(
-    session: AsyncSession,
-    payment: Payment,
-    kind: OpKind,
-    amount_cents: int,
-    target_state: PaymentState | None,
-    now: float,
-    claim_s: float = 0.0,
-) -> MoneyOp:
-    """A new intent on a payment known to have none of this kind (one just created).
-
-    ``claim_s`` > 0: the caller executes it itself right after the commit, so it is
-    born claimed (due only after ``claim_s``, when the executor takes it over if the
-    caller died); otherwise the money loop is woken by the commit."""
-    op = MoneyOp(
-        id=str(uuid.uuid4()),
-        payment_id=payment.id,
-        kind=kind.value,
-        idempotency_key=f"{kind.value}:{payment.id}",
-        amount_cents=amount_cents,
-        target_state=target_state.value if target_state else None,
-        state=OpState.REQUESTED.value,
-        attempts=0,
-        next_attempt_at=now + claim_s,
-        created_at=now,
-    )
-    session.add(op)  # flushed with the rest of the transaction (fewer round trips)
-    preload.added_intent(session, op)
-    if claim_s <= 0:
-        wakeups.mark(session, wakeups.MONEY)
-    log("money.requested", op=kind.value, payment_id=payment.id, amount_cents=amount_cents)
-    return op
 
 
 @dataclass(frozen=True)
@@ -92,6 +42,21 @@ class Recorded:
     purchase: Purchase
 
 
+def answer_event(op: MoneyOp, result: ProviderResult) -> Event:
+    """What the provider's answer to an intent means for its purchase."""
+    match OpKind(op.kind):
+        case OpKind.AUTHORIZE | OpKind.CHARGE if result.approved:
+            return HoldPlaced(result.ref, collected=op.kind == OpKind.CHARGE.value)
+        case OpKind.AUTHORIZE | OpKind.CHARGE:
+            return HoldDeclined(result.reason)
+        case OpKind.CAPTURE:
+            return CaptureAnswered(result.approved, result.reason)
+        case _:
+            target = PaymentState(op.target_state or PaymentState.CANCELLED.value)
+            kind = OpKind(op.kind)
+            return ReleaseAnswered(kind, result.approved, op.amount_cents, target, result.reason)
+
+
 class MoneyExecutor:
     """Runs due intents, ``concurrency`` provider calls at a time. An intent is claimed
     before it runs (``next_attempt_at`` pushed ``lease_s`` ahead by a guarded UPDATE), so
@@ -100,17 +65,15 @@ class MoneyExecutor:
 
     def __init__(
         self,
-        sessions: Sessions,
+        units: Units,
         provider: PaymentProvider,
-        clock: Clock,
-        on_result: Applier,
         concurrency: int = 1,
         lease_s: float = 30.0,
     ) -> None:
-        self.sessions = sessions
+        self.units = units
+        self.sessions = units.sessions
         self.provider = provider
-        self.clock = clock
-        self.on_result = on_result
+        self.clock = units.clock
         self.concurrency = concurrency
         self.lease_s = lease_s
 
@@ -166,6 +129,13 @@ class MoneyExecutor:
                     amount_cents=op.amount_cents,
                     currency=payment.currency,
                 )
+            case OpKind.CHARGE:
+                return await self.provider.charge(
+                    idempotency_key=key,
+                    reference=payment.id,
+                    amount_cents=op.amount_cents,
+                    currency=payment.currency,
+                )
             case OpKind.CAPTURE:
                 return await self.provider.capture(
                     idempotency_key=key, authorization_ref=ref, amount_cents=op.amount_cents
@@ -188,7 +158,8 @@ class MoneyExecutor:
                     next_attempt_at=now + backoff_s(op.attempts + 1, 0.2, 30.0),
                 )
             )
-            if op.kind == OpKind.AUTHORIZE.value:  # outcome unknown: the payment is PENDING
+            if op.kind in (OpKind.AUTHORIZE.value, OpKind.CHARGE.value):
+                # outcome unknown: the payment is PENDING until the retry is answered
                 await session.execute(
                     update(Payment)
                     .where(
@@ -199,17 +170,16 @@ class MoneyExecutor:
         log("money.timeout", op=op.kind, payment_id=op.payment_id, attempt=op.attempts + 1)
 
     async def _record(self, op_id: str, result: ProviderResult) -> Recorded | None:
-        now = self.clock.now()
-        async with self.sessions.begin() as session:
+        async with self.units.begin() as work:
             state = OpState.SUCCEEDED if result.approved else OpState.FAILED
-            op = await session.scalar(
+            op = await work.session.scalar(
                 update(MoneyOp)
                 .where(MoneyOp.id == op_id, MoneyOp.state == OpState.REQUESTED.value)
                 .values(
                     state=state.value,
                     provider_ref=result.ref or None,
                     error=result.reason,
-                    completed_at=now,
+                    completed_at=work.now,
                 )
                 .returning(MoneyOp)  # the recorded row, read by the same statement
                 .execution_options(synchronize_session=False)
@@ -217,10 +187,10 @@ class MoneyExecutor:
             if op is None:
                 return None  # another executor recorded it first
             # payment, purchase, and the customer and vehicle a notice names, in one trip;
-            # the applier finds them in the session (``session.get`` without SQL) while
-            # ``loaded`` holds them (the identity map keeps rows only weakly)
+            # the unit of work finds them in the session (``session.get`` without SQL)
+            # while ``loaded`` holds them (the identity map keeps rows only weakly)
             loaded = (
-                await session.execute(
+                await work.session.execute(
                     select(Payment, Purchase, Customer, Vehicle)
                     .join(Purchase, Purchase.id == Payment.purchase_id)
                     .join(Customer, Customer.id == Purchase.customer_id)
@@ -229,7 +199,7 @@ class MoneyExecutor:
                 )
             ).one()
             payment, purchase = loaded.Payment, loaded.Purchase
-            await self.on_result(session, op, payment, result)
+            await work.decide(purchase, payment, answer_event(op, result))
         log(
             "money.recorded",
             op=op.kind,

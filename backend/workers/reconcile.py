@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.gateway_client import GatewayClient
 from backend.adapters.payments import PaymentProvider
+from backend.domain.events import DeadlinePassed
 from backend.domain.states import IN_FLIGHT, PaymentState, PurchaseState
 from backend.errors import GatewayError, ProviderError
 from backend.logs import log
-from backend.services import saga
 from backend.store.db import Sessions
-from backend.store.models import OutboxMessage, Payment, Purchase
+from backend.store.models import Payment, Purchase
 from backend.store.records import open_ticket
+from backend.store.unit_of_work import Units
 from protocol.timeutil import Clock
 
 
@@ -24,10 +25,11 @@ class Watchdog:
     """Ends purchases still in flight past their activation deadline: ask the gateway
     for the truth; if it has none, cancel there and escalate here, without charge."""
 
-    def __init__(self, sessions: Sessions, gateway: GatewayClient, clock: Clock) -> None:
-        self.sessions = sessions
+    def __init__(self, units: Units, gateway: GatewayClient) -> None:
+        self.units = units
+        self.sessions = units.sessions
         self.gateway = gateway
-        self.clock = clock
+        self.clock = units.clock
 
     async def run_once(self) -> int:
         async with self.sessions() as session:
@@ -45,18 +47,12 @@ class Watchdog:
 
     async def _settle(self, purchase: Purchase) -> None:
         remote = await self._ask_gateway(purchase)
-        now = self.clock.now()
-        state = (remote or {}).get("state")
-        async with self.sessions.begin() as session:
-            stored = await session.get(Purchase, purchase.id)
+        async with self.units.begin() as work:
+            stored = await work.lock(purchase.id)
             assert stored is not None
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.purchase_id == stored.id, OutboxMessage.delivered_at.is_(None))
-                .values(dead=True)
-            )
-            await self._end(session, stored, remote or {}, now)
-        log("watchdog.deadline", purchase_id=purchase.id, gateway_state=state)
+            payment = await work.payment_of(stored.id)
+            await work.decide(stored, payment, DeadlinePassed(remote))
+        log("watchdog.deadline", purchase_id=purchase.id, gateway_state=(remote or {}).get("state"))
 
     async def _ask_gateway(self, purchase: Purchase) -> dict[str, Any] | None:
         """The gateway's view; an activation that is not final is cancelled there."""
@@ -70,27 +66,6 @@ class Watchdog:
         except GatewayError as exc:
             log("watchdog.gateway_unavailable", purchase_id=purchase.id, error=str(exc))
             return None
-
-    @staticmethod
-    async def _end(
-        session: AsyncSession, stored: Purchase, remote: dict[str, Any], now: float
-    ) -> None:
-        diagnostics = remote.get("diagnostics")
-        diagnostics = diagnostics if isinstance(diagnostics, dict) else None
-        if remote.get("state") == "SUCCEEDED":
-            await saga.activation_succeeded(session, stored, now)
-        elif remote.get("state") == "FAILED":
-            await saga.activation_failed(
-                session, stored, now, remote.get("failure_category"), diagnostics
-            )
-        elif stored.state == PurchaseState.PAYMENT_PENDING:
-            stored.state, stored.updated_at = PurchaseState.PAYMENT_FAILED.value, now
-            await saga.release(session, stored, PaymentState.FAILED_NO_CHARGE, now)
-        else:
-            await saga.activation_failed(
-                session, stored, now, "deadline_exceeded", {"gateway": remote or None},
-                PurchaseState.ESCALATED, "activation_deadline",
-            )  # fmt: skip
 
 
 class Reconciler:

@@ -12,17 +12,18 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.gateway_client import GatewayClient
+from backend.domain import machine
+from backend.domain.events import Dispatched, DispatchRejected
 from backend.domain.retry import backoff_s
 from backend.domain.states import PurchaseState
 from backend.errors import GatewayError
 from backend.logs import log
-from backend.services import lifecycle, saga
 from backend.store.claims import claim_due
-from backend.store.db import Sessions
 from backend.store.models import OutboxMessage, Purchase, Vehicle
-from backend.store.records import timeline
+from backend.store.unit_of_work import Units
 from backend.workers.loops import bounded
-from protocol.timeutil import Clock
+
+ACTIVATING = PurchaseState.ACTIVATING
 
 
 class OutboxRelay:
@@ -32,17 +33,17 @@ class OutboxRelay:
 
     def __init__(
         self,
-        sessions: Sessions,
+        units: Units,
         gateway: GatewayClient,
-        clock: Clock,
         initial_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         concurrency: int = 1,
         lease_s: float = 30.0,
     ) -> None:
-        self.sessions = sessions
+        self.units = units
+        self.sessions = units.sessions
         self.gateway = gateway
-        self.clock = clock
+        self.clock = units.clock
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.concurrency = concurrency
@@ -102,15 +103,14 @@ class OutboxRelay:
         return True
 
     async def _failed(self, row: OutboxMessage, exc: GatewayError) -> None:
-        now = self.clock.now()
-        async with self.sessions.begin() as session:
-            stored = await session.get(OutboxMessage, row.id)
+        async with self.units.begin() as work:
+            stored = await work.session.get(OutboxMessage, row.id)
             assert stored is not None
             stored.attempts += 1
             stored.last_error = str(exc)[:500]
             if exc.retryable:
                 delay = backoff_s(stored.attempts, self.initial_backoff_s, self.max_backoff_s)
-                stored.available_at = now + delay
+                stored.available_at = work.now + delay
                 log(
                     "outbox.retry_scheduled",
                     activation_id=row.activation_id,
@@ -120,25 +120,10 @@ class OutboxRelay:
                 )
                 return
             stored.dead = True
-            purchase = await session.get(Purchase, row.purchase_id)
+            purchase = await work.lock(row.purchase_id)
             assert purchase is not None
-            if row.kind == "deactivation.request":
-                await lifecycle.deactivation_failed(
-                    session, purchase, now, {"gateway_status": exc.status}
-                )
-            elif row.kind != "activation.request":
-                timeline(
-                    session, purchase.customer_id, purchase.id, now, "support.dispatch_rejected"
-                )
-            else:
-                await saga.activation_failed(
-                    session,
-                    purchase,
-                    now,
-                    "dispatch_rejected",
-                    {"gateway_status": exc.status, "error": exc.detail},
-                    ticket_kind="dispatch_rejected",
-                )
+            payment = await work.payment_of(purchase.id)
+            await work.decide(purchase, payment, DispatchRejected(row.kind, exc.status, exc.detail))
         log("outbox.rejected", activation_id=row.activation_id, status=exc.status)
 
 
@@ -159,12 +144,12 @@ async def _delivered(session: AsyncSession, rows: list[OutboxMessage], now: floa
         .execution_options(synchronize_session=False)
     )
     activating = [r.purchase_id for r in rows if r.kind == "activation.request"]
-    if activating:
-        waiting = (PurchaseState.ACTIVATION_QUEUED.value, PurchaseState.SCHEDULED.value)
+    if activating:  # the machine's move for ``Dispatched``, for the whole batch at once
+        waiting = [s.value for s in machine.sources(Dispatched, ACTIVATING)]
         await session.execute(
             update(Purchase)
             .where(Purchase.id.in_(activating), Purchase.state.in_(waiting))
-            .values(state=PurchaseState.ACTIVATING.value, updated_at=now)
+            .values(state=ACTIVATING.value, updated_at=now)
             .execution_options(synchronize_session=False)
         )
     deactivating = [r.purchase_id for r in rows if r.kind == "deactivation.request"]

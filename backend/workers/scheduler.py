@@ -12,63 +12,37 @@ by unique constraints (one charge per subscription month), so a re-run is a no-o
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.domain.retry import backoff_s
 from backend.logs import log
 from backend.store.db import Sessions
 from backend.store.models import ScheduledJob
-from protocol.timeutil import Clock
+from backend.store.records import JOB_DONE as DONE
+from backend.store.records import JOB_PENDING as PENDING
+from backend.store.records import schedule
+from backend.store.unit_of_work import UnitOfWork, Units
 
-JobHandler = Callable[[AsyncSession, ScheduledJob, float], Awaitable[None]]
-PENDING, DONE = "PENDING", "DONE"
+JobHandler = Callable[[UnitOfWork, ScheduledJob], Awaitable[None]]
 
 
 class _Lost(Exception):
     """Another process marked the job DONE first: roll this run back."""
 
 
-async def schedule(
-    session: AsyncSession,
-    kind: str,
-    key: str,
-    due_at: float,
-    now: float,
-    purchase_id: str | None = None,
-) -> None:
-    """Add a job unless one with this key exists (the key is unique in SQL)."""
-    if await session.scalar(select(ScheduledJob.id).where(ScheduledJob.key == key)):
-        return
-    session.add(
-        ScheduledJob(
-            id=str(uuid.uuid4()),
-            key=key,
-            kind=kind,
-            purchase_id=purchase_id,
-            due_at=due_at,
-            state=PENDING,
-            attempts=0,
-            created_at=now,
-        )
-    )
-    await session.flush()
-
-
 class Scheduler:
     def __init__(
         self,
-        sessions: Sessions,
-        clock: Clock,
+        units: Units,
         handlers: dict[str, JobHandler],
         before_pass: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        self.sessions = sessions
-        self.clock = clock
+        self.units = units
+        self.sessions = units.sessions
+        self.clock = units.clock
         self.handlers = handlers
         self.before_pass = before_pass
         self.ran = 0
@@ -90,7 +64,8 @@ class Scheduler:
         now = self.clock.now()
         job_id = None
         try:
-            async with self.sessions.begin() as session:
+            async with self.units.begin() as work:
+                session = work.session
                 job = await session.scalar(
                     select(ScheduledJob)
                     .where(ScheduledJob.state == PENDING, ScheduledJob.due_at <= now)
@@ -101,7 +76,7 @@ class Scheduler:
                 if job is None:
                     return None
                 job_id = job.id
-                await self.handlers[job.kind](session, job, now)
+                await self.handlers[job.kind](work, job)
                 marked = await session.execute(
                     update(ScheduledJob)
                     .where(ScheduledJob.id == job.id, ScheduledJob.state == PENDING)

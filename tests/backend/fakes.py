@@ -97,7 +97,7 @@ class RecordingChannel:
     fail: bool = False
     delay_s: float = 0.0
 
-    async def send(self, address: str, subject: str, body: str) -> None:
+    async def send(self, address: str, subject: str, body: str, ref: str) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail:

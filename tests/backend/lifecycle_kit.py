@@ -51,7 +51,7 @@ async def off_event(w: World, purchase_id: str, type_: str = "activation.succeed
     if type_ == "activation.failed":
         body["diagnostics"] = {"dtcs": ["U0100"]}
     eid = f"ev-off-{type_}-{purchase_id}"
-    return await consume(w.backend.sessions, w.clock.now(), eid, type_, body)
+    return await consume(w.backend.units, eid, type_, body)
 
 
 async def templates(w: World, purchase_id: str | None = None) -> list[str]:

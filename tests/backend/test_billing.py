@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from backend.domain import months as billing
 from backend.errors import InvalidRequest
-from backend.services import billing
 from backend.store.models import SubscriptionCharge, Ticket
 from tests.backend.conftest import World, WorldFactory
 from tests.backend.lifecycle_kit import DAY, active, deactivations, row, templates, travel

@@ -75,7 +75,7 @@ async def buy_all(w: World) -> list[dict[str, Any]]:
 
 def another_relay(w: World) -> OutboxRelay:
     """A second relay on the same database, as in another backend process."""
-    return OutboxRelay(w.backend.sessions, w.gateway, w.clock, concurrency=8)
+    return OutboxRelay(w.backend.units, w.gateway, concurrency=8)
 
 
 async def test_relay_sends_claimed_rows_concurrently(make_world: WorldFactory, db_url: str) -> None:
@@ -112,7 +112,7 @@ async def test_money_intents_run_concurrently_each_once(
         for p in bought_:
             await event(w, "activation.succeeded", p)
         wide = WideProvider(w.provider.client, len(FLEET))
-        other = MoneyExecutor(w.backend.sessions, wide, w.clock, w.backend.executor.on_result, 8)
+        other = MoneyExecutor(w.backend.units, wide, 8)
         w.backend.executor.provider = wide
         done = await asyncio.gather(w.backend.executor.run_pending(), other.run_pending())
         assert sum(done) == len(FLEET)
@@ -177,7 +177,7 @@ async def test_failed_batch_is_applied_entry_by_entry(
         assert w.backend.consumer is not None
         assert await w.backend.consumer.poll(pending=False, block_ms=100) == 3
         assert (await plain_redis.xpending("caas:events", "backend"))["pending"] == 0
-        assert await consume(w.backend.sessions, w.clock.now(), "e-2", "x", {}) == "duplicate"
+        assert await consume(w.backend.units, "e-2", "x", {}) == "duplicate"
         await w.drain()
         assert (await w.purchase(p["id"]))["payment"]["state"] == "CHARGED"
         assert sum(w.provider.real_captures.values()) == 1

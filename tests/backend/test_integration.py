@@ -47,12 +47,12 @@ async def test_saga_success_and_failure_through_redis(
             async def settled() -> bool:
                 return {(await states(w, p["id"]))[1] for p in (ok, bad)} == {
                     "CHARGED",
-                    "FAILED_NO_CHARGE",
+                    "CANCELLED",
                 }
 
             await eventually(settled)
             assert await states(w, ok["id"]) == ("ACTIVE", "CHARGED")
-            assert await states(w, bad["id"]) == ("FAILED_NO_CHARGE", "FAILED_NO_CHARGE")
+            assert await states(w, bad["id"]) == ("FAILED_NO_CHARGE", "CANCELLED")
         pending = await plain_redis.xpending("caas:events", "backend")
         assert pending["pending"] == 0
         assert sum(w.provider.real_captures.values()) == 1
@@ -95,8 +95,7 @@ async def test_consumer_crash_before_ack_replays_pending_once(
         from backend.workers.consumer import consume
 
         await consume(
-            w.backend.sessions,
-            w.clock.now(),
+            w.backend.units,
             fields["event_id"],
             fields["type"],
             json.loads(fields["data"]),
@@ -107,8 +106,7 @@ async def test_consumer_crash_before_ack_replays_pending_once(
             "caas:events",
             "backend",
             first.name,
-            w.backend.sessions,
-            w.clock,
+            w.backend.units,
             w.backend.settle,
         )
         assert await restarted.poll(pending=True, block_ms=None) == 1
@@ -155,8 +153,7 @@ async def test_killed_between_capture_and_db_write(make_world: WorldFactory, db_
         from backend.workers.consumer import consume
 
         await consume(
-            w.backend.sessions,
-            w.clock.now(),
+            w.backend.units,
             "e-1",
             "activation.succeeded",
             {"activation_id": p["activation_id"]},

@@ -11,9 +11,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from backend.domain.notices import render
 from backend.store.db import make_engine, make_sessions
 from backend.store.models import Customer, Notification
-from backend.workers import notify
+from backend.store.records import queue_notice
 from backend.workers.notify import Dispatcher
 from tests.backend.conftest import World, WorldFactory
 from tests.backend.fakes import Killed, RecordingChannel
@@ -29,8 +30,8 @@ async def queue_notices(w: World, count: int) -> None:
         alice = await session.get(Customer, w.alice.customer_id)
         assert alice is not None
         for n in range(count):
-            msg = notify.render("ticket_created", ticket=f"T-{n}", service="x", vin="V")
-            await notify.queue(session, alice, msg, w.clock.now())
+            msg = render("ticket_created", ticket=f"T-{n}", service="x", vin="V")
+            queue_notice(session, alice, msg, w.clock.now())
 
 
 async def statuses(w: World) -> Counter[str]:
@@ -131,9 +132,9 @@ class TimedChannel(RecordingChannel):
         super().__init__(name)
         self.world, self.took_s = world, took_s
 
-    async def send(self, address: str, subject: str, body: str) -> None:
+    async def send(self, address: str, subject: str, body: str, ref: str) -> None:
         self.world.clock.advance(self.took_s)
-        await super().send(address, subject, body)
+        await super().send(address, subject, body, ref)
 
 
 async def test_slow_sends_stop_at_half_the_lease(world: World) -> None:
@@ -154,8 +155,8 @@ async def test_slow_sends_stop_at_half_the_lease(world: World) -> None:
 class DiesAfterSending(RecordingChannel):
     """Sends, then the process dies before the outcome is recorded."""
 
-    async def send(self, address: str, subject: str, body: str) -> None:
-        await super().send(address, subject, body)
+    async def send(self, address: str, subject: str, body: str, ref: str) -> None:
+        await super().send(address, subject, body, ref)
         raise Killed()
 
 

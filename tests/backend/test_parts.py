@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from backend.adapters.channels import SmtpChannel
 from backend.adapters.payments import sign, verify
+from backend.domain.notices import channels_for, render
 from backend.domain.retry import backoff_s
 from backend.errors import ConfigError, InvalidRequest
 from backend.services.catalog import load_file
 from backend.store.models import Customer
-from backend.workers.notify import SmtpChannel, channels_for, render
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -95,6 +96,6 @@ async def test_smtp_channel_talks_to_a_real_smtp_server() -> None:
     port = server.sockets[0].getsockname()[1]
     async with server:
         channel = SmtpChannel(f"smtp://127.0.0.1:{port}", "no-reply@caas.example", 5)
-        await channel.send("alice@example.com", "Hello", "You will NOT be charged.")
+        await channel.send("alice@example.com", "Hello", "You will NOT be charged.", "n-1")
     assert len(received) == 1
     assert b"Subject: Hello" in received[0] and b"NOT be charged" in received[0]

@@ -25,7 +25,7 @@ async def event(
         "action": "activate",
         **data,
     }
-    return await consume(w.backend.sessions, w.clock.now(), eid, type_, body)
+    return await consume(w.backend.units, eid, type_, body)
 
 
 async def bought(w: World, **kw: Any) -> dict[str, Any]:
@@ -148,7 +148,7 @@ async def test_failure_cancels_hold_opens_ticket_and_never_charges(world: World)
     await event(world, "activation.failed", p, failure_category="timeout", diagnostics=diag)
     await world.drain()
     got = await world.purchase(p["id"])
-    assert (got["state"], got["payment"]["state"]) == ("FAILED_NO_CHARGE", "FAILED_NO_CHARGE")
+    assert (got["state"], got["payment"]["state"]) == ("FAILED_NO_CHARGE", "CANCELLED")
     assert got["activation_state"] == "FAILED"
     assert got["payment"]["captured_cents"] == 0
     auth = next(iter(world.provider.auths.values()))
@@ -211,7 +211,7 @@ async def test_gateway_rejection_fails_without_charge(world: World) -> None:
     await world.backend.relay.run_once()
     await world.drain()
     got = await world.purchase(p["id"])
-    assert (got["state"], got["payment"]["state"]) == ("FAILED_NO_CHARGE", "FAILED_NO_CHARGE")
+    assert (got["state"], got["payment"]["state"]) == ("FAILED_NO_CHARGE", "CANCELLED")
     async with world.backend.sessions() as s:
         assert (await s.scalars(select(Ticket.kind))).all() == ["dispatch_rejected"]
     await world.finish()
@@ -240,7 +240,7 @@ async def test_deadline_escalates_and_releases_hold(world: World) -> None:
     world.clock.advance(3601)
     await world.drain()
     got = await world.purchase(p["id"])
-    assert (got["state"], got["payment"]["state"]) == ("ESCALATED", "FAILED_NO_CHARGE")
+    assert (got["state"], got["payment"]["state"]) == ("ESCALATED", "CANCELLED")
     assert world.gateway.cancelled == [p["activation_id"]]
     await world.finish()
 

@@ -64,14 +64,14 @@ async def test_failed_job_rolls_back_and_is_retried(make_world: WorldFactory) ->
         calls = []
         real = w.backend.scheduler.handlers["expire"]
 
-        async def flaky(session, job, now):  # type: ignore[no-untyped-def]
+        async def flaky(work, job):  # type: ignore[no-untyped-def]
             calls.append(job.key)
-            await real(session, job, now)
+            await real(work, job)
             if len(calls) == 1:
                 raise RuntimeError("crash after writing")
 
         handlers = {**w.backend.scheduler.handlers, "expire": flaky}
-        w.backend.scheduler = Scheduler(w.backend.sessions, w.clock, handlers)
+        w.backend.scheduler = Scheduler(w.backend.units, handlers)
         w.clock.advance(31 * DAY)
         await w.backend.scheduler.run_once()
         assert (await w.purchase(p["id"]))["state"] == "ACTIVE"  # rolled back

@@ -148,15 +148,10 @@ async def test_manual_activation_free_notified_ticket_resolved(world: World) -> 
     ]
     assert len(sent) == 1 and sent[0]["action"] == "activate"
     body = {**sent[0], "action": "activate"}
-    assert (
-        await consume(
-            world.backend.sessions, world.clock.now(), "ev-m", "activation.succeeded", body
-        )
-        == "applied"
-    )
+    assert await consume(world.backend.units, "ev-m", "activation.succeeded", body) == "applied"
     await world.drain()
     got = await world.purchase(p["id"])
-    assert (got["state"], got["payment"]["state"]) == ("MANUALLY_ACTIVATED", "FAILED_NO_CHARGE")
+    assert (got["state"], got["payment"]["state"]) == ("MANUALLY_ACTIVATED", "CANCELLED")
     assert world.provider.calls["capture"] == 0
     assert "manual_resolution_success" in await templates(world, p["id"])
     ticket = (await world.api.get("/v1/ops/tickets", headers=ops)).json()[0]
@@ -181,7 +176,7 @@ async def test_escalated_purchase_resolved_by_support(world: World) -> None:
     )
     body = {"activation_id": r.json()["support_activation_id"], "vin": VINS[0][0],
             "feature": "climate_plus", "action": "activate"}  # fmt: skip
-    await consume(world.backend.sessions, world.clock.now(), "ev-e", "activation.succeeded", body)
+    await consume(world.backend.units, "ev-e", "activation.succeeded", body)
     await world.drain()
     assert (await world.purchase(p["id"]))["state"] == "MANUALLY_ACTIVATED"
     await world.finish()
@@ -198,7 +193,7 @@ async def test_permanent_failure_refund_ensured_offer_sent(world: World) -> None
     assert "SORRY20" in r.json()["offer"]
     await world.drain()
     got = await world.purchase(p["id"])
-    assert (got["state"], got["payment"]["state"]) == ("FAILED_NO_CHARGE", "FAILED_NO_CHARGE")
+    assert (got["state"], got["payment"]["state"]) == ("FAILED_NO_CHARGE", "CANCELLED")
     assert "permanent_failure" in await templates(world, p["id"])
     assert (
         await world.api.post("/v1/ops/tickets/nope/permanent-failure", headers=ops)
