@@ -77,7 +77,7 @@ def positive_int(text: str) -> int:
 
 
 async def _seed(settings: BackendSettings, fleet: list[FleetEntry], per_customer: int) -> int:
-    from backend.services import catalog
+    from backend.store import catalog
 
     engine = make_engine(settings.resolved_database_url())
     await migrate(engine)

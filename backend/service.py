@@ -29,9 +29,8 @@ from backend.domain.events import Policy
 from backend.domain.months import month_bounds, previous_month
 from backend.errors import InvalidRequest
 from backend.logs import log
-from backend.services import catalog
 from backend.services.purchases import PurchaseService
-from backend.store import inbox, wakeups
+from backend.store import catalog, inbox, wakeups
 from backend.store.db import make_engine, make_sessions, migrate
 from backend.store.unit_of_work import Units
 from backend.store.wakeups import Wakeups

@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from backend.http.errors import install_error_handlers
 from backend.service import Backend
-from backend.services import catalog
 from backend.services.auth import Principal, authenticate
 from backend.services.purchases import PurchaseRequest
-from backend.store import views
+from backend.store import catalog, views
 from backend.store.models import Ticket, Vehicle
 from protocol.http_edge import install_http_edge
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.maintenance import MaintenanceClient
+from backend.domain.catalog import Catalog, ServiceInfo, excluded_after_cancel
 from backend.domain.notices import render
 from backend.domain.states import (
     CUSTOMER_REASONS,
@@ -30,7 +31,7 @@ from backend.domain.states import (
 from backend.errors import Conflict, InvalidRequest, NotFound
 from backend.logs import log
 from backend.services import support
-from backend.services.catalog import Catalog, CatalogCache, ServiceInfo, excluded_after_cancel
+from backend.store.catalog import CatalogCache
 from backend.store.models import (
     Customer,
     IdempotencyKey,

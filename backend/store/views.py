@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.domain.catalog import CatalogEntry
 from backend.domain.states import OpState
 from backend.errors import NotFound
-from backend.services.catalog import CatalogEntry
 from backend.store.models import (
     MoneyOp,
     Notification,

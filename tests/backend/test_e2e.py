@@ -72,7 +72,7 @@ async def real_gateway(
 
 def paid_upfront(feature: str) -> dict[str, Any]:
     """A duration charged at activation (subscriptions are billed in arrears, issue 5)."""
-    from backend.services.catalog import load_file
+    from backend.store.catalog import load_file
 
     entry = next(e for e in load_file() if e["id"] == feature)
     price = next(p for p in entry["prices"] if p["model"] != "subscription")

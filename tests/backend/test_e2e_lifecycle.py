@@ -48,7 +48,7 @@ async def test_expiry_deactivates_through_gateway_and_vehicle(
         async with make_world(
             db_url, redis_url=redis_url, gateway=gw, vins=[(spec.vin, spec.model)]
         ) as w:
-            from backend.services.catalog import load_file
+            from backend.store.catalog import load_file
 
             feature = next(
                 e["id"] for e in load_file()

@@ -12,7 +12,7 @@ from backend.adapters.payments import sign, verify
 from backend.domain.notices import channels_for, render
 from backend.domain.retry import backoff_s
 from backend.errors import ConfigError, InvalidRequest
-from backend.services.catalog import load_file
+from backend.store.catalog import load_file
 from backend.store.models import Customer
 
 pytestmark = pytest.mark.timeout(20)

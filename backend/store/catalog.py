@@ -1,9 +1,10 @@
-"""The catalog: loaded from data/catalog.yaml into SQL, shown per customer and vehicle."""
+"""The catalog in SQL: seeded from data/catalog.yaml on every start, loaded into this
+process's ``Catalog`` (``domain/catalog.py``), and the services a customer's own
+cancellations removed from their catalog."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +12,18 @@ import yaml
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.domain.catalog import (
+    DURATION_MODELS,
+    Catalog,
+    PriceOption,
+    ServiceInfo,
+    excluded_after_cancel,
+)
 from backend.domain.states import CUSTOMER_REASONS
-from backend.errors import ConfigError, InvalidRequest
+from backend.errors import ConfigError
 from backend.store.models import Purchase, Service, ServicePrice
 
 CATALOG_FILE = Path(__file__).parent.parent / "data" / "catalog.yaml"
-DURATION_MODELS = ("temporary", "permanent", "subscription")
-
-
-@dataclass(frozen=True)
-class PriceOption:
-    model: str
-    days: int | None
-    price_cents: int
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    id: str
-    name: str
-    description: str
-    maintenance_linked: bool
-    prices: tuple[PriceOption, ...]
 
 
 def load_file(path: Path = CATALOG_FILE) -> list[dict[str, Any]]:
@@ -76,62 +67,6 @@ async def seed_catalog(session: AsyncSession, path: Path = CATALOG_FILE) -> int:
     return len(entries)
 
 
-@dataclass(frozen=True)
-class ServiceInfo:
-    """One service as sold: the catalog file's entry, as seeded into SQL."""
-
-    id: str
-    name: str
-    description: str
-    base_platform: bool
-    maintenance_linked: bool
-    exclude_after_cancel: bool
-    applies_to: tuple[str, ...]
-    prices: tuple[PriceOption, ...]  # in display order
-
-    def entry(self) -> CatalogEntry:
-        return CatalogEntry(
-            self.id, self.name, self.description, self.maintenance_linked, self.prices
-        )
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The services and prices, read once per process: they only change through the
-    catalog file, which is seeded on start (``Backend.start``), so a running process
-    never needs to read them again. Immutable: safe to share between requests."""
-
-    services: tuple[ServiceInfo, ...] = ()  # ordered by id
-
-    def service(self, service_id: str) -> ServiceInfo | None:
-        return next((s for s in self.services if s.id == service_id), None)
-
-    def entries_for(
-        self, vehicle_model: str, excluded: frozenset[str] = frozenset()
-    ) -> list[CatalogEntry]:
-        """The services a customer may buy for a vehicle of this model (never the base,
-        nor ``excluded``: the post-cancellation policy)."""
-        return [
-            s.entry()
-            for s in self.services
-            if not s.base_platform
-            and s.id not in excluded
-            and (not s.applies_to or vehicle_model in s.applies_to)
-            and s.prices
-        ]
-
-    def price_of(self, service_id: str, model: str, days: int | None) -> tuple[ServiceInfo, int]:
-        """The service and the price of one option; 422 ``unknown_service`` /
-        ``unknown_price`` otherwise. ``days`` None: the model's first option."""
-        service = self.service(service_id)
-        if service is None or service.base_platform:
-            raise InvalidRequest("unknown_service", f"{service_id!r} is not sold")
-        for option in service.prices:
-            if option.model == model and (days is None or option.days == days):
-                return service, option.price_cents
-        raise InvalidRequest("unknown_price", f"{service_id} has no {model} option {days or ''}")
-
-
 async def load(
     session: AsyncSession, exclude_after_cancel: frozenset[str] = frozenset()
 ) -> Catalog:
@@ -172,14 +107,6 @@ class CatalogCache:
 
 
 # ---------------------------------------------------------------- post-cancellation policy
-def excluded_after_cancel(catalog: Catalog, service_id: str) -> bool:
-    """Whether cancelling ``service_id`` removes it from the customer's catalog for good
-    (the catalog file's flag, or ``CAAS_BACKEND_EXCLUDE_AFTER_CANCEL``: both are folded
-    into the catalog when it is loaded)."""
-    service = catalog.service(service_id)
-    return service is not None and service.exclude_after_cancel
-
-
 async def excluded_services(session: AsyncSession, customer_id: str, catalog: Catalog) -> set[str]:
     """Services this customer cancelled whose policy removes them from their catalog."""
     cancelled = await session.scalars(
