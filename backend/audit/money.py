@@ -1,4 +1,7 @@
-"""The money invariants, checked from the database alone (``check-invariants``)."""
+"""The money invariants, checked from the database alone (``check-invariants``), for
+both payment flows: a card's hold (captured only once the feature is on, released
+otherwise) and a direct debit (taken at purchase, kept only once the feature is on,
+refunded otherwise), and the settlement that may fail after the feature went on."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from backend.domain.states import (
     OpState,
     PaymentState,
 )
-from backend.store.models import MoneyOp, Payment, Purchase
+from backend.store.models import MoneyOp, Payment, Purchase, Ticket
 
 STUCK_OP_S = 3600.0
 __all__ = ["Violation", "check"]
@@ -36,12 +39,22 @@ async def check(
             )
         ).all()
     )
+    followed_up = set(
+        (
+            await session.scalars(
+                select(Ticket.purchase_id).where(Ticket.kind == "settlement_failed")
+            )
+        ).all()
+    )
     out: list[Violation] = []
     for purchase, payment in rows:
         if purchase.state in IN_FLIGHT and purchase.deadline_at < now:
             out.append(Violation("terminal_after_deadline", purchase.id, purchase.state))
         if payment is not None:
             out.extend(_payment_rules(purchase, payment, payment.id in requested))
+            if payment.settlement == "FAILED" and purchase.id not in followed_up:
+                # the money never arrived after the feature went on: support must know
+                out.append(Violation("failed_settlement_followed_up", payment.id, purchase.state))
     captures = await session.execute(
         select(MoneyOp.payment_id, func.count())
         .where(MoneyOp.kind == OpKind.CAPTURE.value, MoneyOp.state == OpState.SUCCEEDED.value)
@@ -62,9 +75,11 @@ async def check(
 def _payment_rules(purchase: Purchase, payment: Payment, op_pending: bool) -> list[Violation]:
     out = []
     kept = payment.captured_cents - payment.refunded_cents
-    if (
-        kept > 0 or payment.state == PaymentState.CHARGED
-    ) and purchase.state not in CONFIRMED_ACTIVE:
+    # a direct debit is taken before the outcome is known: while the activation runs,
+    # or while its refund is on its way, the money is held, not kept
+    held = purchase.state in IN_FLIGHT or (op_pending and purchase.state not in CONFIRMED_ACTIVE)
+    charged = kept > 0 or payment.state == PaymentState.CHARGED
+    if charged and purchase.state not in CONFIRMED_ACTIVE and not held:
         out.append(Violation("charged_only_if_active", payment.id, f"{purchase.state} kept {kept}"))
     if payment.captured_cents > payment.amount_cents:
         out.append(Violation("capture_exceeds_amount", payment.id, str(payment.captured_cents)))

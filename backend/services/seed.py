@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.domain.states import PaymentMethod
 from backend.services.auth import issue_token
 from backend.store.models import Customer, Vehicle
 from protocol.models import VIN_RE
@@ -40,10 +41,12 @@ async def create_customer(
     now: float,
     phone: str | None = None,
     has_app: bool = False,
+    payment_method: PaymentMethod = PaymentMethod.CARD,
 ) -> SeededCustomer:
     customer = Customer(
-        id=str(uuid.uuid4()), name=name, email=email, phone=phone, has_app=has_app, created_at=now
-    )
+        id=str(uuid.uuid4()), name=name, email=email, phone=phone, has_app=has_app,
+        payment_method=payment_method.value, created_at=now,
+    )  # fmt: skip
     session.add(customer)
     await session.flush()
     ids = {}
@@ -93,7 +96,8 @@ async def seed_demo(
     now: float,
 ) -> tuple[list[SeededCustomer], str]:
     """Customers owning the fleet's vehicles (``per_customer`` each, in the fleet's
-    order) + an ops token."""
+    order) + an ops token. Every third customer pays by direct debit, the others by
+    card, so that a demo shows both payment flows."""
     out = []
     for start in range(0, len(fleet), per_customer):
         chunk = fleet[start : start + per_customer]
@@ -107,6 +111,7 @@ async def seed_demo(
                 now,
                 phone=f"+3460000{n:04d}",
                 has_app=n % 2 == 0,
+                payment_method=PaymentMethod.DIRECT_DEBIT if n % 3 == 2 else PaymentMethod.CARD,
             )
         )
     ops = await issue_token(session, "ops", None, now)

@@ -58,6 +58,7 @@ def purchase_view(purchase: Purchase, payment: Payment | None) -> dict[str, Any]
 def payment_view(payment: Payment) -> dict[str, Any]:
     return {
         "id": payment.id,
+        "method": payment.method,
         "state": payment.state,
         "amount_cents": payment.amount_cents,
         "captured_cents": payment.captured_cents,
