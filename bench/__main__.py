@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import activations, faults, fleet_scale, micro, purchases
+from bench import activations, faults, fleet_scale, micro, money_faults, purchases
 
 
 def _windows(text: str) -> list[int]:
@@ -23,6 +23,13 @@ def _windows(text: str) -> list[int]:
 def _scenario(name: str) -> str:
     if name not in faults.SCENARIOS:
         raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(faults.SCENARIOS)}")
+    return name
+
+
+def _money_scenario(name: str) -> str:
+    if name not in money_faults.SCENARIOS:
+        choices = ", ".join(money_faults.SCENARIOS)
+        raise argparse.ArgumentTypeError(f"{name!r}: one of {choices}")
     return name
 
 
@@ -81,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze-s", type=float, default=25.0, help="SIGSTOP length in freeze (default 25)"
     )
     fault.add_argument("--json", type=Path, help="also write the report here")
+    money = sub.add_parser(
+        "money-faults",
+        help="faults at the money boundary: backend / provider SIGKILLed mid-flight",
+        description=money_faults.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    money.add_argument(
+        "scenario",
+        nargs="*",
+        type=_money_scenario,
+        help=f"{', '.join(money_faults.SCENARIOS)} (default: all)",
+    )
+    money.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    money.add_argument(
+        "--vehicles", type=int, default=1000, help="one purchase per vehicle (default 1000)"
+    )
+    money.add_argument(
+        "--in-flight", type=int, default=300, help="kill once this many are in flight (300)"
+    )
+    money.add_argument("--json", type=Path, help="also write the report here")
     buy = sub.add_parser(
         "purchases",
         help="the backend purchase path to CHARGED (whole platform, all-online fleet)",
@@ -99,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return micro.main()
     if args.command == "faults":
         return faults.run(args.scenario, args.activations, args.freeze_s, args.json)
+    if args.command == "money-faults":
+        return money_faults.run(
+            args.scenario, args.database, args.vehicles, args.in_flight, args.json
+        )
     if args.command == "purchases":
         return purchases.run(args.vehicles, args.concurrency, args.database, args.json)
     if args.command == "activations":

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class DemoOptions:
     backend_port: int = 0
     paysim_port: int = 0
     database_url: str | None = None  # None: SQLite in the run folder
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a mail server to use
     scenario: Path = FLEET_SCENARIO
 
 
@@ -83,6 +84,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         "CAAS_BACKEND_ACTIVATION_DEADLINE_S": "300",
         "CAAS_PAYMENT_PROVIDER_URL": paysim_url,
         "CAAS_PAYSIM_WEBHOOK_URL": f"{backend_url}/v1/payments/webhooks",
+        **opts.extra_env,
     }
     sim_port = free_port()
     sim_args = [
