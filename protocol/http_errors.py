@@ -90,9 +90,10 @@ def error_response(
     code: str,
     detail: str | list[Any],
     headers: Mapping[str, str] | None = None,
-    **extra: object,
+    extra: Mapping[str, object] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, detail, **extra), status_code=status, headers=headers)
+    body = error_body(code, detail, **(extra or {}))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def problem(loc: tuple[str | int, ...], msg: str, type_: str, value: Any = None) -> dict[str, Any]:
