@@ -81,6 +81,9 @@ class ErrorBody(BaseModel):
     )
 
 
+ERROR_BODY_REF = "#/components/schemas/ErrorBody"
+
+
 def error_body(code: str, detail: str | list[Any], **extra: object) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
@@ -142,9 +145,13 @@ TOO_LARGE = ErrorDoc(413, "the body is over the size limit", (PAYLOAD_TOO_LARGE,
 INVALID = ErrorDoc(422, "invalid input: `detail` lists the problems", (INVALID_REQUEST,))
 
 
-def error_responses(*docs: ErrorDoc) -> dict[int | str, dict[str, Any]]:
+def error_responses(*docs: ErrorDoc, by_reference: bool = False) -> dict[int | str, dict[str, Any]]:
     """A route's ``responses=``: every status of ``docs`` with the ``ErrorBody`` schema,
-    its codes in the description and in ``x-error-codes`` (entries of one status merge)."""
+    its codes in the description and in ``x-error-codes`` (entries of one status merge).
+
+    ``by_reference``: for a route whose own answer is not JSON (FastAPI would file the
+    schema under the route's media type); the app's other routes must name ``ErrorBody``
+    (so that it is among the schemas)."""
     merged: dict[int, ErrorDoc] = {}
     for doc in docs:
         seen = merged.get(doc.status)
@@ -152,9 +159,14 @@ def error_responses(*docs: ErrorDoc) -> dict[int | str, dict[str, Any]]:
             codes = seen.codes + tuple(c for c in doc.codes if c not in seen.codes)
             doc = ErrorDoc(doc.status, f"{seen.when}; {doc.when}", codes)
         merged[doc.status] = doc
+    schema: dict[str, Any] = (
+        {"content": {"application/json": {"schema": {"$ref": ERROR_BODY_REF}}}}
+        if by_reference
+        else {"model": ErrorBody}
+    )
     return {
         status: {
-            "model": ErrorBody,
+            **schema,
             "description": f"{doc.when} (`error`: {', '.join(doc.codes)})",
             "x-error-codes": list(doc.codes),
         }
