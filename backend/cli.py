@@ -104,7 +104,7 @@ async def _check(settings: BackendSettings) -> int:
 def _serve(settings: BackendSettings, host: str, port: int, level: str) -> int:
     import uvicorn
 
-    from backend.http.api import create_app
+    from backend.http.app import create_app
     from backend.service import Backend
 
     try:  # the payment provider's URL, key and webhook secret are checked here

@@ -20,6 +20,7 @@ Modules:
     timers       the due-timer worker with leases
     metrics      Prometheus metrics (caas_gateway_*)
     service      the running worker: connections and background loops
+    schemas      what the HTTP API takes and gives (request and response models)
     api          the FastAPI app (SPEC §3)
     __main__     ``python -m gateway``
 """

@@ -1,4 +1,17 @@
-"""The gateway HTTP API (SPEC §3). Bearer token on every route but health and metrics."""
+"""The gateway HTTP API (SPEC §3). Bearer token on every route but health and metrics.
+
+Errors are the shared ``{"error": code, "detail": …}`` (``protocol/http_errors.py``):
+
+====  ========================================================================
+401   ``unauthorized`` (with ``WWW-Authenticate``)
+404   ``not_found``: no such activation, or nothing heard from the vehicle
+409   ``activation_id_reused`` (same id, another body), ``activation_ended`` (cancel)
+422   ``invalid_request``: ``detail`` lists the problems (FastAPI's shape)
+503   ``store_unavailable`` (Redis), ``broker_unavailable``, ``too_many_queries``;
+      with ``Retry-After``
+504   ``query_timeout``: the vehicle did not answer a live query in time
+====  ========================================================================
+"""
 
 from __future__ import annotations
 
@@ -6,14 +19,14 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import redis.exceptions
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.activation import Action
 from gateway.errors import (
@@ -21,55 +34,51 @@ from gateway.errors import (
     ActivationNotFound,
     ActivationTerminal,
     BrokerUnavailable,
-    GatewayError,
     TooManyQueries,
 )
 from gateway.events import Cancel
-from gateway.policy import MAX_ATTEMPTS_LIMIT
+from gateway.schemas import (
+    VIN_PROBLEM,
+    Activation,
+    ActivationIn,
+    Health,
+    Ready,
+    Twin,
+    VehicleAnswer,
+)
 from gateway.service import Gateway
 from protocol.http_edge import install_http_edge
-from protocol.models import FEATURE_RE, VIN_RE, CommandType
+from protocol.http_errors import (
+    BAD_JSON,
+    INVALID,
+    TOO_LARGE,
+    ApiError,
+    ErrorDoc,
+    error_response,
+    error_responses,
+    install_error_shape,
+    problem,
+)
+from protocol.models import VIN_RE, CommandType
 
 _BEARER = HTTPBearer(auto_error=False)
-ACTIVATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+UNAUTHORIZED = ErrorDoc(401, "missing or wrong bearer token", ("unauthorized",))
+NOT_FOUND = ErrorDoc(404, "no such activation, or nothing heard from the vehicle", ("not_found",))
+ID_REUSED = ErrorDoc(409, "the activation id exists with another body", ("activation_id_reused",))
+ENDED = ErrorDoc(409, "the activation already ended", ("activation_ended",))
+STORE_DOWN = ErrorDoc(503, "the state store (Redis) is unavailable", ("store_unavailable",))
+QUERY_DOWN = ErrorDoc(
+    503,
+    "the MQTT broker is not connected, or this worker waits on too many live queries",
+    ("broker_unavailable", "too_many_queries"),
+)
+NO_ANSWER = ErrorDoc(504, "the vehicle did not answer in time", ("query_timeout",))
+RETRY_AFTER = {"Retry-After": "1"}
 
 
-class PolicyIn(BaseModel):
-    """A per-request RetryPolicy; fields left out take the configured defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
-    initial_backoff_s: float | None = Field(default=None, ge=0, le=86_400)
-    backoff_multiplier: float | None = Field(default=None, ge=1, le=100)
-    max_backoff_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
-    jitter_ratio: float | None = Field(default=None, ge=0, lt=1)
-    status_query_timeout_s: float | None = Field(default=None, gt=0, le=3600)
-    ack_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
-    ready_wait_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
-    outcome_wait_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
-
-
-class ActivationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    activation_id: str = Field(pattern=ACTIVATION_ID_PATTERN)
-    vin: str
-    feature: str
-    action: Literal["activate", "deactivate"]
-    policy: PolicyIn | None = None
-
-    @field_validator("vin")
-    @classmethod
-    def _vin(cls, value: str) -> str:
-        if not VIN_RE.match(value):
-            raise ValueError("a VIN is 17 characters of A-H J-N P R-Z 0-9 (ISO 3779)")
-        return value
-
-    @field_validator("feature")
-    @classmethod
-    def _feature(cls, value: str) -> str:
-        if not FEATURE_RE.match(value):
-            raise ValueError("a feature id is snake_case: [a-z][a-z0-9_]{0,63}")
-        return value
+class PemResponse(PlainTextResponse):
+    media_type = "application/x-pem-file"
 
 
 def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
@@ -82,8 +91,12 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
         title="CaaS OTA gateway",
         version="1",
         lifespan=lifespan if manage_lifespan else None,
+        # answers rendered by json.dumps, as they always were (pydantic's own JSON writer
+        # would write small floats differently: 0.00001 for 1e-05)
+        default_response_class=JSONResponse,
     )
     install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
+    install_error_shape(app)  # framework errors and ApiError: {"error", "detail"}
     token = gateway.cfg.token.encode()
 
     async def authorized(  # async: a plain def would run in the threadpool per request
@@ -97,17 +110,29 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
     _add_activation_routes(app, gateway, auth)
     _add_vehicle_routes(app, gateway, auth)
     _add_ops_routes(app, gateway)
+    _add_error_handlers(app)
     return app
 
 
 def _add_activation_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
-    @app.post("/v1/activations", dependencies=auth, status_code=202)
-    async def create(body: ActivationIn, response: Response) -> dict[str, Any]:
+    @app.post(
+        "/v1/activations",
+        dependencies=auth,
+        status_code=202,
+        responses={
+            200: {"model": Activation, "description": "the same request again: the activation"},
+            **error_responses(UNAUTHORIZED, BAD_JSON, ID_REUSED, TOO_LARGE, INVALID, STORE_DOWN),
+        },
+    )
+    async def create(body: ActivationIn, response: Response) -> Activation:
+        """Start an activation (202), or answer the one under this id (200)."""
         overrides = body.policy.model_dump(exclude_none=True) if body.policy else {}
         try:
             policy = gw.cfg.policy.merged(overrides)
         except ValueError as exc:
-            raise HTTPException(422, f"invalid policy: {exc}") from exc
+            loc = ("body", "policy")
+            found = problem(loc, f"invalid policy: {exc}", "invalid_policy")
+            raise RequestValidationError([found]) from exc
         try:
             act, created = await gw.engine.create(
                 activation_id=body.activation_id,
@@ -118,87 +143,120 @@ def _add_activation_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
                 body=body.model_dump(mode="json"),
             )
         except ActivationConflict as exc:
-            raise HTTPException(409, str(exc)) from exc
+            raise ApiError(409, "activation_id_reused", str(exc)) from exc
         if not created:
             response.status_code = 200
-        return act.to_public()
+        return Activation.model_validate(act.to_public())
 
-    @app.get("/v1/activations/{activation_id}", dependencies=auth)
-    async def get(activation_id: str) -> dict[str, Any]:
+    @app.get(
+        "/v1/activations/{activation_id}",
+        dependencies=auth,
+        responses=error_responses(UNAUTHORIZED, NOT_FOUND, INVALID, STORE_DOWN),
+    )
+    async def get(activation_id: str) -> Activation:
         act = await gw.store.get(activation_id)
         if act is None:
-            raise HTTPException(404, f"no activation {activation_id}")
-        return act.to_public()
+            raise ActivationNotFound(activation_id)
+        return Activation.model_validate(act.to_public())
 
-    @app.post("/v1/activations/{activation_id}/cancel", dependencies=auth)
-    async def cancel(activation_id: str) -> dict[str, Any]:
+    @app.post(
+        "/v1/activations/{activation_id}/cancel",
+        dependencies=auth,
+        responses=error_responses(UNAUTHORIZED, NOT_FOUND, ENDED, INVALID, STORE_DOWN),
+    )
+    async def cancel(activation_id: str) -> Activation:
         try:
             act = await gw.engine.handle(activation_id, Cancel())
-        except ActivationNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
         except ActivationTerminal as exc:
-            raise HTTPException(409, str(exc)) from exc
-        return act.to_public()
+            raise ApiError(409, "activation_ended", str(exc)) from exc
+        return Activation.model_validate(act.to_public())
 
 
 def _add_vehicle_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
     def check_vin(vin: str) -> str:
         if not VIN_RE.match(vin):
-            raise HTTPException(422, "a VIN is 17 characters of A-H J-N P R-Z 0-9 (ISO 3779)")
+            raise RequestValidationError(
+                [problem(("path", "vin"), VIN_PROBLEM, "invalid_vin", vin)]
+            )
         return vin
 
-    @app.get("/v1/vehicles/{vin}", dependencies=auth)
-    async def twin(vin: str) -> dict[str, Any]:
+    @app.get(
+        "/v1/vehicles/{vin}",
+        dependencies=auth,
+        responses=error_responses(UNAUTHORIZED, NOT_FOUND, INVALID, STORE_DOWN),
+    )
+    async def twin(vin: str) -> Twin:
         found = await gw.store.twin(check_vin(vin))
         if found is None:
-            raise HTTPException(404, f"nothing heard from {vin}")
-        return found.to_public()
+            raise ApiError(404, "not_found", f"nothing heard from {vin}")
+        return Twin.model_validate(found.to_public())
 
-    async def live(vin: str, ctype: CommandType) -> dict[str, Any]:
+    async def live(vin: str, ctype: CommandType) -> VehicleAnswer:
         timeout = gw.cfg.policy.status_query_timeout_s
         command_id, answer = await gw.queries.ask(check_vin(vin), ctype, timeout)
         if answer is None:
-            raise HTTPException(504, f"{ctype.value} query {command_id} unanswered after "
-                                f"{timeout:g}s")  # fmt: skip
-        return answer
+            raise ApiError(504, "query_timeout", f"{ctype.value} query {command_id} "
+                           f"unanswered after {timeout:g}s")  # fmt: skip
+        return VehicleAnswer.model_validate(answer)
 
-    @app.post("/v1/vehicles/{vin}/status-query", dependencies=auth)
-    async def status_query(vin: str) -> dict[str, Any]:
+    live_errors = error_responses(UNAUTHORIZED, INVALID, QUERY_DOWN, STORE_DOWN, NO_ANSWER)
+
+    @app.post("/v1/vehicles/{vin}/status-query", dependencies=auth, responses=live_errors)
+    async def status_query(vin: str) -> VehicleAnswer:
+        """Ask the vehicle for its state now (waits up to the status query timeout)."""
         return await live(vin, CommandType.STATUS)
 
-    @app.post("/v1/vehicles/{vin}/diagnostics", dependencies=auth)
-    async def diagnostics(vin: str) -> dict[str, Any]:
+    @app.post("/v1/vehicles/{vin}/diagnostics", dependencies=auth, responses=live_errors)
+    async def diagnostics(vin: str) -> VehicleAnswer:
+        """Ask the vehicle for its diagnostics package now."""
         return await live(vin, CommandType.DIAGNOSTICS)
 
-    @app.get("/v1/keys", dependencies=auth)
-    async def keys() -> PlainTextResponse:
-        return PlainTextResponse(gw.public_pem.decode(), media_type="application/x-pem-file")
+    @app.get(
+        "/v1/keys",
+        dependencies=auth,
+        response_class=PemResponse,
+        responses=error_responses(UNAUTHORIZED, by_reference=True),
+    )
+    async def keys() -> PemResponse:
+        """The public key the vehicles check command signatures with (Ed25519, PEM)."""
+        return PemResponse(gw.public_pem.decode())
 
 
 def _add_ops_routes(app: FastAPI, gw: Gateway) -> None:
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        responses={503: {"model": Ready, "description": "not ready: MQTT or Redis is down"}},
+    )
     async def readyz() -> JSONResponse:
+        """Ready to take work: connected to the broker, Redis answers (503 otherwise)."""
         ok = await gw.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         with contextlib.suppress(Exception):  # metrics must answer while Redis is away
             gw.metrics.set_gauges(*await gw.store.gauges())
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ActivationNotFound)
     async def not_found(request: Request, exc: ActivationNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return error_response(404, "not_found", str(exc))
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         """A dependency is down or saturated: 503, and a hint to come back shortly."""
-        detail = str(exc) if isinstance(exc, GatewayError) else "state store (Redis) unavailable"
-        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+        if isinstance(exc, BrokerUnavailable):
+            return error_response(503, "broker_unavailable", str(exc), RETRY_AFTER)
+        if isinstance(exc, TooManyQueries):
+            return error_response(503, "too_many_queries", str(exc), RETRY_AFTER)
+        detail = "state store (Redis) unavailable"
+        return error_response(503, "store_unavailable", detail, RETRY_AFTER)
 
     redis_down = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
     for unavailable_error in (BrokerUnavailable, TooManyQueries, *redis_down):

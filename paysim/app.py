@@ -10,7 +10,8 @@
     /control/…                               failure modes and statistics (control.py)
 
 Every ``/v1`` and ``/control`` route needs ``Authorization: Bearer <key>``; every POST
-an ``Idempotency-Key``. Errors are ``{"error": code, "detail": …}``.
+an ``Idempotency-Key``. Errors are ``{"error": code, "detail": …}``, the shape of every
+service (``protocol/http_errors.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paysim.config import Resolved
 from paysim.control import control_routes
@@ -35,6 +35,7 @@ from paysim.ledger import Call, Ledger
 from paysim.store import Store
 from paysim.webhooks import Deliverer
 from protocol.http_edge import install_http_edge
+from protocol.http_errors import error_response, install_error_shape
 from protocol.timeutil import SystemClock
 
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, like Stripe's keys
@@ -168,19 +169,12 @@ def _v1_routes(ledger: Ledger) -> APIRouter:
 
 
 def _error_handlers(app: FastAPI) -> None:
+    install_error_shape(app)  # framework errors (unparsable body, unknown route…)
+
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
-        body = {"error": exc.code, "detail": exc.detail}
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(body, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """Framework errors (unparsable body, unknown route…) in the same shape."""
-        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-        code = codes.get(exc.status_code, f"http_{exc.status_code}")
-        body = {"error": code, "detail": str(exc.detail)}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return error_response(exc.status, exc.code, exc.detail, headers)
 
 
 def build(settings: Resolved) -> FastAPI:

@@ -1,8 +1,9 @@
 """The HTTP edge shared by all services: what every request meets before routing.
 
-The gateway (``gateway/api.py``), the backend (``backend/http/api.py``) and the simulator's
-control API (``vehicle_sim/control.py``) each call ``install_http_edge(app)`` on the
-FastAPI app they build. It installs two things.
+The gateway (``gateway/api.py``), the backend (``backend/http/app.py``), the payment
+provider (``paysim/app.py``) and the simulator's control API (``vehicle_sim/control.py``)
+each call ``install_http_edge(app)`` on the FastAPI app they build. It installs two
+things.
 
 **Request body limit** (``HttpEdge``, a pure ASGI middleware, default 1 MiB). It runs
 before routing and authentication (FastAPI reads and parses a body before it runs a
@@ -16,7 +17,8 @@ route's dependencies, so without it anyone could make a service hold any body in
   than the limit. If the app had already started its answer, the middleware raises
   ``RequestBodyTooLarge`` once the app returns, so the server closes the connection.
 
-The 413 body is ``{"detail": "request body over 1048576 bytes"}``.
+The 413 body is ``{"error": "payload_too_large", "detail": "request body over 1048576
+bytes"}`` (the error shape of every service: ``protocol/http_errors.py``).
 
 **Non-finite numbers.** Python's ``json`` (what FastAPI parses bodies with) accepts the
 literals ``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON. Pydantic then either
@@ -25,23 +27,24 @@ validation error whose ``input`` is that float, and FastAPI's 422 answer is rend
 ``allow_nan=False``: the renderer raises and the client gets a 500. Two parts:
 
 * the middleware rejects them in JSON request bodies (``application/json``,
-  ``application/*+json``, or no content type): 422 in FastAPI's validation shape,
-  ``{"detail": [{"type": "finite_number", "loc": ["body", "policy", "jitter_ratio"],
-  "msg": "Input should be a finite number", "input": "NaN"}]}``, one entry per value
-  (at most ten), ``loc`` being the value's path in the JSON document (just ``["body"]``
-  for one beyond the first 10,000 values of a huge document). Chosen over
-  ``allow_inf_nan=False`` on the request models because it covers every route, present
-  and future, without editing (or remembering to edit) each model, including fields
-  typed ``Any`` or ``dict`` and routes that parse their body themselves (the backend's
-  payment webhook). Its cost on an ordinary body is a substring search per chunk for
+  ``application/*+json``, or no content type): 422 in the validation shape,
+  ``{"error": "invalid_request", "detail": [{"type": "finite_number", "loc": ["body",
+  "policy", "jitter_ratio"], "msg": "Input should be a finite number", "input": "NaN"}]}``,
+  one entry per value (at most ten), ``loc`` being the value's path in the JSON
+  document (just ``["body"]`` for one beyond the first 10,000 values of a huge document).
+  Chosen over ``allow_inf_nan=False`` on the request models because it covers every
+  route, present and future, without editing (or remembering to edit) each model,
+  including fields typed ``Any`` or ``dict`` and routes that parse their body themselves
+  (the backend's payment webhook). Its cost on an ordinary body is a substring search per chunk for
   ``NaN`` and ``Infinity``; only a body containing one of them is parsed here (up to
   the first literal outside a string; once more to name the paths when there is one),
   the app parsing it again if it passes. The check runs before authentication, like the
   limit: an unauthenticated body with ``NaN`` gets this 422, not 401;
-* a ``RequestValidationError`` handler that renders FastAPI's usual 422 body with any
-  non-finite float in it (an error raised by a validator or a route with such an input)
-  written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, so a validation
-  error can never turn into a 500. An app that registers its own handler for
+* a ``RequestValidationError`` handler that renders the 422 body (FastAPI's list of
+  problems under ``detail``, with ``"error": "invalid_request"``) with any non-finite
+  float in it (an error raised by a validator or a route with such an input) written as
+  the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, so a validation error can
+  never turn into a 500. An app that registers its own handler for
   ``RequestValidationError`` afterwards replaces this one: it should render with
   ``finite()`` too.
 
@@ -64,6 +67,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from protocol.http_errors import INVALID_REQUEST, PAYLOAD_TOO_LARGE, error_body
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 MAX_BODY_ENV = "CAAS_HTTP_MAX_BODY_BYTES"
@@ -99,9 +104,10 @@ def install_http_edge(app: FastAPI, max_body_bytes: int | None = None) -> None:
 
 
 async def finite_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 body, with non-finite floats written as strings."""
+    """The 422 body (FastAPI's problems), with non-finite floats written as strings."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    return JSONResponse({"detail": finite(jsonable_encoder(errors))}, status_code=422)
+    body = error_body(INVALID_REQUEST, finite(jsonable_encoder(errors)))
+    return JSONResponse(body, status_code=422)
 
 
 def finite(value: Any) -> Any:
@@ -235,7 +241,7 @@ class HttpEdge:
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.too_large = {"detail": f"request body over {max_body_bytes} bytes"}
+        self.too_large = error_body(PAYLOAD_TOO_LARGE, f"request body over {max_body_bytes} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -297,7 +303,7 @@ class _BodyGuard:
             return message
         chunks, self.chunks = self.chunks, []
         if self.suspect and (problems := non_finite_problems(b"".join([*chunks, body]))):
-            return await self._refuse(422, {"detail": problems}, close=False)
+            return await self._refuse(422, error_body(INVALID_REQUEST, problems), close=False)
         return message
 
     async def _refuse(self, status: int, content: Any, close: bool) -> Message:

@@ -84,3 +84,50 @@ class Watcher:
             for topic, body in self.last.items()
             if topic.endswith("/presence")
         }
+
+
+ERROR_BODY = "#/components/schemas/ErrorBody"
+
+
+def openapi_problems(
+    spec: dict[str, Any], exempt: frozenset[tuple[str, str, str]] = frozenset()
+) -> list[str]:
+    """What an OpenAPI document leaves undocumented: an operation without a 2xx answer, a
+    2xx answer whose JSON body is not a named model (or a list of them: an empty schema or
+    a bare ``object`` says nothing), an error answer (4xx/5xx) whose
+    body is not the shared ``ErrorBody`` or that names no ``error`` code, a route with
+    parameters or a body without its 422. ``exempt``: (method, path, status) allowed
+    another error body (the gateway's ``/readyz`` 503 is its readiness answer)."""
+    found = []
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            where = f"{method.upper()} {path}"
+            answers = op["responses"]
+            ok = {s: a for s, a in answers.items() if s.startswith("2")}
+            if not ok:
+                found.append(f"{where}: no 2xx answer")
+            for status, answer in ok.items():
+                content = answer.get("content", {})
+                if not content or not all(
+                    _described(t, c.get("schema")) for t, c in content.items()
+                ):
+                    found.append(f"{where} {status}: no model of its body ({content})")
+            for status, answer in answers.items():
+                if status[0] not in "45" or (method, path, status) in exempt:
+                    continue
+                content = answer.get("content", {})
+                if content != {"application/json": {"schema": {"$ref": ERROR_BODY}}}:
+                    found.append(f"{where} {status}: not the ErrorBody ({content})")
+                if not answer.get("x-error-codes"):
+                    found.append(f"{where} {status}: no error codes")
+            if (op.get("parameters") or op.get("requestBody")) and "422" not in answers:
+                found.append(f"{where}: takes input but documents no 422")
+    return found
+
+
+def _described(media_type: str, schema: dict[str, Any] | None) -> bool:
+    if not schema:
+        return False
+    if not media_type.endswith("json"):
+        return True  # text: a string
+    return "$ref" in schema or (schema.get("type") == "array" and "$ref" in schema["items"])

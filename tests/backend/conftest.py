@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from backend.adapters.maintenance import SimulatedMaintenance
 from backend.audit import money as invariants
 from backend.config import BackendSettings
-from backend.http.api import create_app
+from backend.http.app import create_app
 from backend.service import Backend
 from backend.services.auth import issue_token
 from backend.services.seed import SeededCustomer, create_customer

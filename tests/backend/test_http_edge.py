@@ -46,7 +46,10 @@ async def test_body_over_the_limit_is_413_before_authentication(world: World) ->
     for path in ("/v1/purchases", "/v1/payments/webhooks"):
         r = await world.api.post(path, content=big, headers={"Content-Type": "application/json"})
         assert (r.status_code, r.headers["connection"]) == (413, "close")
-        assert r.json() == {"detail": "request body over 1048576 bytes"}
+        assert r.json() == {
+            "error": "payload_too_large",
+            "detail": "request body over 1048576 bytes",
+        }
     event = {"event_id": "w1", "type": "capture.settled", "reference": "x", "seq": 2}
     raw, headers = signed(event, world.clock.now())
     r = await world.api.post("/v1/payments/webhooks", content=raw, headers=headers)

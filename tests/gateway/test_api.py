@@ -98,6 +98,43 @@ async def test_get_unknown_is_404(make_gateway: GatewayFactory) -> None:
         assert (await gw.client.get("/v1/vehicles/bad")).status_code == 422
 
 
+async def test_errors_are_the_shared_body(make_gateway: GatewayFactory) -> None:
+    """Every error is {"error": code, "detail": …} (protocol/http_errors.py), as the
+    backend's and the payment provider's are; a 422 lists its problems."""
+    async with make_gateway() as gw:
+        missing = await gw.client.get("/v1/activations/nope")
+        assert missing.json() == {"error": "not_found", "detail": "no activation nope"}
+        cancel = await gw.client.post("/v1/activations/nope/cancel")
+        assert cancel.json() == {"error": "not_found", "detail": "no activation nope"}
+        unheard = await gw.client.get(f"/v1/vehicles/{VIN}")
+        assert unheard.json() == {"error": "not_found", "detail": f"nothing heard from {VIN}"}
+        bad_vin = await gw.client.get("/v1/vehicles/bad")
+        assert bad_vin.json()["error"] == "invalid_request"
+        assert bad_vin.json()["detail"][0]["loc"] == ["path", "vin"]
+        invalid = await gw.client.post("/v1/activations", json=body(vin="SHORT"))
+        assert invalid.json()["error"] == "invalid_request"
+        assert invalid.json()["detail"][0]["loc"] == ["body", "vin"]
+        policy = {"initial_backoff_s": 10, "max_backoff_s": 5}
+        refused = await gw.client.post("/v1/activations", json=body(policy=policy))
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "policy"]
+        request = body()
+        assert (await gw.client.post("/v1/activations", json=request)).status_code == 202
+        reused = await gw.client.post("/v1/activations", json={**request, "feature": "x_y"})
+        assert (reused.status_code, reused.json()["error"]) == (409, "activation_id_reused")
+        path = f"/v1/activations/{request['activation_id']}/cancel"
+        assert (await gw.client.post(path)).status_code == 200
+        again = await gw.client.post(path)
+        assert (again.status_code, again.json()["error"]) == (409, "activation_ended")
+        gw.client.headers["Authorization"] = "Bearer nope"
+        unauthorized = await gw.client.get("/v1/activations/nope")
+        assert unauthorized.json() == {
+            "error": "unauthorized",
+            "detail": "missing or wrong bearer token",
+        }
+        assert unauthorized.headers["www-authenticate"] == "Bearer"
+
+
 async def test_cancel_then_cancel_again(make_gateway: GatewayFactory) -> None:
     """Cancel of a waiting activation → CANCELLED + event; cancelling again → 409."""
     async with make_gateway() as gw:  # no vehicle: it waits for readiness
@@ -138,6 +175,7 @@ async def test_live_query_times_out_with_504(
     ):
         response = await gw.client.post(f"/v1/vehicles/{sim.specs[0].vin}/status-query")
         assert response.status_code == 504
+        assert response.json()["error"] == "query_timeout"
 
 
 @pytest.mark.timeout(60)
@@ -157,6 +195,7 @@ async def test_redis_down_answers_503_then_recovers(
             assert (read.status_code, write.status_code) == (503, 503)
             assert read.headers["retry-after"] == "1"
             assert "unavailable" in read.json()["detail"]
+            assert read.json()["error"] == write.json()["error"] == "store_unavailable"
             assert time.monotonic() - started < 15
         finally:
             await asyncio.to_thread(stack.redis.start)
@@ -185,6 +224,7 @@ async def test_broker_down_live_query_503_activation_accepted(
             assert query.status_code == 503
             assert time.monotonic() - started < 1.0
             assert "broker" in query.json()["detail"]
+            assert query.json()["error"] == "broker_unavailable"
             created = await gw.client.post("/v1/activations", json=body())
             assert created.status_code == 202
         finally:

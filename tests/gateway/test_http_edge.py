@@ -59,7 +59,10 @@ async def test_body_over_the_limit_is_413_before_authentication(
             headers={"Authorization": "", "Content-Type": "application/json"},
         )
         assert (r.status_code, r.headers["connection"]) == (413, "close")
-        assert r.json() == {"detail": "request body over 1048576 bytes"}
+        assert r.json() == {
+            "error": "payload_too_large",
+            "detail": "request body over 1048576 bytes",
+        }
         assert await gw.events() == []
         ok = await gw.client.post(
             "/v1/activations", content=raw_body("0.1"), headers={"Content-Type": "application/json"}

@@ -106,7 +106,10 @@ async def test_declared_length_over_limit_is_413_before_the_app_runs() -> None:
     app, driver = EchoApp(), Driver([b"x" * (LIMIT + 1)])
     await driver.run(app, [JSON, length(LIMIT + 1)])
     assert driver.status() == 413
-    assert driver.json() == {"detail": f"request body over {LIMIT} bytes"}
+    assert driver.json() == {
+        "error": "payload_too_large",
+        "detail": f"request body over {LIMIT} bytes",
+    }
     assert driver.header(b"connection") == b"close"
     assert not app.called
     assert driver.pulled == 0
@@ -118,7 +121,10 @@ async def test_chunked_body_over_limit_is_413_and_the_app_gets_at_most_the_limit
     app, driver = EchoApp(), Driver([b"a" * 60, b"b" * 60, b"c" * 60, b"d" * 60])
     await driver.run(app, [JSON])
     assert driver.status() == 413
-    assert driver.json() == {"detail": f"request body over {LIMIT} bytes"}
+    assert driver.json() == {
+        "error": "payload_too_large",
+        "detail": f"request body over {LIMIT} bytes",
+    }
     assert driver.header(b"connection") == b"close"
     assert app.body == b"a" * 60
     assert app.disconnected
@@ -227,10 +233,11 @@ async def test_non_finite_numbers_are_422_naming_the_field(
         r = await http.post("/floats", content=template % literal, headers=dict([JSON]))
     assert r.status_code == 422, r.text
     assert r.json() == {
+        "error": "invalid_request",
         "detail": [
             {"type": "finite_number", "loc": loc, "msg": "Input should be a finite number",
              "input": literal}
-        ]
+        ],
     }  # fmt: skip
     assert taken == []
 
@@ -294,7 +301,10 @@ async def test_installed_limit_answers_413_through_fastapi() -> None:
         for path in ("/floats", "/nowhere"):
             r = await http.post(path, content=big, headers=dict([JSON]))
             assert (r.status_code, r.headers["connection"]) == (413, "close")
-            assert r.json() == {"detail": f"request body over {LIMIT * 1000} bytes"}
+            assert r.json() == {
+                "error": "payload_too_large",
+                "detail": f"request body over {LIMIT * 1000} bytes",
+            }
     assert taken == []
 
 

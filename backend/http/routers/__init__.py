@@ -1,0 +1,1 @@
+"""One router per resource; ``backend.http.app`` includes them all (``ROUTERS``)."""

@@ -1,0 +1,299 @@
+"""What the HTTP API takes and gives: request models, path/header parameters, and one
+response model per answer (SPEC §5; lifecycle routes: docs/lifecycle.md).
+
+Request models forbid unknown keys. Response models forbid them too: a key a read model
+(``backend/store/views.py``, the services' answers) adds without adding it here fails
+loudly (500 in the tests) rather than going out undocumented. The open-ended parts of an
+answer (a ticket's ``details``, a timeline entry's ``detail``) are ``dict[str, Any]``.
+
+Field order is the order of the keys in the answer, and numbers keep their Python type
+(``int`` fields are never floats): the JSON is the same, byte for byte, as the read models'
+dicts encoded directly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Header, Path, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from backend.errors import InvalidRequest
+from backend.services.purchases import PurchaseRequest
+
+SERVICE_ID = r"^[a-z][a-z0-9_]{0,63}$"
+RESOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"  # our ids are UUIDs; never a NUL or a quote
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, like Stripe's keys
+
+Id = Annotated[str, Path(pattern=RESOURCE_ID)]
+IdQuery = Annotated[str, Query(pattern=RESOURCE_ID)]
+IdempotencyKey = Annotated[str, Header(pattern=IDEMPOTENCY_KEY)]
+OptionalIdempotencyKey = Annotated[str | None, Header(pattern=IDEMPOTENCY_KEY)]
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+# ---------------------------------------------------------------- requests
+
+
+class Temporary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["temporary"]
+    days: int = Field(ge=1, le=3650)
+
+
+class Permanent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["permanent"]
+
+
+class Subscription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["subscription"]
+
+
+class PurchaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vehicle_id: str = Field(pattern=RESOURCE_ID)
+    service_id: str = Field(pattern=SERVICE_ID, max_length=64)
+    duration: Annotated[Temporary | Permanent | Subscription, Field(discriminator="model")]
+    start_at: AwareDatetime | None = None
+
+    def request(self) -> PurchaseRequest:
+        days = self.duration.days if isinstance(self.duration, Temporary) else None
+        start = _epoch(self.start_at) if self.start_at else None
+        return PurchaseRequest(self.vehicle_id, self.service_id, self.duration.model, days, start)
+
+
+def _epoch(value: datetime) -> float:
+    try:
+        return value.timestamp()
+    except (OverflowError, ValueError):
+        raise InvalidRequest("bad_start_at", "start_at out of range") from None
+
+
+class BillingRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])
+
+
+# ---------------------------------------------------------------- answers
+
+
+class Out(BaseModel):
+    """An answer: exactly these keys, in this order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Timestamp = Annotated[str, Field(examples=["2026-11-03T10:15:00Z"], description="RFC 3339")]
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
+class Price(Out):
+    model: str = Field(examples=["temporary"])
+    days: int | None
+    price_cents: int
+
+
+class CatalogService(Out):
+    id: str
+    name: str
+    description: str
+    maintenance_linked: bool
+    prices: list[Price]
+
+
+class Catalog(Out):
+    vehicle_id: str
+    vin: str
+    currency: str = Field(examples=["EUR"])
+    services: list[CatalogService]
+
+
+class Vehicle(Out):
+    id: str
+    vin: str
+    model: str
+
+
+class Duration(Out):
+    model: str = Field(examples=["temporary"])
+    days: int | None = Field(default=None, exclude_if=_absent, description="temporary only")
+
+
+class Payment(Out):
+    id: str
+    state: str
+    amount_cents: int
+    captured_cents: int
+    refunded_cents: int
+    settlement: str
+    method: str = Field(description="card (hold, then capture) | direct_debit (charged at once)")
+
+
+class Purchase(Out):
+    id: str
+    vehicle_id: str
+    service_id: str
+    duration: Duration
+    price_cents: int
+    currency: str = Field(examples=["EUR"])
+    state: str
+    activation_id: str
+    activation_state: str | None
+    failure_category: str | None
+    start_at: Timestamp
+    activation_deadline_at: Timestamp
+    activated_at: Timestamp | None
+    expires_at: Timestamp | None
+    ends_at: Timestamp | None
+    cancel_reason: str | None
+    deactivation_state: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    payment: Payment | None
+
+
+class Notification(Out):
+    id: str
+    purchase_id: str | None
+    template: str
+    channel: str
+    subject: str
+    body: str
+    critical: bool
+    status: str
+    created_at: Timestamp
+    sent_at: Timestamp | None
+
+
+class Ticket(Out):
+    id: str
+    number: str
+    customer_id: str
+    purchase_id: str | None
+    kind: str
+    status: str
+    details: dict[str, Any]
+    created_at: Timestamp
+    resolved_at: Timestamp | None
+    resolution_s: float | None
+
+
+class MoneyMove(Out):
+    """A capture (``charges``) or a refund (``refunds``) the provider confirmed."""
+
+    purchase_id: str
+    amount_cents: int
+    at: Timestamp | None
+    provider_ref: str | None
+
+
+class SubscriptionChargeLine(Out):
+    purchase_id: str
+    month: str = Field(examples=["2026-11"])
+    days_billed: int
+    amount_cents: int
+    state: str
+    at: Timestamp | None
+
+
+class TimelineEntry(Out):
+    at: Timestamp
+    purchase_id: str | None
+    kind: str
+    detail: dict[str, Any]
+
+
+class Expediente(Out):
+    customer_id: str
+    purchases: list[Purchase]
+    charges: list[MoneyMove]
+    refunds: list[MoneyMove]
+    subscription_charges: list[SubscriptionChargeLine]
+    notifications: list[Notification]
+    tickets: list[Ticket]
+    timeline: list[TimelineEntry]
+
+
+class CancelAnswer(Out):
+    purchase_id: str
+    state: str
+    decision: str = Field(
+        examples=["refund_full"],
+        description="refund_full | no_refund | hold_released | ends_at_month_end | ends_now",
+    )
+    rule: str = Field(examples=["withdrawal_within_14_days"])
+    refund_cents: int
+    effective_at: Timestamp
+
+
+class TheftReport(Out):
+    vehicle_id: str
+    reported_at: Timestamp
+    refund: str = Field(examples=["none"])
+    rule: str = Field(examples=["theft_no_automatic_refund"])
+    cancellable_purchase_ids: list[str]
+
+
+class ManualActivation(Out):
+    ticket_id: str
+    purchase_id: str
+    support_activation_id: str
+    status: str = Field(examples=["REQUESTED"])
+
+
+class PermanentFailure(Out):
+    ticket_id: str
+    purchase_id: str
+    status: str = Field(examples=["RESOLVED"])
+    resolution_s: float
+    offer: str
+
+
+class SubscriptionCharge(Out):
+    id: str
+    purchase_id: str
+    month: str = Field(examples=["2026-11"])
+    days_billed: int
+    days_in_month: int
+    amount_cents: int
+    state: str
+
+
+class BillingRun(Out):
+    month: str = Field(examples=["2026-11"])
+    charges_created: int
+    charges: list[SubscriptionCharge]
+
+
+class MaintenanceCheck(Out):
+    vehicle_id: str
+    overdue: bool
+    notified: bool
+
+
+class FailureRate(Out):
+    value: float
+    alert_above: float
+    alerting: bool
+
+
+class MetricsSummary(Out):
+    purchases_by_state: dict[str, int]
+    payments_by_state: dict[str, int]
+    open_tickets: int
+    tickets_resolved: int
+    ticket_mean_resolution_s: float | None
+    activation_failure_rate: FailureRate
+
+
+class WebhookOutcome(Out):
+    outcome: str = Field(examples=["applied"])
