@@ -77,9 +77,12 @@ def _payment_rules(purchase: Purchase, payment: Payment, op_pending: bool) -> li
     kept = payment.captured_cents - payment.refunded_cents
     # a direct debit is taken before the outcome is known: while the activation runs,
     # or while its refund is on its way, the money is held, not kept
-    held = purchase.state in IN_FLIGHT or (op_pending and purchase.state not in CONFIRMED_ACTIVE)
+    debit_in_flight = (
+        purchase.state in IN_FLIGHT and payment.state == PaymentState.HELD_FOR_ACTIVATION
+    )
+    held = payment.state != PaymentState.CHARGED and (debit_in_flight or op_pending)
     charged = kept > 0 or payment.state == PaymentState.CHARGED
-    if charged and purchase.state not in CONFIRMED_ACTIVE and not held:
+    if charged and not held and purchase.state not in CONFIRMED_ACTIVE:
         out.append(Violation("charged_only_if_active", payment.id, f"{purchase.state} kept {kept}"))
     if payment.captured_cents > payment.amount_cents:
         out.append(Violation("capture_exceeds_amount", payment.id, str(payment.captured_cents)))
