@@ -93,7 +93,13 @@ class LiveQueries:
 
     async def run(self, client: aioredis.Redis, keys: Keys) -> None:
         """Drain this worker's inbox until cancelled (``client``: a connection of its own,
-        socket timeout above INBOX_BLOCK_S)."""
+        socket timeout above INBOX_BLOCK_S).
+
+        A cancel does not always reach us as a CancelledError: redis-py can turn it into
+        a connection error, and on Python 3.11 it can vanish altogether (its socket write
+        runs in ``asyncio.wait_for``, which drops a cancel that lands just as the write
+        completes; the BLPOP then returns normally). So every round, however it ended,
+        checks whether this task was cancelled: shutdown waits one round at most."""
         inbox = keys.inbox(self.worker_id)
         while True:
             try:
@@ -108,3 +114,5 @@ class LiveQueries:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     handed = json.loads(popped[1])
                     self._resolve(str(handed["command_id"]), handed["body"])
+            if cancel_requested():  # the cancel was swallowed and BLPOP returned normally
+                raise asyncio.CancelledError

@@ -228,12 +228,21 @@ async def test_a_late_answer_with_an_older_state_is_not_reconciled(
     make_gateway: GatewayFactory, stack: LocalStack, topics: Topics
 ) -> None:
     """The twin holds seq 10 (feature off). An answer arriving now carries an older state
-    (seq 5, feature on): it is not the newest, so nothing is switched off."""
+    (seq 5, feature on): it is not the newest, so nothing is switched off; the live query
+    still gets the vehicle's answer as it was sent."""
     async with car(stack, topics) as vehicle, make_gateway() as gw:
         old = state_body(vehicle, active_features=[FEATURE], seq=5,
                          at=format_ts(time.time() - 60))  # fmt: skip
         vehicle.seq = 10
         await vehicle.publish_state()
+
+        async def twin_at_seq_10() -> bool:
+            twin = (await gw.client.get(f"/v1/vehicles/{VIN}")).json()
+            return bool((twin.get("state") or {}).get("seq") == 10)
+
+        # the scenario needs seq 10 stored first: an answer handled before it would be
+        # the newest state known (seq 5 > 0), and reconciling on it would be right
+        await eventually(twin_at_seq_10, 5)
         vehicle.stale_state = old
         answer = await gw.client.post(f"/v1/vehicles/{VIN}/status-query")
         assert answer.status_code == 200
