@@ -29,9 +29,10 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import BrokerUnavailable, TooManyQueries
 from gateway.keys import Keys
 from gateway.metrics import GatewayMetrics
-from gateway.retry import TRANSIENT, cancel_requested
+from gateway.retry import TRANSIENT
 from gateway.store import Store
 from protocol.models import CommandType
+from protocol.tasks import cancel_requested
 from protocol.timeutil import Clock
 
 log = logging.getLogger(__name__)

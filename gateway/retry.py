@@ -9,6 +9,8 @@ from typing import TypeVar
 
 import redis.exceptions
 
+from protocol.tasks import cancel_requested
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -19,16 +21,6 @@ TRANSIENT = (
     ConnectionError,
     OSError,
 )
-
-
-def cancel_requested() -> bool:
-    """This task was cancelled, but the CancelledError may not have reached us: redis-py
-    can turn a cancel that lands mid-command into a ConnectionError, or (Python 3.11's
-    ``asyncio.wait_for`` around its socket write) drop it and return the command's reply.
-    Loops check this so a swallowed cancel cannot keep them (and a shutdown waiting on
-    them) alive."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 async def with_redis(

@@ -39,11 +39,12 @@ from gateway.metrics import GatewayMetrics
 from gateway.queries import INBOX_BLOCK_S, LiveQueries
 from gateway.reconcile import Reconciler
 from gateway.rejections import Rejections
-from gateway.retry import TRANSIENT, cancel_requested, with_redis
+from gateway.retry import TRANSIENT, with_redis
 from gateway.store import Store
 from gateway.timers import TimerWorker
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
 from protocol.signing import Signer, load_private_key, public_pem
+from protocol.tasks import cancel_requested
 from protocol.timeutil import Clock, SystemClock
 from protocol.topics import Topics
 

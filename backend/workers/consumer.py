@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from backend.logs import log
 from backend.store import inbox
 from backend.store.unit_of_work import Units
+from protocol.tasks import cancel_requested
 
 CLAIM_EVERY_PASSES = 30  # with 1 s blocking reads: look for abandoned entries every ~30 s
 
@@ -53,7 +54,7 @@ class EventConsumer:
         acknowledged) are read again first, so nothing is skipped."""
         await self.ensure_group()
         recovering, passes = True, 0
-        while True:
+        while not cancel_requested():  # a cancel redis-py swallowed still stops the loop
             passes += 1
             recovering = recovering or passes % CLAIM_EVERY_PASSES == 0
             try:

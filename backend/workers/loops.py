@@ -9,6 +9,7 @@ from contextlib import suppress
 from typing import TypeVar, cast
 
 from backend.logs import log
+from protocol.tasks import cancel_requested
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -19,7 +20,7 @@ Step = Callable[[], Awaitable[object]]
 async def run_loop(name: str, step: Step, wake: asyncio.Event, poll_s: float) -> None:
     """Run ``step`` until cancelled: again at once while it reports work done (a
     positive count: more may be due), else on ``wake`` or after ``poll_s``."""
-    while True:
+    while not cancel_requested():  # a cancel a driver swallowed still stops the loop
         wake.clear()  # before the pass: a commit during the pass wakes the next one
         try:
             result = await step()
