@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     money.add_argument(
         "--in-flight", type=int, default=300, help="kill once this many are in flight (300)"
     )
+    money.add_argument(
+        "--concurrency", type=int, default=200, help="purchase requests at a time (default 200)"
+    )
     money.add_argument("--json", type=Path, help="also write the report here")
     buy = sub.add_parser(
         "purchases",
@@ -128,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         return faults.run(args.scenario, args.activations, args.freeze_s, args.json)
     if args.command == "money-faults":
         return money_faults.run(
-            args.scenario, args.database, args.vehicles, args.in_flight, args.json
+            args.scenario,
+            args.database,
+            args.vehicles,
+            args.in_flight,
+            args.concurrency,
+            args.json,
         )
     if args.command == "purchases":
         return purchases.run(args.vehicles, args.concurrency, args.database, args.json)

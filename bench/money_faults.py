@@ -107,7 +107,12 @@ def database(kind: str, run_dir: Path) -> Iterator[str]:
 
 
 async def run_scenario(
-    scenario: str, kind: str, vehicles: int, in_flight: int, log: bool = True
+    scenario: str,
+    kind: str,
+    vehicles: int,
+    in_flight: int,
+    concurrency: int = 200,
+    log: bool = True,
 ) -> Report:
     report = Report(scenario, kind, vehicles)
     with tempfile.TemporaryDirectory(prefix="caas-money-") as tmp:
@@ -123,6 +128,7 @@ async def run_scenario(
                     run_dir=run_dir,
                     vehicles=vehicles,
                     seed=SEED,
+                    concurrency=concurrency,
                     live=False,
                     database_url=db_url,
                     extra_env={
@@ -157,7 +163,7 @@ async def _drive(
     placing = asyncio.create_task(
         place_purchases(platform.backend_url, customers, opts.concurrency, opts.seed)
     )
-    await _until_in_flight(platform.backend_url, ops_token, in_flight, placing)
+    await _until_in_flight(platform.backend_url, ops_token, in_flight, placing, log)
     for victim in victims:
         victim.kill()
     report.in_flight_at_kill = await count_in_flight(db_url)
@@ -175,16 +181,22 @@ async def _drive(
 
 
 async def _until_in_flight(
-    backend_url: str, ops_token: str, bar: int, placing: asyncio.Task[Any]
+    backend_url: str, ops_token: str, bar: int, placing: asyncio.Task[Any], log: bool
 ) -> None:
+    """Until ``bar`` purchases are in flight (progress every 2 s)."""
+    said, most = time.monotonic(), 0
     async with httpx.AsyncClient(base_url=backend_url, timeout=10) as http:
         while not placing.done():
-            summary = await ops_summary(http, ops_token)
-            purchases = summary["purchases_by_state"]
-            if sum(purchases.get(s.value, 0) for s in IN_FLIGHT) >= bar:
+            purchases = (await ops_summary(http, ops_token))["purchases_by_state"]
+            now_in_flight = sum(purchases.get(s.value, 0) for s in IN_FLIGHT)
+            most = max(most, now_in_flight)
+            if now_in_flight >= bar:
                 return
+            if time.monotonic() - said > 2:
+                said = time.monotonic()
+                _say(log, f"{now_in_flight} in flight ({sum(purchases.values())} placed)")
             await asyncio.sleep(0.05)
-    raise RuntimeError(f"never {bar} purchases in flight: use more --vehicles")
+    raise RuntimeError(f"at most {most} purchases in flight, never {bar}: use more --vehicles")
 
 
 async def count_in_flight(db_url: str) -> int:
@@ -305,12 +317,17 @@ def _say(enabled: bool, text: str) -> None:
 
 
 def run(
-    scenarios: list[str], kind: str, vehicles: int, in_flight: int, json_out: Path | None
+    scenarios: list[str],
+    kind: str,
+    vehicles: int,
+    in_flight: int,
+    concurrency: int,
+    json_out: Path | None,
 ) -> int:
     reports = []
     for scenario in scenarios or list(SCENARIOS):
         print(f"money-faults: {scenario} on {kind}, {vehicles} vehicles", flush=True)
-        report = asyncio.run(run_scenario(scenario, kind, vehicles, in_flight))
+        report = asyncio.run(run_scenario(scenario, kind, vehicles, in_flight, concurrency))
         reports.append({**asdict(report), "ok": report.ok})
         print(json.dumps(reports[-1], indent=2), flush=True)
     if json_out is not None:

@@ -326,3 +326,12 @@ def test_pre_expiry_notice_only_while_on() -> None:
     view = purchase(PS.ACTIVE, expires_at=NOW + DAY)
     assert templates(machine.step(view, PreExpiryDue(), NOW)) == ["expiry_notice"]
     assert machine.step(replace(view, state=PS.CANCELLED), PreExpiryDue(), NOW) == machine.STALE
+
+
+def test_the_docs_show_the_table() -> None:
+    """docs/backend.md draws exactly ``TRANSITIONS``: a newcomer reads the real table."""
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "backend.md").read_text()
+    missing = [row for row in machine.table_rows() if row not in page]
+    assert not missing, "docs/backend.md lacks:\n" + "\n".join(missing)
