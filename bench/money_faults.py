@@ -3,11 +3,13 @@
 ``python -m bench money-faults [SCENARIO ...] [--database sqlite|postgres]
 [--vehicles N] [--in-flight M] [--json OUT]``
 
-The platform starts as the demo starts it (broker, Redis, the demo's mixed fleet, the
+The platform starts as the demo starts it (broker, Redis, the demo's fleet, the
 gateway, the payment provider and the backend, each its own process), with a local
 SMTP server standing in for the customers' mailboxes. Every vehicle's owner buys a
-feature through the public API; once at least M purchases are in flight, the
-scenario's processes are SIGKILLed and restarted 2 s later. When everything has
+feature through the public API while the fleet's network is quiet (the simulator is
+SIGSTOPped: commands wait at the broker, activations stay in flight); once at least M
+purchases are in flight, the scenario's processes are SIGKILLed and restarted 2 s
+later, and the fleet wakes up (SIGCONT) when they are back. When everything has
 settled it counts what a customer or an auditor would:
 
 - ``check-invariants`` (the money rules, from the database) and its violations;
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,7 +49,7 @@ from launcher.demo import DemoOptions, Platform, seed_customers, start_platform
 from launcher.demo_traffic import ops_summary, place_purchases
 from launcher.postgres import PostgresServer, PostgresSettings
 from launcher.procs import free_port
-from launcher.services import run_python
+from launcher.services import PythonService, run_python
 from launcher.stack import LocalStack, StackOptions
 
 SCENARIOS: dict[str, tuple[str, ...]] = {
@@ -54,6 +58,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "both-kill": ("paysim", "backend"),
 }
 SEED = 7
+
 DOWN_S = 2.0
 SETTLE_TIMEOUT_S = 240.0
 CHARGED_NOTICE = "You are charged"  # the success notice of a paid purchase
@@ -131,22 +136,21 @@ async def run_scenario(
                     concurrency=concurrency,
                     live=False,
                     database_url=db_url,
-                    extra_env={
-                        "CAAS_BACKEND_SMTP_URL": sink.url,
-                        "CAAS_PAYSIM_SETTLE_DELAY_S": "1",
-                    },
+                    extra_env={"CAAS_BACKEND_SMTP_URL": sink.url},
                 )
                 platform = start_platform(stack, opts)
                 try:
                     await _drive(platform, opts, report, in_flight, db_url, log)
                     await _audit(platform, db_url, report)
+                    report.charged_notice_without_capture = await _charged_without_capture(
+                        sink, db_url
+                    )
                 finally:
                     for service in reversed(platform.services):
                         service.stop()
         finally:
             await sink.stop()
         report.emails, report.emails_twice = len(sink.messages), sink.duplicates()
-        report.charged_notice_without_capture = await _charged_without_capture(sink, report, db_url)
     return report
 
 
@@ -160,8 +164,10 @@ async def _drive(
 ) -> None:
     customers, ops_token = seed_customers(platform)
     victims = [s for s in platform.services if s.name in SCENARIOS[report.scenario]]
+    fleet = next(s for s in platform.services if s.name == "vehicle_sim")
+    _signal(fleet, signal.SIGSTOP)  # a quiet network: activations wait, purchases pile up
     placing = asyncio.create_task(
-        place_purchases(platform.backend_url, customers, opts.concurrency, opts.seed)
+        place_purchases(platform.backend_url, customers, opts.concurrency, opts.seed, patience_s=60)
     )
     await _until_in_flight(platform.backend_url, ops_token, in_flight, placing, log)
     for victim in victims:
@@ -172,7 +178,8 @@ async def _drive(
     await asyncio.sleep(DOWN_S)
     for victim in victims:
         await asyncio.to_thread(victim.start)
-    _say(log, "restarted; waiting for every purchase to settle")
+    _signal(fleet, signal.SIGCONT)
+    _say(log, "restarted, fleet awake; waiting for every purchase to settle")
     placed = await placing
     report.answers = dict(placed.answers)
     started = time.monotonic()
@@ -274,7 +281,7 @@ async def _audit(platform: Platform, db_url: str, report: Report) -> None:
             report.active_never_charged += 1
 
 
-async def _charged_without_capture(sink: SmtpSink, report: Report, db_url: str) -> int:
+async def _charged_without_capture(sink: SmtpSink, db_url: str) -> int:
     """Mails that told a customer they were charged, for payments never captured: the
     Message-ID names the notification row, which names the purchase."""
     ids = [m.message_id.strip("<>").split("@", 1)[0] for m in sink.messages if m.message_id]
@@ -309,6 +316,11 @@ class _session:
     async def __aexit__(self, *exc: object) -> None:
         await self.session.__aexit__(*exc)
         await self.engine.dispose()
+
+
+def _signal(service: PythonService, sig: signal.Signals) -> None:
+    assert service.proc is not None
+    os.kill(service.proc.pid, sig)
 
 
 def _say(enabled: bool, text: str) -> None:

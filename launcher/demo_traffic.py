@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +41,39 @@ class Placed:
     answers: Counter[str] = field(default_factory=Counter)  # HTTP status / error code
 
 
+async def patiently(
+    send: Callable[[], Awaitable[httpx.Response]], patience_s: float
+) -> httpx.Response:
+    """``send()`` again while the backend cannot be reached (a restart), for up to
+    ``patience_s``, as a customer's app would; a purchase is resent with the same
+    Idempotency-Key, so it is made once."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await send()
+        except httpx.TransportError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def buy_one(
-    http: httpx.AsyncClient, customer: Customer, vin: str, rng: random.Random, placed: Placed
+    http: httpx.AsyncClient,
+    customer: Customer,
+    vin: str,
+    rng: random.Random,
+    placed: Placed,
+    patience_s: float = 0.0,
 ) -> None:
     """Buy one of the catalog's offers that this vehicle's firmware ships (the backend's
     catalog does not know firmware yet: see docs/protocol.md)."""
     vehicle_id = customer.vehicles[vin]
     installed = customer.firmware_features.get(vin)
     auth = {"Authorization": f"Bearer {customer.token}"}
-    catalog = await http.get("/v1/catalog", params={"vehicle_id": vehicle_id}, headers=auth)
+    catalog = await patiently(
+        lambda: http.get("/v1/catalog", params={"vehicle_id": vehicle_id}, headers=auth),
+        patience_s,
+    )
     offers = [
         (service["id"], price)
         for service in (catalog.json().get("services", []) if catalog.is_success else [])
@@ -62,16 +87,23 @@ async def buy_one(
     duration = {"model": price["model"], **({"days": price["days"]} if price["days"] else {})}
     body = {"vehicle_id": vehicle_id, "service_id": service_id, "duration": duration}
     headers = {**auth, "Idempotency-Key": str(uuid.uuid4())}
-    answer = await http.post("/v1/purchases", json=body, headers=headers)
+    answer = await patiently(
+        lambda: http.post("/v1/purchases", json=body, headers=headers), patience_s
+    )
     placed.answers[str(answer.status_code)] += 1
     if answer.status_code == 202:
         placed.activation_ids.append(answer.json()["activation_id"])
 
 
 async def place_purchases(
-    backend_url: str, customers: list[Customer], concurrency: int, seed: int
+    backend_url: str,
+    customers: list[Customer],
+    concurrency: int,
+    seed: int,
+    patience_s: float = 0.0,
 ) -> Placed:
-    """One purchase per vehicle, ``concurrency`` requests at a time."""
+    """One purchase per vehicle, ``concurrency`` requests at a time; ``patience_s``:
+    how long a request is retried while the backend cannot be reached."""
     rng = random.Random(seed)
     placed = Placed()
     gate = asyncio.Semaphore(concurrency)
@@ -80,7 +112,7 @@ async def place_purchases(
         async def one(customer: Customer, vin: str) -> None:
             async with gate:
                 try:
-                    await buy_one(http, customer, vin, rng, placed)
+                    await buy_one(http, customer, vin, rng, placed, patience_s)
                 except httpx.HTTPError as exc:
                     placed.answers[type(exc).__name__] += 1
 
