@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from backend.audit import money as invariants
 from backend.config import BackendSettings
 from backend.services.seed import FleetEntry, load_fleet_manifest, seed_demo
 from backend.store.db import make_engine, make_sessions, migrate
+from protocol.logsetup import configure_logging
 from protocol.settings import ConfigError, problem_line
 from protocol.timeutil import SystemClock
 
@@ -123,9 +123,7 @@ def _misconfigured(exc: Exception) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         settings = BackendSettings()
     except ValueError as exc:  # a variable pydantic cannot read (ValidationError)

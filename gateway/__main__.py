@@ -7,7 +7,6 @@ same broker and Redis.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import uvicorn
@@ -17,6 +16,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import ConfigError
 from gateway.service import Gateway
 from protocol.errors import KeyFileError
+from protocol.logsetup import configure_logging
 from protocol.settings import problem_line
 
 
@@ -36,10 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         settings = GatewaySettings().require()
         app = create_app(Gateway(settings))

@@ -13,6 +13,7 @@ import uvicorn
 
 from paysim.app import build
 from paysim.config import DEFAULT_DB_PATH, PaysimSettings
+from protocol.logsetup import configure_logging
 from protocol.settings import ConfigError, problem_line
 
 ENV_HELP = (
@@ -47,10 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s",
-    )
+    configure_logging(args.log_level)
     if args.log_level != "debug":  # one line per webhook POST otherwise
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:

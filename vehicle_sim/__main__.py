@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import uvloop
 
 from protocol.errors import KeyFileError, MqttError
 from protocol.fdlimit import raise_fd_limit
+from protocol.logsetup import configure_logging
 from protocol.mqtt import BrokerAddress
 from vehicle_sim.app import RunConfig, Simulator
 from vehicle_sim.errors import SimulatorError
@@ -147,10 +147,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(getattr(args, "log_level", "WARNING"))
     try:
         if args.command == "manifest":
             _, vehicles, seed, mix = resolve(args)
