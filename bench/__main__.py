@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-flight", type=int, default=300, help="kill once this many are in flight (300)"
     )
     money.add_argument(
-        "--concurrency", type=int, default=200, help="purchase requests at a time (default 200)"
+        "--concurrency", type=int, default=100, help="purchase requests at a time (default 100)"
     )
     money.add_argument("--json", type=Path, help="also write the report here")
     buy = sub.add_parser(

@@ -116,9 +116,12 @@ async def run_scenario(
     kind: str,
     vehicles: int,
     in_flight: int,
-    concurrency: int = 200,
+    concurrency: int = 100,
     log: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Report:
+    """One scenario; ``env``: more variables for the services (the tests shorten the
+    gateway's retry policy with it)."""
     report = Report(scenario, kind, vehicles)
     with tempfile.TemporaryDirectory(prefix="caas-money-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -136,7 +139,7 @@ async def run_scenario(
                     concurrency=concurrency,
                     live=False,
                     database_url=db_url,
-                    extra_env={"CAAS_BACKEND_SMTP_URL": sink.url},
+                    extra_env={**(env or {}), "CAAS_BACKEND_SMTP_URL": sink.url},
                 )
                 platform = start_platform(stack, opts)
                 try:
