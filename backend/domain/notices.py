@@ -26,7 +26,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "permanent_failure": (
         "{service} cannot be activated",
         "We could not activate {service} on {vin} (ticket {ticket}). Any amount taken "
-        "has been refunded in full. As an apology: {offer}.",
+        "is given back in full. As an apology: {offer}.",
     ),
     "activation_success": (
         "{service} is active",
