@@ -288,4 +288,3 @@ class Step:
 
 
 STALE = Step(outcome="stale")
-IGNORED = Step(outcome="ignored")

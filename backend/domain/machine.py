@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import Any
 
 from backend.domain.events import (
-    IGNORED,
     STALE,
     ActivationCancelled,
     ActivationFailed,
@@ -95,8 +94,6 @@ TRANSITIONS: Mapping[type[Event], Mapping[PS, tuple[PS, ...]]] = {
     NonPayment: _all(ON, PS.CANCELLED),
     DeactivationAnswered: {PS.EXPIRED: (PS.DEACTIVATED,)},
 }
-# the states a purchase is created in (``purchases.create``)
-INITIAL = (PS.PAYMENT_PENDING, PS.BLOCKED_MAINTENANCE)
 
 
 class IllegalTransition(Exception):
@@ -566,8 +563,6 @@ HANDLERS: Mapping[type[Event], Handler] = {
 }
 __all__ = [
     "HANDLERS",
-    "IGNORED",
-    "INITIAL",
     "STALE",
     "TRANSITIONS",
     "IllegalTransition",
