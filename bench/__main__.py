@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from bench import activations, faults, fleet_scale, micro, money_faults, purchases
@@ -20,17 +21,16 @@ def _windows(text: str) -> list[int]:
     return windows
 
 
-def _scenario(name: str) -> str:
-    if name not in faults.SCENARIOS:
-        raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(faults.SCENARIOS)}")
-    return name
+def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
+    """An argparse type that accepts one of ``choices`` and names them when it refuses."""
+    allowed = tuple(choices)
 
+    def check(name: str) -> str:
+        if name not in allowed:
+            raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(allowed)}")
+        return name
 
-def _money_scenario(name: str) -> str:
-    if name not in money_faults.SCENARIOS:
-        choices = ", ".join(money_faults.SCENARIOS)
-        raise argparse.ArgumentTypeError(f"{name!r}: one of {choices}")
-    return name
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fault.add_argument(
-        "scenario", nargs="*", type=_scenario, help=f"{', '.join(faults.SCENARIOS)} (default: all)"
+        "scenario",
+        nargs="*",
+        type=_one_of(faults.SCENARIOS),
+        help=f"{', '.join(faults.SCENARIOS)} (default: all)",
     )
     fault.add_argument(
         "--activations", type=int, default=1500, help="fleet size and activations (default 1500)"
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     money.add_argument(
         "scenario",
         nargs="*",
-        type=_money_scenario,
+        type=_one_of(money_faults.SCENARIOS),
         help=f"{', '.join(money_faults.SCENARIOS)} (default: all)",
     )
     money.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
