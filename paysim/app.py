@@ -7,6 +7,7 @@
     POST /v1/refunds                         {payment, amount_cents}
     GET  /v1/payments/{id}                   amounts and settlement (reconciliation)
     GET  /healthz
+    GET  /metrics                            Prometheus text (metrics.py), no key
     /control/…                               failure modes and statistics (control.py)
 
 Every ``/v1`` and ``/control`` route needs ``Authorization: Bearer <key>``; every POST
@@ -23,15 +24,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from paysim.config import Resolved
 from paysim.control import control_routes
 from paysim.errors import Refused
 from paysim.ledger import Call, Ledger
+from paysim.metrics import PaysimMetrics
 from paysim.store import Store
 from paysim.webhooks import Deliverer
 from protocol.http_edge import install_http_edge
@@ -122,21 +125,32 @@ def create_app(
     install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
     _error_handlers(app)
 
+    metrics = PaysimMetrics(ledger.store)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(_v1_routes(ledger), dependencies=[key_check(key)])
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> Response:  # async: the store's connection is the loop's
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(_v1_routes(ledger, metrics), dependencies=[key_check(key)])
     app.include_router(control_routes(ledger), dependencies=[key_check(key)])
     return app
 
 
-def _v1_routes(ledger: Ledger) -> APIRouter:
+def _v1_routes(ledger: Ledger, metrics: PaysimMetrics) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     def act(op: str, key: str | None, target: str, body: BaseModel | None) -> JSONResponse:
         request = body.model_dump() if body is not None else {}
-        answer = ledger.handle(Call(op, idempotency_key(key), target, request))
+        try:
+            answer = ledger.handle(Call(op, idempotency_key(key), target, request))
+        except Refused as exc:
+            metrics.answered(op, exc.status)
+            raise
+        metrics.answered(op, answer.status)
         return JSONResponse(answer.body, status_code=answer.status)
 
     @router.post("/authorizations", status_code=201)
@@ -163,7 +177,13 @@ def _v1_routes(ledger: Ledger) -> APIRouter:
 
     @router.get("/payments/{payment_id}")
     async def payment(payment_id: PathId) -> dict[str, Any]:
-        return ledger.payment(payment_id)
+        try:
+            found = ledger.payment(payment_id)
+        except Refused as exc:
+            metrics.answered("payment", exc.status)
+            raise
+        metrics.answered("payment", 200)
+        return found
 
     return router
 

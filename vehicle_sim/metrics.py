@@ -1,13 +1,15 @@
 """Prometheus view of the simulator (``GET /metrics`` on the control port).
 
 Read from the runtime's plain counters at scrape time, so the hot path pays nothing.
-Labels are bounded: command type, answer, drop reason, mode. Never a VIN.
+Labels are bounded: command type, answer, drop reason, mode. Never a VIN. Plus the
+standard ``process_*`` and ``python_*`` metrics of the simulator's process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -54,5 +56,8 @@ class SimCollector(Collector):
 
 def registry_for(runtime: FleetRuntime, connected: Callable[[], int]) -> CollectorRegistry:
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     registry.register(SimCollector(runtime, connected))
     return registry

@@ -56,7 +56,8 @@ async def test_stage_takes_exactly_the_selected_vehicles_offline(
 
 
 async def test_control_api_steers_a_vehicle(make_sim: SimFactory, probe: FleetProbe) -> None:
-    """Control API: mode change, trip and park, busy, forced features, 404 and 422."""
+    """Control API: mode change, trip and park, busy, forced features, 404 and 422;
+    /metrics with the simulator's counters and its process metrics."""
     port = free_port()
     async with make_sim(vehicles=1, control_port=port) as sim:
         await sim.wait_control_ready()
@@ -93,6 +94,7 @@ async def test_control_api_steers_a_vehicle(make_sim: SimFactory, probe: FleetPr
             metrics = (await http.get("/metrics")).text
             assert 'caas_sim_responses_sent_total{reason="conflict",status="nack"} 1.0' in metrics
             assert vin not in metrics  # labels never carry a VIN
+            assert "process_cpu_seconds_total" in metrics and "python_info" in metrics
 
 
 async def test_fleet_survives_a_broker_restart(

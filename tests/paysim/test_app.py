@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from paysim.app import create_app
 from paysim.ledger import Ledger
@@ -176,3 +177,49 @@ async def test_bodies_are_json_with_an_error_code(api: httpx.AsyncClient) -> Non
     assert (r.status_code, r.json()["error"]) == (405, "method_not_allowed")
     body = json.loads((await post(api, "/v1/authorizations", {"x": 1})).content)
     assert "detail" in body
+
+
+def samples(text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of one metric family: sorted labels → value."""
+    found = {}
+    for metric in text_string_to_metric_families(text):
+        if metric.name == family:
+            for sample in metric.samples:
+                if sample.name == metric.name or sample.name == f"{family}_total":
+                    found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+async def test_metrics_count_calls_by_route_and_outcome(api: httpx.AsyncClient) -> None:
+    """/metrics (no key): calls by route and outcome, open holds, webhooks by state, the
+    process metrics; never a payment id, reference or idempotency key."""
+    auth = (await post(api, "/v1/authorizations", HOLD, key="key-hold")).json()["id"]
+    await post(api, f"/v1/authorizations/{auth}/capture", {"amount_cents": 1000}, key="key-cap")
+    again = await post(api, f"/v1/authorizations/{auth}/capture", {"amount_cents": 1000})
+    assert again.json()["error"] == "not_capturable"
+    nope = await post(api, "/v1/authorizations/auth_nope/cancel", {}, key="k3")
+    assert nope.status_code == 404
+    await api.post("/control/timeouts", json={"op": "charge", "count": 1}, headers=AUTH)
+    assert (await post(api, "/v1/charges", HOLD, key="key-ch")).status_code == 504
+    await api.patch("/control/config", json={"decline_rate": 1}, headers=AUTH)
+    assert (await post(api, "/v1/authorizations", HOLD, key="k4")).status_code == 402
+    assert (await api.get(f"/v1/payments/{auth}", headers=AUTH)).status_code == 200
+    response = await api.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert samples(text, "caas_paysim_requests") == {
+        (("outcome", "succeeded"), ("route", "authorize")): 1.0,
+        (("outcome", "declined"), ("route", "authorize")): 1.0,
+        (("outcome", "succeeded"), ("route", "capture")): 1.0,
+        (("outcome", "refused"), ("route", "capture")): 1.0,
+        (("outcome", "refused"), ("route", "cancel")): 1.0,
+        (("outcome", "timeout"), ("route", "charge")): 1.0,
+        (("outcome", "succeeded"), ("route", "payment")): 1.0,
+    }
+    assert samples(text, "caas_paysim_open_authorizations") == {(): 0.0}
+    assert samples(text, "caas_paysim_webhooks") == {
+        (("state", "pending"), ): 4.0, (("state", "delivered"), ): 0.0,
+    }  # fmt: skip
+    assert "process_cpu_seconds_total" in text and "python_info" in text
+    for secret in (auth, "pay-1", "key-hold", "key-cap", KEY):
+        assert secret not in text

@@ -123,6 +123,16 @@ def test_state_survives_sigkill(paysim: PythonService) -> None:
         assert stats["calls"] == {"authorize": 2, "capture": 3}
 
 
+def test_the_running_provider_serves_metrics(paysim: PythonService) -> None:
+    """`python -m paysim` answers /metrics without a key: its process metrics and calls."""
+    with httpx.Client(base_url=paysim.url) as http:  # type: ignore[attr-defined]
+        assert post(http, "/v1/authorizations", HOLD, "authorize:m1").status_code == 201
+        response = http.get("/metrics")
+    assert response.status_code == 200
+    assert "process_cpu_seconds_total" in response.text
+    assert 'caas_paysim_requests_total{outcome="succeeded",route="authorize"} 1.0' in response.text
+
+
 async def test_a_kill_under_load_leaves_each_key_all_or_nothing(paysim: PythonService) -> None:
     """300 holds, 30 at a time, SIGKILL after about 100 answers; after the restart every
     key is replayed: the answered ones keep their ids, and there is one hold per key."""
