@@ -1,5 +1,8 @@
 """The gateway HTTP API (SPEC §3). Bearer token on every route but health and metrics.
 
+``GET /v1/activations`` lists them, filtered and paginated like every list route of the
+project (docs/protocol.md, "Listing activations"; the indexes: ``listing.py``).
+
 Errors are the shared ``{"error": code, "detail": …}`` (``protocol/http_errors.py``):
 
 ====  ========================================================================
@@ -19,16 +22,16 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis.exceptions
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.activation import Action
+from gateway.activation import Action, FailureCategory, State
 from gateway.errors import (
     ActivationConflict,
     ActivationNotFound,
@@ -37,6 +40,14 @@ from gateway.errors import (
     TooManyQueries,
 )
 from gateway.events import Cancel
+from gateway.listing import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ListQuery,
+    decode_cursor,
+    encode_cursor,
+    plan,
+)
 from gateway.schemas import (
     VIN_PROBLEM,
     Activation,
@@ -59,7 +70,8 @@ from protocol.http_errors import (
     install_error_shape,
     problem,
 )
-from protocol.models import VIN_RE, CommandType
+from protocol.models import FEATURE_PATTERN, VIN_RE, CommandType
+from protocol.timeutil import parse_ts
 
 _BEARER = HTTPBearer(auto_error=False)
 
@@ -75,6 +87,7 @@ QUERY_DOWN = ErrorDoc(
 )
 NO_ANSWER = ErrorDoc(504, "the vehicle did not answer in time", ("query_timeout",))
 RETRY_AFTER = {"Retry-After": "1"}
+TIMESTAMP_PROBLEM = "an RFC 3339 timestamp with an offset (2026-01-31T12:00:00Z)"
 
 
 class PemResponse(PlainTextResponse):
@@ -107,6 +120,7 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
     auth = [Depends(authorized)]
+    _add_list_route(app, gateway, auth)
     _add_activation_routes(app, gateway, auth)
     _add_vehicle_routes(app, gateway, auth)
     _add_ops_routes(app, gateway)
@@ -170,6 +184,82 @@ def _add_activation_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
         except ActivationTerminal as exc:
             raise ApiError(409, "activation_ended", str(exc)) from exc
         return Activation.model_validate(act.to_public())
+
+
+def _add_list_route(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
+    @app.get(
+        "/v1/activations",
+        dependencies=auth,
+        responses=error_responses(UNAUTHORIZED, INVALID, STORE_DOWN),
+    )
+    async def list_activations(
+        request: Request,
+        response: Response,
+        state: State | None = None,
+        failure_category: FailureCategory | None = None,
+        feature: Annotated[str | None, Query(pattern=FEATURE_PATTERN)] = None,
+        vin: str | None = None,
+        since: Annotated[str | None, Query(description="RFC 3339; created_at >= since")] = None,
+        until: Annotated[str | None, Query(description="RFC 3339; created_at < until")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(description="X-Next-Cursor of a page")] = None,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> list[Activation]:
+        """Activations, oldest first (``order=desc``: newest first), ``limit`` a page.
+        The next page: the ``Link: <…>; rel="next"`` URL, or the same query with
+        ``cursor`` = ``X-Next-Cursor`` (both absent on the last page); ``X-Total-Count``:
+        how many match the filters."""
+        query = ListQuery(
+            state=state.value if state else "",
+            category=failure_category.value if failure_category else "",
+            feature=feature or "",
+            limit=limit,
+            order=order,
+            **_checked_query(vin, since, until, cursor),
+        )
+        page = await gw.store.list_page(plan(gw.keys, query))
+        response.headers["X-Total-Count"] = str(page.total)
+        if page.after:
+            after = encode_cursor(page.after)
+            response.headers["X-Next-Cursor"] = after
+            response.headers["Link"] = (
+                f'<{request.url.include_query_params(cursor=after)}>; rel="next"'
+            )
+        return [Activation.model_validate(act.to_public()) for act in page.activations]
+
+
+def _checked_query(
+    vin: str | None, since: str | None, until: str | None, cursor: str | None
+) -> dict[str, Any]:
+    """The list's query values that need more than a type: 422 naming every bad one."""
+    problems: list[dict[str, Any]] = []
+
+    def read(name: str, text: str | None, parse: Any, type_: str, msg: str = "") -> Any:
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as exc:
+            problems.append(problem(("query", name), msg or str(exc), type_, text))
+            return None
+
+    found = {
+        "vin": read("vin", vin, _vin, "invalid_vin", VIN_PROBLEM) or "",
+        "since": read("since", since, parse_ts, "invalid_timestamp", TIMESTAMP_PROBLEM),
+        "until": read("until", until, parse_ts, "invalid_timestamp", TIMESTAMP_PROBLEM),
+        "after": read("cursor", cursor, decode_cursor, "invalid_cursor") or "",
+    }
+    if None not in (found["since"], found["until"]) and found["until"] < found["since"]:
+        problems.append(problem(("query", "until"), "before since", "invalid_range", until))
+    if problems:
+        raise RequestValidationError(problems)
+    return found
+
+
+def _vin(text: str) -> str:
+    if not VIN_RE.match(text):
+        raise ValueError(VIN_PROBLEM)
+    return text
 
 
 def _add_vehicle_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:

@@ -14,6 +14,11 @@ Key layout (``{p}`` is the prefix, ``caas:gw`` by default):
     {p}:inbox:{worker_id}     list   live query answers for the worker that asked (BLPOP)
     {p}:reconciled:{vin}      string reconciliation deactivations opened in the current window
     {p}:states                hash   activation count per state (metrics gauges)
+    {p}:ix[:state=S][:category=C][:feature=F]
+                              zset   "created_ms|activation_id" of the activations with
+                                     those values (one zset per combination; score 0,
+                                     read by lex range: the list route's indexes)
+    {p}:ix:vin={vin}          zset   the same members, per vehicle
     caas:events               stream SPEC §4 events (name from CAAS_EVENTS_STREAM)
 """
 
@@ -27,6 +32,8 @@ REPLY_TTL_S = 60  # a live-query inbox nobody pops (its worker is gone)
 RECONCILE_WINDOW_MS = 3600 * 1000  # reconciliation rate limit: per vehicle and window...
 RECONCILE_PER_WINDOW = 16  # ...at most this many deactivations opened
 LOCK_MARGIN_MS = 60_000  # vehicle lock outlives the longest expected hold by this much
+# the indexed fields of an activation, in the order their values appear in an index key
+INDEXED_FIELDS = ("state", "category", "feature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,14 @@ class Keys:
     @property
     def states(self) -> str:
         return f"{self.prefix}:states"
+
+    def index(self, state: str = "", category: str = "", feature: str = "") -> str:
+        """The list index of the activations with these values ("" = any)."""
+        values = zip(INDEXED_FIELDS, (state, category, feature), strict=True)
+        return f"{self.prefix}:ix" + "".join(f":{name}={v}" for name, v in values if v)
+
+    def vin_index(self, vin: str) -> str:
+        return f"{self.prefix}:ix:vin={vin}"
 
     def twin(self, vin: str) -> str:
         return f"{self.prefix}:twin:{vin}"

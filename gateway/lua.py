@@ -16,9 +16,10 @@ local lock = redis.call('GET', ARGV[1] .. ':lock:' .. a[3]) or ''
 return {a[1], a[2], lock, twin}
 """
 
-# KEYS: act timers events states open desired twin lock reconciled
+# KEYS: act timers events states open desired twin lock reconciled, then the list
+#       indexes the activation joins (``listing.index_keys``)
 # ARGV: id doc state due_ms request_hash vin open_member guard_feature now_ms timer_ms
-#       guard_limit guard_window_ms, then n_events and 4 values per event
+#       guard_limit guard_window_ms index_entry, then n_events and 4 values per event
 #       (event_id type at data)
 # A guarded create (reconciliation: guard_feature set) is skipped when the feature is
 # wanted active or already has an open activation, and refused ('limited') past
@@ -46,20 +47,23 @@ redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', 1, 'state', ARGV[3],
 redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
 redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[7])
-local n = tonumber(ARGV[13])
+for k = 10, #KEYS do redis.call('ZADD', KEYS[k], 0, ARGV[13]) end
+local n = tonumber(ARGV[14])
 for i = 0, n - 1 do
-  local b = 13 + i * 4
+  local b = 14 + i * 4
   redis.call('XADD', KEYS[3], '*', 'event_id', ARGV[b + 1], 'type', ARGV[b + 2],
              'at', ARGV[b + 3], 'data', ARGV[b + 4])
 end
 return {'created', redis.call('GET', KEYS[8]) or '', redis.call('HGETALL', KEYS[7])}
 """
 
-# KEYS: act timers leases events states twin lock waiting cmds open desired
+# KEYS: act timers leases events states twin lock waiting cmds open desired, then the
+#       list indexes to leave, then those to join (``listing.index_moves``)
 # ARGV: 1 id  2 expected_version  3 expected_lock  4 expected_rev  5 doc  6 state
 #       7 old_state  8 due_ms  9 holds_lock  10 lock_ttl_ms  11 waiting  12 terminal
 #       13 open_member  14 desired_op (set|del|'')  15 feature  16 now_ms  17 cmds_ttl_ms
-#       18 n_cmds, then (command_id, info) pairs, then n_events and event quads
+#       18 index_entry  19 n_index_leave
+#       20 n_cmds, then (command_id, info) pairs, then n_events and event quads
 COMMIT = """
 local id = ARGV[1]
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return {'conflict', 'version'} end
@@ -90,8 +94,13 @@ if ARGV[12] == '1' then
   if ARGV[14] == 'set' then redis.call('HSET', KEYS[11], ARGV[15], 'active')
   elseif ARGV[14] == 'del' then redis.call('HDEL', KEYS[11], ARGV[15]) end
 end
-local n = tonumber(ARGV[18])
-local i = 19
+local leave = 11 + tonumber(ARGV[19])
+for k = 12, #KEYS do
+  if k <= leave then redis.call('ZREM', KEYS[k], ARGV[18])
+  else redis.call('ZADD', KEYS[k], 0, ARGV[18]) end
+end
+local n = tonumber(ARGV[20])
+local i = 21
 for _ = 1, n do
   redis.call('HSET', KEYS[9], ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -104,6 +113,66 @@ for _ = 1, m do
   i = i + 4
 end
 return {'ok', tostring(version)}
+"""
+
+# One page of the activation list (``listing.plan`` says what ARGV holds).
+# KEYS: one list index, or two an entry must both be in
+# ARGV: 1 page_from  2 page_to (ZRANGEBYLEX bounds in reading order)  3 limit
+#       4 reverse (1|0)  5 count_min  6 count_max (the whole filtered range)
+# Returns {next_after ('' on the last page), total, entry...}.
+# Two sets: the one with fewer entries in the range is walked, in chunks, and each
+# entry looked up in the other (ZSCORE, O(1)); one set: a plain range and ZLEXCOUNT.
+LIST = """
+local reverse = ARGV[4] == '1'
+local limit = tonumber(ARGV[3])
+local function range(key, from, to, n, rev)
+  if rev then return redis.call('ZREVRANGEBYLEX', key, from, to, 'LIMIT', 0, n) end
+  return redis.call('ZRANGEBYLEX', key, from, to, 'LIMIT', 0, n)
+end
+local function finish(page, total)
+  local after = ''
+  if #page > limit then page[#page] = nil; after = page[limit] end
+  local out = {after, total}
+  for _, m in ipairs(page) do out[#out + 1] = m end
+  return out
+end
+if #KEYS == 1 then
+  local page = range(KEYS[1], ARGV[1], ARGV[2], limit + 1, reverse)
+  return finish(page, redis.call('ZLEXCOUNT', KEYS[1], ARGV[5], ARGV[6]))
+end
+local walk, other = KEYS[1], KEYS[2]
+if redis.call('ZLEXCOUNT', other, ARGV[5], ARGV[6])
+    < redis.call('ZLEXCOUNT', walk, ARGV[5], ARGV[6]) then
+  walk, other = other, walk
+end
+-- calls keep(entry) on each entry of walk in both sets, from..to, until it says stop
+local function each(from, to, rev, keep)
+  while true do
+    local chunk = range(walk, from, to, 256, rev)
+    for _, m in ipairs(chunk) do
+      if redis.call('ZSCORE', other, m) and keep(m) then return end
+    end
+    if #chunk < 256 then return end
+    from = '(' .. chunk[#chunk]
+  end
+end
+local total = 0
+each(ARGV[5], ARGV[6], false, function() total = total + 1; return false end)
+local page = {}
+each(ARGV[1], ARGV[2], reverse, function(m)
+  page[#page + 1] = m
+  return #page > limit
+end)
+return finish(page, total)
+"""
+
+# Put an activation stored before the list indexes existed in the ones it belongs in,
+# unless it changed since it was read (then it is read again).
+# KEYS: act, then its indexes (``listing.index_keys``)   ARGV: version_read index_entry
+REINDEX = """
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+for k = 2, #KEYS do redis.call('ZADD', KEYS[k], 0, ARGV[2]) end
+return 1
 """
 
 # KEYS: timers leases   ARGV: now_ms lease_until_ms limit

@@ -29,6 +29,7 @@ from gateway.keys import (
     REPLY_TTL_S,
     Keys,
 )
+from gateway.listing import Plan, activation_id_of, index_keys, index_moves, member
 from gateway.pipelining import AutoPipeline
 from gateway.twin import Twin
 from protocol.timeutil import format_ts
@@ -98,8 +99,19 @@ def event_fields(event: Emit, now: float, origin: str) -> list[str]:
     return [str(uuid.uuid4()), event.type, format_ts(now), dumps(data)]
 
 
-def commit_args(snap: Snapshot, step: Step, now: float) -> list[Any]:
-    """ARGV of ``lua.COMMIT`` (documented there, in this order)."""
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of the activation list: the activations, the entry to continue after
+    ("" on the last page) and how many match the filters."""
+
+    activations: list[Activation]
+    after: str
+    total: int
+
+
+def commit_args(snap: Snapshot, step: Step, now: float, leaving: int) -> list[Any]:
+    """ARGV of ``lua.COMMIT`` (documented there, in this order); ``leaving``: how many
+    of the script's index KEYS the activation leaves."""
     act = step.activation
     policy = act.policy
     hold_ms = ms(2 * (policy.ack_timeout_s + policy.status_query_timeout_s)) + LOCK_MARGIN_MS
@@ -130,6 +142,8 @@ def commit_args(snap: Snapshot, step: Step, now: float) -> list[Any]:
         act.feature,
         ms(now),
         COMMAND_INDEX_TTL_MS,
+        member(act),
+        leaving,
         len(step.sends),
         *cmds,
         len(step.events),
@@ -148,6 +162,8 @@ class Store:
         self._release = client.register_script(lua.RELEASE)
         self._twin = client.register_script(lua.TWIN)
         self._respond = client.register_script(lua.RESPOND)
+        self._list = client.register_script(lua.LIST)
+        self._reindex = client.register_script(lua.REINDEX)
         self.pipeline = AutoPipeline(client)
 
     # ------------------------------------------------------------ activations
@@ -186,6 +202,7 @@ class Store:
                 k.twin(act.vin),
                 k.lock(act.vin),
                 k.reconciled(act.vin),
+                *sorted(index_keys(k, act)),
             ],
             args=[
                 act.activation_id,
@@ -200,6 +217,7 @@ class Store:
                 due_ms if timer_at is None else ms(timer_at),
                 RECONCILE_PER_WINDOW,
                 RECONCILE_WINDOW_MS,
+                member(act),
                 len(events),
                 *flat,
             ],
@@ -217,7 +235,10 @@ class Store:
         act, k = step.activation, self.keys
         keys = [k.activation(act.activation_id), k.timers, k.leases, k.events, k.states]
         keys += k.vehicle_keys(act.vin)
-        result = await self.pipeline.run(self._commit, keys=keys, args=commit_args(snap, step, now))
+        leave, join = index_moves(k, snap.activation, act)
+        keys += leave + join
+        args = commit_args(snap, step, now, len(leave))
+        result = await self.pipeline.run(self._commit, keys=keys, args=args)
         return bool(result[0] == "ok")
 
     # ------------------------------------------------------------ timers
@@ -338,6 +359,43 @@ class Store:
             pipe.rpush(key, dumps({"command_id": command_id, "body": body}))
             pipe.expire(key, REPLY_TTL_S)
             await pipe.execute()
+
+    # ------------------------------------------------------------ the list
+    async def list_page(self, plan: Plan) -> Page:
+        """One page: ``lua.LIST`` picks the entries, then one pipelined read of their
+        records (at most ``plan.limit``; an entry whose record is gone is skipped)."""
+        flag = {True: "1", False: "0"}
+        raw = await self._list(
+            keys=list(plan.sets),
+            args=[plan.page_from, plan.page_to, plan.limit, flag[plan.reverse],
+                  plan.count_min, plan.count_max],
+        )  # fmt: skip
+        after, total, entries = str(raw[0]), int(raw[1]), [str(e) for e in raw[2:]]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.hget(self.keys.activation(activation_id_of(entry)), "doc")
+            docs = await pipe.execute()
+        found = [Activation.from_record(json.loads(doc)) for doc in docs if doc]
+        return Page(found, after, total)
+
+    async def reindex(self) -> int:
+        """Put every stored activation in its list indexes: those stored before the
+        indexes existed are then listed too. Safe while workers run (each one is
+        indexed as it stands, by ``lua.REINDEX``); one SCAN of the keyspace. Returns how
+        many were indexed."""
+        indexed = 0
+        async for found in self.redis.scan_iter(match=f"{self.keys.prefix}:act:*", count=500):
+            key = str(found)
+            while True:
+                doc, version = await self.redis.hmget(key, ["doc", "version"])
+                if not doc:
+                    break
+                act = Activation.from_record(json.loads(doc))
+                keys = [key, *sorted(index_keys(self.keys, act))]
+                if await self._reindex(keys=keys, args=[str(version), member(act)]):
+                    indexed += 1
+                    break
+        return indexed
 
     # ------------------------------------------------------------ gauges
     async def gauges(self) -> tuple[dict[str, int], int, int]:
