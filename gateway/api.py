@@ -329,8 +329,13 @@ def _add_ops_routes(app: FastAPI, gw: Gateway) -> None:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
+        """Prometheus text. The gauges read from Redis come only from the worker that
+        holds the exporter lease (gateway/exporter.py), so a sum over workers is right."""
+        snapshot = None
         with contextlib.suppress(Exception):  # metrics must answer while Redis is away
-            gw.metrics.set_gauges(*await gw.store.gauges())
+            if await gw.exporter.hold():
+                snapshot = await gw.store.gauges()
+        gw.metrics.set_gauges(snapshot)
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

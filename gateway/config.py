@@ -53,6 +53,9 @@ class GatewaySettings(BaseSettings):
     # the vehicles' answers, until the broker gives up on it: 1.5 x this keepalive.
     gateway_mqtt_keepalive_s: int = Field(default=5, ge=1, le=300)
     gateway_inbound_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    # One worker exports the gauges read from Redis; a dead one's lease lapses after this
+    # (keep it above the scrape interval's jitter, below the alert rules' `for:`)
+    gateway_gauge_lease_s: float = Field(default=15.0, ge=0.5, le=3600)
 
     def retry_policy(self) -> RetryPolicy:
         values = {

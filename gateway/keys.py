@@ -14,6 +14,7 @@ Key layout (``{p}`` is the prefix, ``caas:gw`` by default):
     {p}:inbox:{worker_id}     list   live query answers for the worker that asked (BLPOP)
     {p}:reconciled:{vin}      string reconciliation deactivations opened in the current window
     {p}:states                hash   activation count per state (metrics gauges)
+    {p}:exporter              string the worker exporting the Redis gauges (PX lease)
     {p}:ix[:state=S][:category=C][:feature=F]
                               zset   "created_ms|activation_id" of the activations with
                                      those values (one zset per combination; score 0,
@@ -55,6 +56,10 @@ class Keys:
     @property
     def states(self) -> str:
         return f"{self.prefix}:states"
+
+    @property
+    def exporter(self) -> str:
+        return f"{self.prefix}:exporter"
 
     def index(self, state: str = "", category: str = "", feature: str = "") -> str:
         """The list index of the activations with these values ("" = any)."""

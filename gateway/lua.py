@@ -190,6 +190,24 @@ end
 return due
 """
 
+# The worker that exports the gauges read from Redis (one at a time, so that a sum
+# over workers is right): acquire the lease, or renew it if this worker holds it.
+# KEYS: exporter   ARGV: worker_id lease_ms   Returns 1 when this worker holds it.
+EXPORTER_HOLD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: exporter   ARGV: worker_id   (a clean stop hands the lease over at once)
+EXPORTER_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: act timers leases   ARGV: id lease_until_ms retry_ms
 RELEASE = """
 local score = redis.call('ZSCORE', KEYS[3], ARGV[1])

@@ -1,15 +1,26 @@
-"""Prometheus metrics of the gateway (``caas_gateway_*``). Labels never carry a VIN.
+"""Prometheus metrics of the gateway (``caas_gateway_*``). Labels never carry a VIN
+or an id: their values come from fixed sets, or from ``BoundedLabel``.
 
 Per-process counters and histograms (each worker exposes its own; Prometheus sums),
-plus gauges read from Redis at scrape time (activations per state, scheduled and
-leased timers), which are the same from every worker.
+gauges read from Redis at scrape time (activations per state, scheduled and leased
+timers), exported only by the worker holding the exporter lease (``exporter.py``) so
+that their sum over workers is right, and the standard ``process_*`` / ``python_*``
+metrics of the worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,10 +69,44 @@ class _ReadValue(Collector):
         yield family
 
 
+class StoreGauges(Collector):
+    """The gauges read from Redis, exported only while ``snapshot`` is set: by the one
+    worker holding the exporter lease, as of its last scrape."""
+
+    def __init__(self) -> None:
+        self.snapshot: tuple[dict[str, int], int, int] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.snapshot is None:
+            return
+        states, timers, leases = self.snapshot
+        by_state = GaugeMetricFamily(
+            "caas_gateway_activation_states", "Activations per state (from Redis)", labels=["state"]
+        )
+        for state in State:
+            by_state.add_metric([state.value], states.get(state.value, 0))
+        yield by_state
+        yield GaugeMetricFamily(
+            "caas_gateway_in_flight", "Activations IN_PROGRESS (from Redis)",
+            value=states.get(State.IN_PROGRESS.value, 0),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "caas_gateway_scheduled_timers", "Due timers waiting (from Redis)", value=timers
+        )
+        yield GaugeMetricFamily(
+            "caas_gateway_leased_timers", "Due timers held by a worker (from Redis)", value=leases
+        )
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # the process's own metrics (CPU, memory, file descriptors, GC, Python version):
+        # the default registry has them; a registry of our own must add them
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.attempts = Counter(
             "caas_gateway_attempts_total", "Attempts by result and reason",
             ["result", "reason"], registry=r,
@@ -128,21 +173,8 @@ class GatewayMetrics:
             "caas_gateway_transition_conflicts_total", "Optimistic commits that lost a race",
             registry=r,
         )  # fmt: skip
-        self.activations = Gauge(
-            "caas_gateway_activation_states",
-            "Activations per state (from Redis)",
-            ["state"],
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "caas_gateway_in_flight", "Activations IN_PROGRESS (from Redis)", registry=r
-        )
-        self.scheduled = Gauge(
-            "caas_gateway_scheduled_timers", "Due timers waiting (from Redis)", registry=r
-        )
-        self.leased = Gauge(
-            "caas_gateway_leased_timers", "Due timers held by a worker (from Redis)", registry=r
-        )
+        self.store_gauges = StoreGauges()
+        r.register(self.store_gauges)
         self.feature_label = BoundedLabel(FEATURE_LABELS)
         self._finished_count = 0
         self._read_values: dict[str, _ReadValue] = {}
@@ -150,6 +182,12 @@ class GatewayMetrics:
 
     def watch_reconnects(self, read: Callable[[], int]) -> None:
         self._watch("caas_gateway_mqtt_reconnects", "MQTT reconnects of this worker", read)
+
+    def watch_connected(self, read: Callable[[], bool]) -> None:
+        self._watch(
+            "caas_gateway_mqtt_connected", "1 while this worker's MQTT session is up, else 0",
+            lambda: int(read()), gauge=True,
+        )  # fmt: skip
 
     def watch_backlog(self, read_bytes: Callable[[], int], read_pauses: Callable[[], int]) -> None:
         self._watch(
@@ -211,9 +249,7 @@ class GatewayMetrics:
     def on_conflict(self) -> None:
         self.conflicts.inc()
 
-    def set_gauges(self, states: dict[str, int], timers: int, leases: int) -> None:
-        for state in State:
-            self.activations.labels(state.value).set(states.get(state.value, 0))
-        self.in_flight.set(states.get(State.IN_PROGRESS.value, 0))
-        self.scheduled.set(timers)
-        self.leased.set(leases)
+    def set_gauges(self, snapshot: tuple[dict[str, int], int, int] | None) -> None:
+        """(activations per state, scheduled timers, leased timers) as just read from
+        Redis by the exporting worker; None: this worker does not export them."""
+        self.store_gauges.snapshot = snapshot

@@ -33,6 +33,7 @@ from gateway.config import ResolvedSettings
 from gateway.dispatcher import Dispatcher
 from gateway.engine import Engine
 from gateway.errors import GatewayError
+from gateway.exporter import GaugeExporter
 from gateway.inbound import InboundHandler
 from gateway.keys import Keys
 from gateway.metrics import GatewayMetrics
@@ -78,6 +79,7 @@ class Gateway:
         self._dispatcher: Dispatcher | None = None
         self._engine: Engine | None = None
         self._store: Store | None = None
+        self._exporter: GaugeExporter | None = None
         self.bootstrapped = asyncio.Event()
 
     # the parts, available inside ``running()``
@@ -101,6 +103,11 @@ class Gateway:
         assert self._dispatcher is not None, "gateway not running"
         return self._dispatcher
 
+    @property
+    def exporter(self) -> GaugeExporter:
+        assert self._exporter is not None, "gateway not running"
+        return self._exporter
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         inbound, timers = self._wire()
@@ -120,6 +127,7 @@ class Gateway:
                 tasks.append(
                     tg.create_task(self.queries.run(self._inbox_redis, self.keys), name="inbox")
                 )
+                tasks.append(tg.create_task(self.exporter.run(), name="gauge-exporter"))
                 try:
                     yield self
                 finally:
@@ -127,6 +135,7 @@ class Gateway:
                     for task in tasks:
                         task.cancel()
         finally:
+            await self.exporter.release()
             await self.engine.aclose()
             await self.store.aclose()
             await self.dispatcher.stop()
@@ -174,7 +183,9 @@ class Gateway:
             concurrency=base.gateway_concurrency,
         )  # fmt: skip
         engine.waker = timers
+        self._exporter = GaugeExporter(store, self.worker_id, base.gateway_gauge_lease_s)
         self.metrics.watch_reconnects(lambda: dispatcher.conn.reconnects)
+        self.metrics.watch_connected(lambda: dispatcher.connected)
         self.metrics.watch_send_failures(lambda: dispatcher.send_failures + engine.send_failures)
         self.metrics.watch_pipeline(lambda: store.pipeline.calls, lambda: store.pipeline.batches)
         backlog = dispatcher.inbound

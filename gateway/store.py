@@ -164,6 +164,8 @@ class Store:
         self._respond = client.register_script(lua.RESPOND)
         self._list = client.register_script(lua.LIST)
         self._reindex = client.register_script(lua.REINDEX)
+        self._exporter_hold = client.register_script(lua.EXPORTER_HOLD)
+        self._exporter_release = client.register_script(lua.EXPORTER_RELEASE)
         self.pipeline = AutoPipeline(client)
 
     # ------------------------------------------------------------ activations
@@ -398,6 +400,16 @@ class Store:
         return indexed
 
     # ------------------------------------------------------------ gauges
+    async def hold_exporter(self, worker_id: str, lease_s: float) -> bool:
+        """Take or renew the lease of the worker that exports the Redis gauges."""
+        held = await self._exporter_hold(
+            keys=[self.keys.exporter], args=[worker_id, max(1, ms(lease_s))]
+        )
+        return bool(held)
+
+    async def release_exporter(self, worker_id: str) -> None:
+        await self._exporter_release(keys=[self.keys.exporter], args=[worker_id])
+
     async def gauges(self) -> tuple[dict[str, int], int, int]:
         """(activations per state, scheduled timers, leased timers)."""
         async with self.redis.pipeline(transaction=False) as pipe:
