@@ -88,6 +88,14 @@ QUERY_DOWN = ErrorDoc(
 NO_ANSWER = ErrorDoc(504, "the vehicle did not answer in time", ("query_timeout",))
 RETRY_AFTER = {"Retry-After": "1"}
 TIMESTAMP_PROBLEM = "an RFC 3339 timestamp with an offset (2026-01-31T12:00:00Z)"
+PAGE_HEADERS = {
+    "X-Total-Count": {"description": "activations matching the filters",
+                      "schema": {"type": "integer"}},
+    "X-Next-Cursor": {"description": "`cursor` of the next page (absent on the last)",
+                      "schema": {"type": "string"}},
+    "Link": {"description": '`<URL>; rel="next"`: the next page (absent on the last)',
+             "schema": {"type": "string"}},
+}  # fmt: skip
 
 
 class PemResponse(PlainTextResponse):
@@ -190,7 +198,10 @@ def _add_list_route(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
     @app.get(
         "/v1/activations",
         dependencies=auth,
-        responses=error_responses(UNAUTHORIZED, INVALID, STORE_DOWN),
+        responses={
+            200: {"headers": PAGE_HEADERS},
+            **error_responses(UNAUTHORIZED, INVALID, STORE_DOWN),
+        },
     )
     async def list_activations(
         request: Request,
