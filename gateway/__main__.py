@@ -1,8 +1,9 @@
 """``python -m gateway [--host H] [--port P]``: one gateway worker (uvicorn inside).
 
 Configured by the environment (SPEC §6); run as many workers as you like against the
-same broker and Redis. ``python -m gateway --reindex`` puts the activations stored
-before the list route existed in its indexes, and exits (safe while workers run).
+same broker and Redis. ``python -m gateway --reindex`` puts every stored activation in
+exactly the list route's indexes it belongs in (those stored before the route existed,
+or changed by an older worker), and exits (safe while workers run).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reindex",
         action="store_true",
-        help="index the activations stored before GET /v1/activations existed, then exit "
-        "(needs only CAAS_REDIS_URL; safe while workers run)",
+        help="rebuild the indexes of GET /v1/activations for every stored activation "
+        "(after an upgrade from a gateway without them), then exit; needs only "
+        "CAAS_REDIS_URL; safe while workers run",
     )
     return parser
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Literal
 
-from gateway.activation import Activation
+from gateway.activation import Activation, FailureCategory, State
 from gateway.keys import Keys
 
 DEFAULT_LIMIT = 50
@@ -52,6 +52,15 @@ def index_keys(keys: Keys, act: Activation) -> set[str]:
     """Every index the activation belongs in, as it stands."""
     category = act.failure_category.value if act.failure_category else ""
     combos = product(_or_any(act.state.value), _or_any(category), _or_any(act.feature))
+    return {keys.vin_index(act.vin)} | {keys.index(*combo) for combo in combos}
+
+
+def possible_index_keys(keys: Keys, act: Activation) -> set[str]:
+    """Every index an activation of this feature and vehicle could be in, whatever its
+    state and failure category (what a repair removes it from)."""
+    states = ("", *(s.value for s in State))
+    categories = ("", *(c.value for c in FailureCategory))
+    combos = product(states, categories, _or_any(act.feature))
     return {keys.vin_index(act.vin)} | {keys.index(*combo) for combo in combos}
 
 

@@ -166,12 +166,18 @@ end)
 return finish(page, total)
 """
 
-# Put an activation stored before the list indexes existed in the ones it belongs in,
-# unless it changed since it was read (then it is read again).
-# KEYS: act, then its indexes (``listing.index_keys``)   ARGV: version_read index_entry
+# Put an activation in exactly the list indexes it belongs in (one stored before they
+# existed, or changed by a worker that did not keep them), unless it changed since it
+# was read (then it is read again).
+# KEYS: act, then the indexes it belongs in, then every other one it could be in
+# ARGV: version_read index_entry n_belongs
 REINDEX = """
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
-for k = 2, #KEYS do redis.call('ZADD', KEYS[k], 0, ARGV[2]) end
+local last = 1 + tonumber(ARGV[3])
+for k = 2, #KEYS do
+  if k <= last then redis.call('ZADD', KEYS[k], 0, ARGV[2])
+  else redis.call('ZREM', KEYS[k], ARGV[2]) end
+end
 return 1
 """
 

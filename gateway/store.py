@@ -29,7 +29,14 @@ from gateway.keys import (
     REPLY_TTL_S,
     Keys,
 )
-from gateway.listing import Plan, activation_id_of, index_keys, index_moves, member
+from gateway.listing import (
+    Plan,
+    activation_id_of,
+    index_keys,
+    index_moves,
+    member,
+    possible_index_keys,
+)
 from gateway.pipelining import AutoPipeline
 from gateway.twin import Twin
 from protocol.timeutil import format_ts
@@ -381,10 +388,11 @@ class Store:
         return Page(found, after, total)
 
     async def reindex(self) -> int:
-        """Put every stored activation in its list indexes: those stored before the
-        indexes existed are then listed too. Safe while workers run (each one is
-        indexed as it stands, by ``lua.REINDEX``); one SCAN of the keyspace. Returns how
-        many were indexed."""
+        """Put every stored activation in exactly the list indexes it belongs in: those
+        stored before the indexes existed are then listed, and entries a worker without
+        them left behind are removed. Safe while workers run (each one is indexed as it
+        stands, by ``lua.REINDEX``); one SCAN of the keyspace and about a hundred set
+        writes per activation. Returns how many were indexed."""
         indexed = 0
         async for found in self.redis.scan_iter(match=f"{self.keys.prefix}:act:*", count=500):
             key = str(found)
@@ -393,8 +401,11 @@ class Store:
                 if not doc:
                     break
                 act = Activation.from_record(json.loads(doc))
-                keys = [key, *sorted(index_keys(self.keys, act))]
-                if await self._reindex(keys=keys, args=[str(version), member(act)]):
+                belongs = index_keys(self.keys, act)
+                others = possible_index_keys(self.keys, act) - belongs
+                keys = [key, *sorted(belongs), *sorted(others)]
+                args: list[str | int] = [str(version), member(act), len(belongs)]
+                if await self._reindex(keys=keys, args=args):
                     indexed += 1
                     break
         return indexed

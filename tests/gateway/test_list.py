@@ -232,13 +232,17 @@ async def test_reindex_lists_activations_stored_before_the_indexes(
     make_gateway: GatewayFactory, stack: LocalStack, topics: Topics, redis_db: int
 ) -> None:
     """Activations whose index entries are missing (stored by an older gateway) are not
-    listed; `python -m gateway --reindex` puts them back, filters included."""
+    listed, and a stale entry lists one under a state it left; `python -m gateway
+    --reindex` puts every activation back in exactly its indexes, filters included."""
     async with make_gateway() as gw:
         created = await create_waiting(gw, 10)
         await until_quiet(gw)
-        stale = [key async for key in gw.redis.scan_iter(match="caas:gw:ix*")]
-        await gw.redis.delete(*stale)
+        entry = (await gw.redis.zrange("caas:gw:ix", 0, 0))[0]  # the oldest
+        indexes = [key async for key in gw.redis.scan_iter(match="caas:gw:ix*")]
+        await gw.redis.delete(*indexes)
         assert (await walk(gw.client)) == ([], 0)
+        await gw.redis.zadd("caas:gw:ix:state=SUCCEEDED", {entry: 0})  # as if it had been
+        assert (await walk(gw.client, state="SUCCEEDED"))[1] == 1
         env = {**os.environ, **settings_env(stack, topics, redis_db)}
         done = await asyncio.to_thread(reindex, env)
         assert (done.returncode, done.stdout) == (0, "gateway: 10 activations indexed\n")
@@ -246,6 +250,7 @@ async def test_reindex_lists_activations_stored_before_the_indexes(
         assert (ids(listed), total) == (oldest_first(created), 10)
         listed, total = await walk(gw.client, state="WAITING_VEHICLE", vin=OFFLINE[1])
         assert total == 2 and {a["vin"] for a in listed} == {OFFLINE[1]}
+        assert (await walk(gw.client, state="SUCCEEDED")) == ([], 0)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAAS_")}
     refused = await asyncio.to_thread(reindex, clean)
     assert (refused.returncode, refused.stderr) == (2, "gateway: CAAS_REDIS_URL: not set\n")

@@ -16,6 +16,7 @@ from gateway.listing import (
     index_moves,
     member,
     plan,
+    possible_index_keys,
 )
 from gateway.policy import RetryPolicy
 
@@ -55,6 +56,16 @@ def test_moves_only_on_a_change_of_state_or_category() -> None:
     assert leave == ["p:ix:state=QUEUED", "p:ix:state=QUEUED:feature=climate_plus"]
     assert "p:ix" not in join and f"p:ix:vin={VIN}" not in join
     assert set(join) == index_keys(K, failed) - index_keys(K, ACT)
+
+
+def test_possible_indexes_cover_every_state_and_category() -> None:
+    """What a repair clears: every (state or any) x (category or any) x (feature or
+    any) combination, and the vehicle's set; always a superset of the current ones."""
+    possible = possible_index_keys(K, ACT)
+    assert len(possible) == 8 * 6 * 2 + 1
+    failed = replace(ACT, state=State.FAILED, failure_category=FailureCategory.TIMEOUT)
+    assert index_keys(K, ACT) | index_keys(K, failed) <= possible
+    assert possible == possible_index_keys(K, failed)
 
 
 def test_plan_reads_one_set_unless_a_vin_is_combined() -> None:
