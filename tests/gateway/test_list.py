@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.activation import Action, Activation, FailureCategory, State
 from gateway.listing import encode_cursor
+from gateway.policy import RetryPolicy
 from launcher.stack import LocalStack
 from protocol.topics import Topics
 from tests.conftest import SimFactory
@@ -142,8 +144,8 @@ async def settled_mix(gw: Harness, make_sim: SimFactory) -> list[dict[str, Any]]
 async def test_filters_agree_with_the_records(
     make_gateway: GatewayFactory, make_sim: SimFactory
 ) -> None:
-    """Every combination of state, failure_category, feature and vin (2 a page) lists
-    exactly the activations whose records match, with the right total."""
+    """Every combination of state, failure_category, feature and vin, in both orders,
+    lists exactly the activations whose records match, with the right total."""
     async with make_gateway() as gw:
         everything = await settled_mix(gw, make_sim)
         states = {a["state"] for a in everything}
@@ -160,6 +162,8 @@ async def test_filters_agree_with_the_records(
             match = [a for a in everything if all(a[k] == v for k, v in filters.items())]
             listed, total = await walk(gw.client, limit=2, **filters)
             assert (ids(listed), total) == (oldest_first(match), len(match)), filters
+            listed, total = await walk(gw.client, limit=3, order="desc", **filters)
+            assert (ids(listed), total) == (oldest_first(match)[::-1], len(match)), filters
 
 
 async def test_time_window_is_since_inclusive_until_exclusive(
@@ -254,3 +258,30 @@ async def test_reindex_lists_activations_stored_before_the_indexes(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAAS_")}
     refused = await asyncio.to_thread(reindex, clean)
     assert (refused.returncode, refused.stderr) == (2, "gateway: CAAS_REDIS_URL: not set\n")
+
+
+async def test_vin_with_another_filter_walks_past_one_chunk(make_gateway: GatewayFactory) -> None:
+    """900 activations of one vehicle (stored as the store stores them), 300 FAILED:
+    the vin + state pages walk the smaller set in chunks of 256 and list each match
+    once, in both orders; another vehicle's activations stay out."""
+    async with make_gateway() as gw:
+        assert gw.gateway is not None
+        store, vin = gw.gateway.store, OFFLINE[0]
+        started = time.time() - 3600
+        for i in range(920):
+            failed = i % 3 == 0
+            act = Activation(
+                f"bulk-{i:04d}", vin if i < 900 else OFFLINE[1], "climate_plus",
+                Action.ACTIVATE, RetryPolicy(), started + i * 0.001, started,
+                state=State.FAILED if failed else State.SUCCEEDED,
+                failure_category=FailureCategory.TIMEOUT if failed else None,
+            )  # fmt: skip
+            later = time.time() + 3600  # their timers stay out of the test's way
+            assert (await store.create(act, "h", [], act.created_at, timer_at=later)).created
+        expected = [f"bulk-{i:04d}" for i in range(0, 900, 3)]
+        listed, total = await walk(gw.client, vin=vin, state="FAILED", limit=70)
+        assert (ids(listed), total) == (expected, 300)
+        listed, total = await walk(gw.client, vin=vin, state="FAILED", order="desc", limit=500)
+        assert (ids(listed), total) == (expected[::-1], 300)
+        listed, total = await walk(gw.client, vin=vin, state="SUCCEEDED", limit=500)
+        assert total == 600 and len(set(ids(listed))) == 600
