@@ -22,6 +22,7 @@ from backend.http.app import create_app
 from backend.service import Backend
 from backend.store.models import Customer, Purchase, Ticket
 from backend.workers.consumer import Event, consume_batch
+from launcher import demo_report
 from tests.backend.conftest import VINS, World, WorldFactory
 from tests.backend.fakes import emit
 from tests.backend.test_purchase_saga import bought, event
@@ -334,3 +335,28 @@ async def test_consumer_lag_and_redis_from_the_stream(
         assert value(got, "caas_backend_event_consumer_lag") == 0
         assert value(got, "caas_backend_activation_successes_by_attempt_total", attempt="2") == 1
         await w.finish()
+
+
+async def test_the_demo_summary_shows_the_six_against_their_thresholds(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launcher's closing summary prints the handbook's six with their thresholds
+    and status from the backend's summary; none of them is merely informational."""
+    monkeypatch.setenv("COLUMNS", "200")
+    await four_outcomes(world)
+    demo_report.render(demo_report.Outcomes(), await summary(world, None), "0 violations", True)
+    shown = capsys.readouterr().out
+    assert "informational" not in shown
+    lines = {line.split("│")[1].strip(): line for line in shown.splitlines() if "│" in line}
+    expected = {
+        "Activation failure rate": ("50.0%", "> 5.0%", "ALERT"),
+        "First-attempt success rate": ("25.0%", "< 95.0%", "ALERT"),
+        "Average attempts to success": ("2.00", "> 2.00", "ok"),
+        "Time from payment to activation": ("75.0 s", "> 900.0 s", "ok"),
+        "Permanent failure rate": ("0.0%", "> 1.0%", "ok"),
+        "Customer impact rate": ("25.0%", "> 0.5%", "ALERT"),
+    }
+    for name, cells in expected.items():
+        assert all(cell in lines[name] for cell in cells), lines[name]
+    assert "configuration_conflict" in shown
+    await world.finish()
