@@ -86,6 +86,7 @@ class Backend:
         self.metrics = BackendMetrics()
         # who holds the metrics lease: this process, among the others on the database
         self.instance = f"{settings.backend_consumer_name}/{uuid.uuid4().hex[:12]}"
+        self._exporting = False  # whether this process held the metrics lease last time
         self.engine = make_engine(settings.resolved_database_url())
         self.wakeups = Wakeups()
         self.sessions = make_sessions(self.engine)
@@ -225,7 +226,8 @@ class Backend:
         try:
             async with self.sessions.begin() as session:
                 ttl_s = self.settings.backend_metrics_lease_s
-                if await gauges.hold_lease(session, self.instance, now, ttl_s):
+                self._exporting = await gauges.hold_lease(session, self.instance, now, ttl_s)
+                if self._exporting:
                     snapshot = await gauges.read_snapshot(session, now)
             if snapshot is not None and self.consumer is not None:
                 snapshot = await self._with_lag(snapshot)
@@ -281,9 +283,11 @@ class Backend:
         ]
 
     async def close(self) -> None:
-        with suppress(Exception):  # another process may export the gauges at once
-            async with self.sessions.begin() as session:
-                await gauges.release_lease(session, self.instance)
+        if self._exporting:  # another process may export the gauges at once
+            with suppress(Exception):
+                async with self.sessions.begin() as session:
+                    await gauges.release_lease(session, self.instance)
+            self._exporting = False
         if self.redis is not None:
             with suppress(Exception):
                 await self.redis.aclose()
