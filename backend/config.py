@@ -47,6 +47,9 @@ class BackendSettings(BaseSettings):
     # gateway's default policy (5 attempts, backoff up to 3600 s, ready_wait 300 s)
     backend_activation_deadline_s: float = Field(default=6 * 3600.0, gt=0)
     backend_settlement_grace_s: float = Field(default=3600.0, gt=0)
+    # the process exporting the gauges read from the database holds this lease; above
+    # Prometheus' scrape interval, so the holder keeps it while it is scraped
+    backend_metrics_lease_s: float = Field(default=60.0, gt=0)
     backend_workshop_url: str = "https://workshops.caas.example/book"
     backend_smtp_url: str | None = None  # smtp://host:port; unset: e-mails go to the log
     backend_mail_from: str = "no-reply@caas.example"

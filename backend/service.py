@@ -6,14 +6,18 @@
 ``backend.charges`` (subscription months) and ``backend.consumer`` (``caas:events``).
 The first three are woken by the commit that gives them work (``wakeups``); every job
 also polls every ``backend_poll_s``. The payment provider is another service, reached
-over HTTP (``provider_http``); its webhooks arrive at ``receive_webhook``.
+over HTTP (``provider_http``); its webhooks arrive at ``receive_webhook``. The metrics
+(``backend/metrics.py``) are one registry per ``Backend``, exported by
+``export_metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,8 +33,9 @@ from backend.domain.events import Policy
 from backend.domain.months import month_bounds, previous_month
 from backend.errors import InvalidRequest
 from backend.logs import log
+from backend.metrics import BackendMetrics, SettlementFailed, StoreSnapshot, TicketOpened
 from backend.services.purchases import PurchaseService
-from backend.store import catalog, inbox, wakeups
+from backend.store import catalog, gauges, inbox, wakeups
 from backend.store.db import make_engine, make_sessions, migrate
 from backend.store.unit_of_work import Units
 from backend.store.wakeups import Wakeups
@@ -78,11 +83,15 @@ class Backend:
                 *settings.resolved_provider()
             )
         self.provider: PaymentProvider = provider
+        self.metrics = BackendMetrics()
+        # who holds the metrics lease: this process, among the others on the database
+        self.instance = f"{settings.backend_consumer_name}/{uuid.uuid4().hex[:12]}"
+        self._exporting = False  # whether this process held the metrics lease last time
         self.engine = make_engine(settings.resolved_database_url())
         self.wakeups = Wakeups()
         self.sessions = make_sessions(self.engine)
         self.policy = Policy(settings.backend_expiry_notice_lead_s, settings.backend_apology_offer)
-        self.units = Units(self.sessions, self.wakeups, self.clock, self.policy)
+        self.units = Units(self.sessions, self.wakeups, self.clock, self.policy, self.metrics)
         self.maintenance = maintenance or SimulatedMaintenance(
             settings.backend_workshop_url,
             {v.strip() for v in settings.backend_maintenance_overdue_vins.split(",") if v.strip()},
@@ -91,6 +100,7 @@ class Backend:
         self.gateway = gateway or HttpGatewayClient.connect(
             settings.gateway_url, settings.resolved_gateway_token()
         )
+        self._watch_dependencies()
         self.executor = MoneyExecutor(
             self.units,
             self.provider,
@@ -102,6 +112,7 @@ class Backend:
             channels or default_channels(settings),
             self.clock,
             settings.backend_claim_lease_s,
+            self.metrics,
         )
         self.relay = OutboxRelay(
             self.units,
@@ -113,7 +124,11 @@ class Backend:
         )
         self.watchdog = Watchdog(self.units, self.gateway)
         self.reconciler = Reconciler(
-            self.sessions, self.provider, self.clock, settings.backend_settlement_grace_s
+            self.sessions,
+            self.provider,
+            self.clock,
+            settings.backend_settlement_grace_s,
+            self.metrics,
         )
         excluded = {s.strip() for s in settings.backend_exclude_after_cancel.split(",")}
         self.catalog = catalog.CatalogCache(frozenset(excluded - {""}))
@@ -128,6 +143,14 @@ class Backend:
         self.scheduler = Scheduler(self.units, jobs.HANDLERS, self._ensure_month_end_billing)
         self.redis: aioredis.Redis | None = None
         self.consumer: EventConsumer | None = None
+
+    def _watch_dependencies(self) -> None:
+        """Our HTTP adapters report whether the provider and the gateway answer (a test's
+        fake does not)."""
+        if isinstance(self.provider, HttpPaymentProvider):
+            self.provider.on_health = self.metrics.dependency("provider")
+        if isinstance(self.gateway, HttpGatewayClient):
+            self.gateway.on_health = self.metrics.dependency("gateway")
 
     async def _ensure_month_end_billing(self, now: float) -> None:
         """The job that bills the month that just ended (one per month: unique key)."""
@@ -190,7 +213,36 @@ class Backend:
         except IntegrityError:
             return "duplicate"
         log("webhook.received", type=payload.get("type"), outcome=outcome)
+        if outcome == "applied" and inbox.SETTLEMENT_OF.get(payload["type"]) == "FAILED":
+            # committed: the failed settlement and its ticket (``inbox._settle``)
+            self.metrics.observe([SettlementFailed(), TicketOpened("settlement_failed")])
         return outcome
+
+    async def export_metrics(self) -> bytes:
+        """The Prometheus text: this process's counters, and the gauges read from the
+        database and Redis if this process holds the metrics lease. A database that does
+        not answer costs the gauges, never the scrape."""
+        now, snapshot = self.clock.now(), None
+        try:
+            async with self.sessions.begin() as session:
+                ttl_s = self.settings.backend_metrics_lease_s
+                self._exporting = await gauges.hold_lease(session, self.instance, now, ttl_s)
+                if self._exporting:
+                    snapshot = await gauges.read_snapshot(session, now)
+            if snapshot is not None and self.consumer is not None:
+                snapshot = await self._with_lag(snapshot)
+        except Exception as exc:
+            log("metrics.gauges_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+        return self.metrics.render(snapshot)
+
+    async def _with_lag(self, snapshot: StoreSnapshot) -> StoreSnapshot:
+        assert self.consumer is not None
+        try:
+            lag = await self.consumer.lag()
+        except Exception as exc:  # Redis away: the other gauges still go out
+            log("metrics.lag_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+            return snapshot
+        return replace(snapshot, consumer_lag=lag)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Backend]:
@@ -231,6 +283,11 @@ class Backend:
         ]
 
     async def close(self) -> None:
+        if self._exporting:  # another process may export the gauges at once
+            with suppress(Exception):
+                async with self.sessions.begin() as session:
+                    await gauges.release_lease(session, self.instance)
+            self._exporting = False
         if self.redis is not None:
             with suppress(Exception):
                 await self.redis.aclose()

@@ -1,10 +1,10 @@
 """The demo's closing summary: outcomes by failure category, attempts, time to
-activation, the handbook metrics against their thresholds, and the money check."""
+activation, the handbook's six metrics against their thresholds with the breakdowns
+(the backend's ``/v1/ops/metrics/summary``), and the money check."""
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,6 @@ class Outcomes:
     categories: Counter[str] = field(default_factory=Counter)
     attempts: Counter[int] = field(default_factory=Counter)  # attempts used → activations
     seconds_to_success: list[float] = field(default_factory=list)
-    first_attempt_successes: int = 0
 
     def add(self, activation: dict[str, Any]) -> None:
         state = activation["state"]
@@ -33,8 +32,6 @@ class Outcomes:
         if state == "SUCCEEDED":
             started = parse_ts(activation["created_at"])
             self.seconds_to_success.append(parse_ts(activation["updated_at"]) - started)
-            if len(activation.get("attempts") or []) == 1:
-                self.first_attempt_successes += 1
 
     def percentile_s(self, q: int) -> float:
         values = sorted(self.seconds_to_success)
@@ -80,33 +77,19 @@ def render(
         attempts.add_row(str(n), str(count))
     console.print(attempts)
 
-    done = sum(outcomes.states.values()) or 1
     timing = Table(title="Time to activation (accepted → SUCCEEDED)")
     for q in ("p50", "p90", "p99", "max"):
         timing.add_column(q, justify="right")
     timing.add_row(*(f"{outcomes.percentile_s(q):.2f} s" for q in (50, 90, 99, 100)))
     console.print(timing)
 
-    metrics = Table(title="Handbook metrics")
-    for column in ("metric", "value", "alert threshold", "status"):
-        metrics.add_column(column)
-    rate = summary["activation_failure_rate"]
-    metrics.add_row(
-        "activation failure rate",
-        f"{rate['value']:.1%}",
-        f"> {rate['alert_above']:.0%}",
-        "ALERT" if rate["alerting"] else "ok",
+    console.print(handbook_table(summary))
+    console.print(breakdown_table(summary))
+    tickets = summary["breakdowns"]["support_resolution"]
+    console.print(
+        f"Support: {tickets['open']} tickets open, {tickets['resolved']} resolved"
+        + (f" (mean {tickets['mean_s']:.0f} s)" if tickets["mean_s"] is not None else "")
     )
-    metrics.add_row(
-        "first-attempt success",
-        f"{outcomes.first_attempt_successes / done:.1%}",
-        "(informational)",
-        "",
-    )
-    mean = statistics.fmean(outcomes.seconds_to_success) if outcomes.seconds_to_success else 0
-    metrics.add_row("mean time to activation", f"{mean:.2f} s", "(informational)", "")
-    metrics.add_row("open support tickets", str(summary["open_tickets"]), "", "")
-    console.print(metrics)
 
     money = Table(title="Money")
     money.add_column("purchases by state")
@@ -120,6 +103,40 @@ def render(
     console.print(money)
     verdict = "[green]HOLD[/green]" if invariants_ok else "[red]VIOLATED[/red]"
     console.print(f"Money invariants {verdict}: {invariants_text.strip()}")
+
+
+def _shown(value: float, unit: str) -> str:
+    if unit == "ratio":
+        return f"{value:.1%}"
+    return f"{value:.1f} s" if unit == "seconds" else f"{value:.2f}"
+
+
+def handbook_table(summary: dict[str, Any]) -> Table:
+    """The handbook's six metrics against their alert thresholds (the backend's summary)."""
+    table = Table(title="Handbook metrics (activations finished in the run)")
+    for column in ("metric", "value", "alert threshold", "status", "samples"):
+        table.add_column(column)
+    for m in summary["handbook"]:
+        sign = ">" if m["alert_when"] == "above" else "<"
+        value = "-" if m["value"] is None else _shown(m["value"], m["unit"])
+        status = "no sample" if m["value"] is None else ("ALERT" if m["alerting"] else "ok")
+        threshold = f"{sign} {_shown(m['threshold'], m['unit'])}"
+        table.add_row(m["name"], value, threshold, status, str(m["samples"]))
+    return table
+
+
+def breakdown_table(summary: dict[str, Any]) -> Table:
+    """Failures by reason, model and service; successes by attempt."""
+    table = Table(title="Breakdowns")
+    for column in ("breakdown", "key", "count", "of", "rate"):
+        table.add_column(column)
+    b = summary["breakdowns"]
+    for name in ("failures_by_reason", "failures_by_model", "failures_by_service",
+                 "successes_by_attempt"):  # fmt: skip
+        for row in b[name]:
+            rate = "-" if row["rate"] is None else f"{row['rate']:.1%}"
+            table.add_row(name, row["key"], str(row["count"]), str(row["total"]), rate)
+    return table
 
 
 def render_provider(stats: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from backend.adapters.health import Health, unobserved
 from backend.errors import GatewayError
 
 
@@ -18,8 +19,9 @@ class GatewayClient(Protocol):
 
 
 class HttpGatewayClient:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, on_health: Health = unobserved) -> None:
         self.client = client
+        self.on_health = on_health  # told after every call whether the gateway answered
 
     @classmethod
     def connect(cls, base_url: str, token: str, timeout_s: float = 10.0) -> HttpGatewayClient:
@@ -28,9 +30,12 @@ class HttpGatewayClient:
 
     async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
-            return await self.client.request(method, path, **kw)
+            response = await self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
+            self.on_health(False)
             raise GatewayError(None, type(exc).__name__) from exc
+        self.on_health(response.status_code < 500)
+        return response
 
     async def request_activation(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._send("POST", "/v1/activations", json=body)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
+from backend.adapters.health import Health, unobserved
 from backend.adapters.payments import ProviderResult, SettlementStatus
 from backend.errors import ProviderError, ProviderTimeout
 
@@ -30,8 +31,9 @@ SETTLEMENT_STATES = frozenset({"NONE", "PENDING", "SETTLED", "FAILED"})
 
 
 class HttpPaymentProvider:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, on_health: Health = unobserved) -> None:
         self.client = client
+        self.on_health = on_health  # told after every call whether the provider answered
 
     @classmethod
     def connect(
@@ -119,7 +121,9 @@ class HttpPaymentProvider:
         try:
             response = await self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:  # refused, reset, read timeout: it may have acted
+            self.on_health(False)
             raise ProviderTimeout(op) from exc
+        self.on_health(response.status_code < 500)
         if response.status_code >= 500 or response.status_code in RETRY_LATER:
             raise ProviderTimeout(op)
         return response

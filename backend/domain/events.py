@@ -58,6 +58,7 @@ class PurchaseView:
     deactivation_id: str | None = None
     deactivation_state: str | None = None
     support_activation_id: str | None = None
+    activation_outcome: str | None = None  # succeeded | failed, once decided
     payment: PaymentView | None = None
 
 
@@ -121,13 +122,14 @@ class DispatchRejected(Event):
 
 @dataclass(frozen=True)
 class ActivationSucceeded(Event):
-    pass
+    attempts: int | None = None  # the gateway's attempts (None: it did not say)
 
 
 @dataclass(frozen=True)
 class ActivationFailed(Event):
     category: str | None = None
     diagnostics: Mapping[str, Any] | None = None
+    attempts: int | None = None
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,14 @@ from backend.domain.events import (
     Timer,
 )
 from backend.domain.months import next_month_start
-from backend.domain.states import HOLD_OPEN, IN_FLIGHT, OpKind, PaymentState, PurchaseState
+from backend.domain.states import (
+    HOLD_OPEN,
+    IN_FLIGHT,
+    ActivationOutcome,
+    OpKind,
+    PaymentState,
+    PurchaseState,
+)
 from protocol.timeutil import format_ts
 
 PS = PurchaseState
@@ -290,6 +297,7 @@ def _succeeded(out: _Out, ev: ActivationSucceeded) -> None:
         return
     out.move(PS.ACTIVE)
     out.set(activated_at=out.now)
+    _finished(out, ActivationOutcome.SUCCEEDED, ev.attempts)
     pay = out.payment
     if view.duration_model == "subscription":
         # billed monthly in arrears: the hold was a card check, released now
@@ -308,7 +316,7 @@ def _failed(out: _Out, ev: ActivationFailed) -> None:
     if not out.moves(ev):
         out.stale()
         return
-    _fail(out, PS.FAILED_NO_CHARGE, ev.category, "activation_failed", ev.diagnostics)
+    _fail(out, PS.FAILED_NO_CHARGE, ev.category, "activation_failed", ev.diagnostics, ev.attempts)
 
 
 def _fail(
@@ -317,10 +325,12 @@ def _fail(
     category: str | None,
     ticket_kind: str,
     diagnostics: Mapping[str, Any] | None,
+    attempts: int | None,
 ) -> None:
     """No charge: the money goes back, support gets a ticket, the customer is told."""
     out.move(state)
     out.set(failure_category=category)
+    _finished(out, ActivationOutcome.FAILED, attempts)
     _give_back(out)
     out.ticket(ticket_kind, diagnostics)
     out.tell("activation_failed_initial", critical=True, with_ticket=True)
@@ -344,7 +354,8 @@ def _dispatch_rejected(out: _Out, ev: DispatchRejected) -> None:
         out.note("support.dispatch_rejected")
     elif out.moves():
         diagnostics = {"gateway_status": ev.status, "error": ev.detail}
-        _fail(out, PS.FAILED_NO_CHARGE, "dispatch_rejected", "dispatch_rejected", diagnostics)
+        # the gateway refused the request: no attempt was made
+        _fail(out, PS.FAILED_NO_CHARGE, "dispatch_rejected", "dispatch_rejected", diagnostics, 0)
     else:
         out.stale()
 
@@ -358,17 +369,40 @@ def _deadline(out: _Out, ev: DeadlinePassed) -> None:
     out.drop_undelivered()
     remote = dict(ev.gateway or {})
     diagnostics = remote.get("diagnostics")
+    attempts = attempts_of(remote)
     if out.view.state is PS.PAYMENT_PENDING:  # never held: the gateway was never asked
-        out.move(PS.PAYMENT_FAILED)
+        out.move(PS.PAYMENT_FAILED)  # a payment failure, not an activation outcome
         _give_back(out)
     elif remote.get("state") == "SUCCEEDED":
-        _succeeded(out, ActivationSucceeded())
+        _succeeded(out, ActivationSucceeded(attempts))
     elif remote.get("state") == "FAILED":
         diag = diagnostics if isinstance(diagnostics, dict) else None
-        _failed(out, ActivationFailed(remote.get("failure_category"), diag))
+        _failed(out, ActivationFailed(remote.get("failure_category"), diag, attempts))
     else:
         diag = {"gateway": remote or None}
-        _fail(out, PS.ESCALATED, "deadline_exceeded", "activation_deadline", diag)
+        _fail(out, PS.ESCALATED, "deadline_exceeded", "activation_deadline", diag, attempts)
+
+
+def attempts_of(activation: Mapping[str, Any]) -> int | None:
+    """How many attempts the gateway's Activation (SPEC §3) lists: its ``attempts`` is a
+    list there, a count in the events (None: unknown)."""
+    attempts = activation.get("attempts")
+    if isinstance(attempts, list):
+        return len(attempts)
+    if type(attempts) is int and attempts >= 0:
+        return attempts
+    return None
+
+
+def _finished(out: _Out, outcome: ActivationOutcome, attempts: int | None) -> None:
+    """The activation's outcome, recorded by the first terminal answer only (the
+    handbook's metrics count each activation once, by how it first ended)."""
+    if out.view.activation_outcome is None:
+        out.set(
+            activation_outcome=outcome.value,
+            activation_attempts=attempts,
+            activation_finished_at=out.now,
+        )
 
 
 def _progress(out: _Out, ev: Progress) -> None:

@@ -64,6 +64,14 @@ CUSTOMER_REASONS = ("customer_withdrawal", "customer_cancel", "customer_theft_ca
 DEACTIVATION_PENDING = ("QUEUED", "SENT")
 
 
+class ActivationOutcome(StrEnum):
+    """How a purchase's activation ended: the gateway's first terminal answer (or the
+    deadline's verdict), recorded once for the handbook's metrics."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class PaymentMethod(StrEnum):
     CARD = "card"  # a hold at purchase, captured once the feature is on
     DIRECT_DEBIT = "direct_debit"  # charged at purchase, refunded if activation fails

@@ -21,6 +21,7 @@ from backend.http.routers import (
     catalog,
     customers,
     health,
+    metrics,
     ops,
     payments,
     purchases,
@@ -40,6 +41,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
     payments.router,
     health.router,
+    metrics.router,
 )
 
 

@@ -286,6 +286,51 @@ class FailureRate(Out):
     alerting: bool
 
 
+class MetricsWindow(Out):
+    """The activations counted: those finished from ``from`` (null: all time) to ``to``."""
+
+    from_: Timestamp | None = Field(alias="from")
+    to: Timestamp
+    seconds: int | None
+
+
+class HandbookMetric(Out):
+    key: str = Field(examples=["activation_failure_rate"])
+    name: str = Field(examples=["Activation failure rate"])
+    unit: Literal["ratio", "attempts", "seconds"]
+    value: float | None = Field(description="null: no sample in the window")
+    threshold: float = Field(examples=[0.05])
+    alert_when: Literal["above", "below"]
+    alerting: bool
+    samples: int
+
+
+class BreakdownRow(Out):
+    key: str = Field(examples=["transient_connectivity"])
+    count: int
+    total: int
+    rate: float | None = Field(description="count / total; null when total is 0")
+
+
+class SupportResolution(Out):
+    open: int = Field(description="tickets open now")
+    resolved: int = Field(description="tickets resolved inside the window")
+    mean_s: float | None
+    p50_s: float | None
+    p95_s: float | None
+
+
+class Breakdowns(Out):
+    failures_by_reason: list[BreakdownRow] = Field(description="total: the failures")
+    failures_by_model: list[BreakdownRow]
+    failures_by_service: list[BreakdownRow]
+    failures_by_hour: list[BreakdownRow] = Field(description='"00".."23" UTC, all 24')
+    successes_by_attempt: list[BreakdownRow] = Field(
+        description="successes at that attempt / activations finished after that many"
+    )
+    support_resolution: SupportResolution
+
+
 class MetricsSummary(Out):
     purchases_by_state: dict[str, int]
     payments_by_state: dict[str, int]
@@ -293,6 +338,9 @@ class MetricsSummary(Out):
     tickets_resolved: int
     ticket_mean_resolution_s: float | None
     activation_failure_rate: FailureRate
+    window: MetricsWindow
+    handbook: list[HandbookMetric] = Field(description="the handbook's six, in its order")
+    breakdowns: Breakdowns
 
 
 class WebhookOutcome(Out):

@@ -58,6 +58,7 @@ async def permanent_failure(work: UnitOfWork, ticket_id: str) -> dict[str, Any]:
     """Close the ticket: every cent back (if any is still held or kept), apology offer."""
     ticket, purchase = await _actionable_ticket(work, ticket_id)
     resolve(ticket, "permanent_failure", work.now)
+    work.resolved(ticket)  # counted in the metrics once the transaction commits
     payment = await work.payment_of(purchase.id)
     await work.decide(purchase, payment, PermanentFailure(ticket.number))
     return {

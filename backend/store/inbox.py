@@ -19,6 +19,7 @@ from backend.domain.events import (
     ManualActivationSucceeded,
     Progress,
 )
+from backend.domain.machine import attempts_of
 from backend.store.models import InboxEvent, Payment, Purchase
 from backend.store.records import open_ticket, timeline
 from backend.store.unit_of_work import UnitOfWork
@@ -109,9 +110,11 @@ def activation_event(type_: str, data: dict[str, Any]) -> Event:
     """What the gateway's event about a purchase's activation means to the purchase."""
     match type_:
         case "activation.succeeded":
-            return ActivationSucceeded()
+            return ActivationSucceeded(attempts_of(data))
         case "activation.failed":
-            return ActivationFailed(data.get("failure_category"), _diagnostics(data))
+            return ActivationFailed(
+                data.get("failure_category"), _diagnostics(data), attempts_of(data)
+            )
         case "activation.cancelled":
             return ActivationCancelled()
         case _:

@@ -116,6 +116,10 @@ class Purchase(Base):
     deactivation_id: Mapped[str | None] = mapped_column(ID, unique=True)
     deactivation_state: Mapped[str | None] = mapped_column(String(16))
     support_activation_id: Mapped[str | None] = mapped_column(ID, unique=True)
+    # the activation's outcome, set by the first terminal answer (the handbook's metrics)
+    activation_outcome: Mapped[str | None] = mapped_column(String(16))  # succeeded | failed
+    activation_attempts: Mapped[int | None]  # the gateway's attempts (None: unknown)
+    activation_finished_at: Mapped[float | None] = mapped_column(Float, index=True)
 
 
 class Payment(Base):
@@ -275,3 +279,13 @@ class SubscriptionCharge(Base):
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[float] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Lease(Base):
+    """A named job only one backend process does at a time (``metrics``: exporting the
+    gauges read from the database). Taken by a guarded UPDATE (``store/gauges.py``)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)

@@ -51,11 +51,24 @@ async def open_ticket(
     **extra: Any,
 ) -> Ticket:
     """One ticket per (purchase, kind): a duplicate event finds the existing one."""
+    ticket, _ = await open_ticket_once(session, purchase, kind, diagnostics, now, **extra)
+    return ticket
+
+
+async def open_ticket_once(
+    session: AsyncSession,
+    purchase: Purchase,
+    kind: str,
+    diagnostics: dict[str, Any] | None,
+    now: float,
+    **extra: Any,
+) -> tuple[Ticket, bool]:
+    """``open_ticket``, and whether this call opened it (False: it existed)."""
     existing = await session.scalar(
         select(Ticket).where(Ticket.purchase_id == purchase.id, Ticket.kind == kind)
     )
     if existing is not None:
-        return existing
+        return existing, False
     customer = await session.get(Customer, purchase.customer_id)
     vehicle = await session.get(Vehicle, purchase.vehicle_id)
     assert customer is not None
@@ -78,7 +91,7 @@ async def open_ticket(
         ticket=ticket.number,
         ticket_kind=kind,
     )
-    return ticket
+    return ticket, True
 
 
 def _details(customer: Customer, vehicle: Vehicle, purchase: Purchase) -> dict[str, Any]:

@@ -9,9 +9,10 @@ its commit gives work to.
 ``decide`` asks the purchase machine (``backend/domain/machine.py``) and writes its
 step: the purchase's state and columns (the only place a purchase changes state), the
 payment's, money intents, outbox rows for the gateway, a ticket, notices, timers and
-timeline entries. Nothing travels through ``Session.info``: the preloaded rows and the
-loops to wake are attributes of the unit of work, and the wake-up happens in
-``Units.begin`` after the commit returned (a rollback wakes nobody).
+timeline entries. Nothing travels through ``Session.info``: the preloaded rows, the
+loops to wake and what the metrics should count (``observed``) are attributes of the
+unit of work; ``Units.begin`` wakes and counts after the commit returned (a rollback
+wakes nobody and counts nothing).
 """
 
 from __future__ import annotations
@@ -27,8 +28,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.domain import machine
 from backend.domain.events import Event, PaymentView, Policy, PurchaseView, Step
 from backend.domain.notices import render
-from backend.domain.states import OpKind, OpState, PaymentState, PurchaseState
+from backend.domain.states import (
+    ActivationOutcome,
+    OpKind,
+    OpState,
+    PaymentMethod,
+    PaymentState,
+    PurchaseState,
+)
 from backend.logs import log
+from backend.metrics import (
+    ActivationFinished,
+    BackendMetrics,
+    Observation,
+    TicketOpened,
+    TicketResolved,
+)
 from backend.store.db import Sessions
 from backend.store.models import (
     Customer,
@@ -40,7 +55,7 @@ from backend.store.models import (
     Vehicle,
 )
 from backend.store.records import (
-    open_ticket,
+    open_ticket_once,
     queue_gateway_request,
     queue_notice,
     resolve,
@@ -71,10 +86,20 @@ class UnitOfWork:
         self.policy = policy
         self.loaded = Loaded()
         self.woken: set[str] = set()
+        self.observed: list[Observation] = []
 
     def wake(self, job: str) -> None:
         """Wake ``job``'s loop once this transaction has committed."""
         self.woken.add(job)
+
+    def observe(self, observation: Observation) -> None:
+        """Count ``observation`` in the metrics once this transaction has committed."""
+        self.observed.append(observation)
+
+    def resolved(self, ticket: Ticket) -> None:
+        """``ticket`` was resolved in this transaction (``records.resolve``)."""
+        resolution = str(ticket.details.get("resolution"))
+        self.observe(TicketResolved(resolution, self.now - ticket.created_at))
 
     # ------------------------------------------------------------ lookups
     async def load(self, activation_ids: set[str]) -> None:
@@ -134,9 +159,43 @@ class UnitOfWork:
     # ------------------------------------------------------------ decisions
     async def decide(self, purchase: Purchase, payment: Payment | None, event: Event) -> Step:
         """Ask the machine about ``event`` and write what it decided."""
-        decided = machine.step(view_of(purchase, payment), event, self.now, self.policy)
+        view = view_of(purchase, payment)
+        decided = machine.step(view, event, self.now, self.policy)
         await self.apply(purchase, payment, decided)
+        if "activation_outcome" in decided.purchase:
+            self.observe(await self._activation_finished(purchase, payment, view))
         return decided
+
+    async def _activation_finished(
+        self, purchase: Purchase, payment: Payment | None, view: PurchaseView
+    ) -> ActivationFinished:
+        """What the metrics count of an outcome. The vehicle (and a success's payment
+        intent) a batch loaded up front are found without SQL."""
+        vehicle = await self.session.get(Vehicle, purchase.vehicle_id)
+        assert vehicle is not None
+        succeeded = purchase.activation_outcome == ActivationOutcome.SUCCEEDED
+        waited = None
+        if succeeded and payment is not None:
+            paid_at = await self._paid_at(payment)
+            if paid_at is not None:  # from the payment, or a scheduled purchase's start
+                waited = self.now - max(paid_at, purchase.start_at)
+        taken = view.payment is not None and view.payment.captured_cents > 0
+        return ActivationFinished(
+            outcome=str(purchase.activation_outcome),
+            reason=None if succeeded else purchase.failure_category,
+            model=vehicle.model,
+            service=purchase.service_id,
+            attempts=purchase.activation_attempts,
+            at=self.now,
+            waited_s=waited,
+            money_taken=taken and not succeeded,
+        )
+
+    async def _paid_at(self, payment: Payment) -> float | None:
+        """When the hold was placed (or a direct debit's charge taken)."""
+        direct = payment.method == PaymentMethod.DIRECT_DEBIT
+        op = await self.intent_of(payment.id, OpKind.CHARGE if direct else OpKind.AUTHORIZE)
+        return op.completed_at if op is not None and op.state == OpState.SUCCEEDED else None
 
     async def apply(self, purchase: Purchase, payment: Payment | None, decided: Step) -> None:
         now = self.now
@@ -231,17 +290,20 @@ class UnitOfWork:
         number = None
         if decided.ticket is not None:
             t = decided.ticket
-            opened = await open_ticket(
+            opened, new = await open_ticket_once(
                 self.session, purchase, t.kind, dict(t.diagnostics or {}) or None, self.now,
                 **t.extra,
             )  # fmt: skip
             number = opened.number
+            if new:
+                self.observe(TicketOpened(t.kind))
         if decided.resolve_tickets is not None:
             tickets = await self.session.scalars(
                 select(Ticket).where(Ticket.purchase_id == purchase.id, Ticket.status == "OPEN")
             )
             for ticket in tickets.all():
                 resolve(ticket, decided.resolve_tickets, self.now)
+                self.resolved(ticket)
                 number = ticket.number
         return number
 
@@ -277,6 +339,7 @@ def view_of(purchase: Purchase, payment: Payment | None) -> PurchaseView:
         deactivation_id=purchase.deactivation_id,
         deactivation_state=purchase.deactivation_state,
         support_activation_id=purchase.support_activation_id,
+        activation_outcome=purchase.activation_outcome,
         payment=None if payment is None else payment_view_of(payment),
     )
 
@@ -294,13 +357,21 @@ def payment_view_of(payment: Payment) -> PaymentView:
 
 
 class Units:
-    """Opens units of work; wakes the loops a committed one fed."""
+    """Opens units of work; wakes the loops a committed one fed and counts what it did."""
 
-    def __init__(self, sessions: Sessions, wakeups: Wakeups, clock: Clock, policy: Policy) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        wakeups: Wakeups,
+        clock: Clock,
+        policy: Policy,
+        metrics: BackendMetrics | None = None,
+    ) -> None:
         self.sessions = sessions
         self.wakeups = wakeups
         self.clock = clock
         self.policy = policy
+        self.metrics = metrics or BackendMetrics()
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[UnitOfWork]:
@@ -309,6 +380,7 @@ class Units:
             yield work
         for job in work.woken:  # committed: the work exists now
             self.wakeups.wake(job)
+        self.metrics.observe(work.observed)
 
     def over(self, session: AsyncSession) -> UnitOfWork:
         """A unit of work inside a transaction its caller opened and commits (the API's

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.domain.catalog import CatalogEntry
 from backend.domain.states import OpState
 from backend.errors import NotFound
+from backend.store import outcomes
 from backend.store.models import (
     MoneyOp,
     Notification,
@@ -199,8 +200,12 @@ async def vehicle_of(session: AsyncSession, vehicle_id: str, customer_id: str) -
     return vehicle
 
 
-async def metrics_summary(session: AsyncSession) -> dict[str, Any]:
-    """Counts by state and the handbook ratios with their alert thresholds."""
+async def metrics_summary(
+    session: AsyncSession, now: float, window_s: int | None = None
+) -> dict[str, Any]:
+    """Counts by state now (all time), then the handbook's six metrics against their
+    thresholds and the breakdowns over the activations finished in the last
+    ``window_s`` seconds (None: all time): ``store/outcomes.py``."""
     states = dict(
         (await session.execute(select(Purchase.state, func.count()).group_by(Purchase.state))).all()
     )
@@ -220,6 +225,7 @@ async def metrics_summary(session: AsyncSession) -> dict[str, Any]:
             )
         )
     ).one()
+    window = outcomes.Window(None if window_s is None else now - window_s, now)
     done = states.get("ACTIVE", 0) + states.get("FAILED_NO_CHARGE", 0) + states.get("ESCALATED", 0)
     failed = states.get("FAILED_NO_CHARGE", 0) + states.get("ESCALATED", 0)
     rate = failed / done if done else 0.0
@@ -234,4 +240,6 @@ async def metrics_summary(session: AsyncSession) -> dict[str, Any]:
             "alert_above": 0.05,
             "alerting": rate > 0.05,
         },
+        "window": {"from": ts(window.start), "to": ts(window.end), "seconds": window_s},
+        **await outcomes.summary(session, window),
     }

@@ -10,6 +10,7 @@ from backend.adapters.payments import PaymentProvider, ProviderResult
 from backend.domain.events import NonPayment
 from backend.domain.months import month_bounds
 from backend.domain.retry import backoff_s
+from backend.domain.states import OpKind
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
 from backend.store import billing
@@ -24,6 +25,7 @@ class ChargeExecutor:
         self.sessions = units.sessions
         self.provider = provider
         self.clock = units.clock
+        self.metrics = units.metrics
 
     async def run_pending(self, limit: int = 200) -> int:
         async with self.sessions() as session:
@@ -48,10 +50,14 @@ class ChargeExecutor:
             result = await self._call(charge)
         except ProviderTimeout:
             await self._retry_later(charge)
+            self.metrics.money(OpKind.CHARGE.value, "retry")
             return 0
         except ProviderError as exc:
             result = ProviderResult("", False, exc.reason)
-        return await self._record(charge, result)
+        recorded = await self._record(charge, result)
+        if recorded:  # a month's charge (its authorize and capture) counts as one charge
+            self.metrics.money(OpKind.CHARGE.value, "succeeded" if result.approved else "failed")
+        return recorded
 
     async def _call(self, charge: SubscriptionCharge) -> ProviderResult:
         ref = charge.authorization_ref

@@ -41,6 +41,7 @@ class EventConsumer:
         self.units = units
         self.after_batch = after_batch
         self.handled = 0
+        self.redis_up = units.metrics.dependency("redis")
 
     async def ensure_group(self) -> None:
         try:
@@ -64,9 +65,24 @@ class EventConsumer:
                 else:
                     await self.poll(pending=False, block_ms=block_ms)
             except Exception as exc:  # Redis or the database hiccuped: retry, never die
+                if isinstance(exc, redis.exceptions.RedisError):
+                    self.redis_up(False)
                 log("consumer.error", error=f"{type(exc).__name__}: {exc}"[:300])
                 recovering = True
                 await asyncio.sleep(0.5)
+
+    async def lag(self) -> int | None:
+        """Entries of the stream this group has not read yet (Redis 7's ``lag`` of XINFO
+        GROUPS; None when Redis cannot tell, e.g. after entries were deleted)."""
+        try:
+            groups: Any = await self.redis.xinfo_groups(self.stream)
+        except redis.exceptions.RedisError:
+            self.redis_up(False)
+            raise
+        self.redis_up(True)
+        mine = next((g for g in groups if g.get("name") == self.group), None)
+        lag = None if mine is None else mine.get("lag")
+        return int(lag) if lag is not None else None
 
     async def claim_abandoned(self, min_idle_ms: int = 60_000, count: int = 100) -> int:
         """Take over entries another consumer read and never acknowledged (it died)."""
@@ -84,6 +100,7 @@ class EventConsumer:
             count=count,
             block=block_ms,
         )
+        self.redis_up(True)
         streams: list[tuple[str, list[tuple[str, dict[str, str]]]]] = read or []  # type: ignore[assignment]
         return await self.handle_batch([entry for _, batch in streams for entry in batch])
 

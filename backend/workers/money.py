@@ -76,6 +76,7 @@ class MoneyExecutor:
         self.clock = units.clock
         self.concurrency = concurrency
         self.lease_s = lease_s
+        self.metrics = units.metrics
 
     async def run_pending(self, limit: int = 200) -> int:
         """Execute the due REQUESTED intents (oldest first); returns how many finished."""
@@ -114,10 +115,14 @@ class MoneyExecutor:
             result = await self._call(op, payment)
         except ProviderTimeout:
             await self._retry_later(op)
+            self.metrics.money(op.kind, "retry")
             return None
         except ProviderError as exc:
             result = ProviderResult("", False, exc.reason)
-        return await self._record(op.id, result)
+        recorded = await self._record(op.id, result)
+        if recorded is not None:  # committed here (not by another executor): counted once
+            self.metrics.money(op.kind, "succeeded" if result.approved else "failed")
+        return recorded
 
     async def _call(self, op: MoneyOp, payment: Payment) -> ProviderResult:
         key, ref = op.idempotency_key, payment.authorization_ref or ""

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.channels import Channel
 from backend.logs import log
+from backend.metrics import BackendMetrics
 from backend.store.claims import claim_due
 from backend.store.db import Sessions
 from backend.store.models import Notification
@@ -32,11 +33,13 @@ class Dispatcher:
         channels: dict[str, Channel],
         clock: Clock,
         lease_s: float = 30.0,
+        metrics: BackendMetrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.channels = channels
         self.clock = clock
         self.lease_s = lease_s
+        self.metrics = metrics or BackendMetrics()
 
     async def dispatch_pending(self, limit: int = 200) -> int:
         """Claim up to ``limit`` due rows (oldest first) and send them one by one;
@@ -51,7 +54,9 @@ class Dispatcher:
             error = await self._send(row)
             async with self.sessions.begin() as session:
                 status = "FAILED" if error else "SENT"
-                await _record(session, row.id, status, error, self.clock.now())
+                recorded = await _record(session, row.id, status, error, self.clock.now())
+            if recorded:  # committed by this dispatcher: counted once (never retried)
+                self.metrics.notification(row.channel, "failed" if error else "sent")
             done += 1
         return done
 
@@ -92,10 +97,13 @@ def may_send(now: float, claimed_at: float, lease_s: float) -> bool:
 
 async def _record(
     session: AsyncSession, row_id: str, status: str, error: str | None, now: float
-) -> None:
-    await session.execute(
+) -> bool:
+    """Whether this call recorded the outcome (False: the row was no longer QUEUED)."""
+    recorded = await session.scalar(
         update(Notification)
         .where(Notification.id == row_id, Notification.status == "QUEUED")
         .values(status=status, error=error, sent_at=now)
+        .returning(Notification.id)
         .execution_options(synchronize_session=False)
     )
+    return recorded is not None

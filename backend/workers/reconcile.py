@@ -14,9 +14,10 @@ from backend.domain.events import DeadlinePassed
 from backend.domain.states import IN_FLIGHT, PaymentState, PurchaseState
 from backend.errors import GatewayError, ProviderError
 from backend.logs import log
+from backend.metrics import BackendMetrics, SettlementFailed, TicketOpened
 from backend.store.db import Sessions
 from backend.store.models import Payment, Purchase
-from backend.store.records import open_ticket
+from backend.store.records import open_ticket_once
 from backend.store.unit_of_work import Units
 from protocol.timeutil import Clock
 
@@ -74,12 +75,18 @@ class Reconciler:
     stays on: CaaS activated before settlement and carries that risk)."""
 
     def __init__(
-        self, sessions: Sessions, provider: PaymentProvider, clock: Clock, grace_s: float
+        self,
+        sessions: Sessions,
+        provider: PaymentProvider,
+        clock: Clock,
+        grace_s: float,
+        metrics: BackendMetrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.provider = provider
         self.clock = clock
         self.grace_s = grace_s
+        self.metrics = metrics or BackendMetrics()
 
     async def run_once(self) -> Counter[str]:
         report: Counter[str] = Counter()
@@ -107,7 +114,10 @@ class Reconciler:
                     stored.settlement, stored.settlement_seq = status.state, status.seq
                     report["queried"] += 1
         async with self.sessions.begin() as session:
-            report.update(await self._close(session))
+            closed = await self._close(session)
+        report.update(closed)  # committed: counted
+        self.metrics.observe([SettlementFailed()] * closed["settlement_failed"])
+        self.metrics.observe([TicketOpened("settlement_failed")] * closed["tickets_opened"])
         return report
 
     async def _close(self, session: AsyncSession) -> Counter[str]:
@@ -125,5 +135,8 @@ class Reconciler:
             if payment.settlement == "FAILED":
                 purchase = await session.get(Purchase, payment.purchase_id)
                 assert purchase is not None
-                await open_ticket(session, purchase, "settlement_failed", None, self.clock.now())
+                _, opened = await open_ticket_once(
+                    session, purchase, "settlement_failed", None, self.clock.now()
+                )
+                report["tickets_opened"] += opened
         return report

@@ -129,4 +129,12 @@ async def test_mixed_fleet_end_to_end(
             assert all(t["details"]["diagnostics"]["attempts"] for t in tickets)
             charged = sum(w.provider.real_captures.values())
             assert charged == sum(1 for s in bought.values() if s.initial_mode is Mode.ONLINE)
+            # the handbook's metrics read the real gateway's outcomes and attempts
+            summary = await w.api.get("/v1/ops/metrics/summary", headers=w.as_(w.ops_token))
+            handbook = {m["key"]: m for m in summary.json()["handbook"]}
+            failure = handbook["activation_failure_rate"]
+            assert (failure["value"], failure["samples"]) == (0.5, 4)
+            assert handbook["average_attempts_to_success"]["samples"] == 2
+            by_attempt = summary.json()["breakdowns"]["successes_by_attempt"]
+            assert sum(row["total"] for row in by_attempt) == 4  # every attempt count known
             await w.finish()

@@ -14,7 +14,7 @@ c. ``protocol`` imports no other first-party package.
 d. No import cycles between the parts of ``backend``: its sub-packages
    (``backend.domain``, ``.store``, ``.workers``, ``.adapters``, ``.services``,
    ``.audit``, ``.http``) and top-level modules (``backend.config``, ``.errors``,
-   ``.logs``, ``.service``, ``.cli``); a part is ``backend.<first name>``.
+   ``.logs``, ``.metrics``, ``.service``, ``.cli``); a part is ``backend.<first name>``.
 e. ``backend.domain`` imports no I/O framework (SQLAlchemy, FastAPI/Starlette, httpx,
    Redis, ...) and no other part of the backend except ``backend.errors``.
 
@@ -45,6 +45,7 @@ BACKEND_PARTS = (
     "backend.config",
     "backend.errors",
     "backend.logs",
+    "backend.metrics",
     "backend.service",
     "backend.cli",
 )
