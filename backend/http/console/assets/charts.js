@@ -48,7 +48,11 @@ export function barChart({ title, rows, max = null, empty = "No data in this win
     return svg(
       "g",
       {},
-      svg("text", { class: "label", x: labelWidth - 8, y: y + rowHeight / 2 + 4, "text-anchor": "end" }, clip(row.label, 22)),
+      svg(
+        "text",
+        { class: "label", x: labelWidth - 8, y: y + rowHeight / 2 + 4, "text-anchor": "end" },
+        clip(row.label, 22),
+      ),
       svg(
         "rect",
         { class: `bar ${row.tone || ""}`, x: labelWidth, y: y + 4, width, height: rowHeight - 8, rx: 2 },
@@ -88,11 +92,24 @@ export function columnChart({ title, rows, every = 3 }) {
         { class: `bar ${row.tone || ""}`, x: x + 2, y: base - height, width: step - 4, height, rx: 1 },
         svg("title", {}, `${row.label}: ${row.text}`),
       ),
-      row.value ? svg("text", { class: "tick", x: x + step / 2, y: base - height - 4, "text-anchor": "middle" }, String(row.value)) : null,
-      i % every === 0 ? svg("text", { class: "tick", x: x + step / 2, y: base + 16, "text-anchor": "middle" }, row.label) : null,
+      row.value
+        ? svg(
+            "text",
+            { class: "tick", x: x + step / 2, y: base - height - 4, "text-anchor": "middle" },
+            String(row.value),
+          )
+        : null,
+      i % every === 0
+        ? svg("text", { class: "tick", x: x + step / 2, y: base + 16, "text-anchor": "middle" }, row.label)
+        : null,
     );
   });
-  const description = `${title}: ${rows.filter((r) => r.value).map((r) => `${r.label} ${r.text}`).join("; ") || "none"}`;
+  const description = `${title}: ${
+    rows
+      .filter((r) => r.value)
+      .map((r) => `${r.label} ${r.text}`)
+      .join("; ") || "none"
+  }`;
   const chart = svg(
     "svg",
     { class: "chart", viewBox: `0 0 520 ${base + 24}`, role: "img", "aria-labelledby": `${id}-title` },

@@ -53,7 +53,10 @@ export function when(iso, { ms = false } = {}) {
   if (!iso) return "–";
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return `${date.toISOString().slice(0, ms ? 23 : 19).replace("T", " ")} UTC`;
+  return `${date
+    .toISOString()
+    .slice(0, ms ? 23 : 19)
+    .replace("T", " ")} UTC`;
 }
 
 export function time(iso) {
@@ -65,9 +68,11 @@ export function duration(seconds) {
   const s = Math.round(Number(seconds));
   if (s < 60) return `${s} s`;
   const [big, bigUnit, small, smallUnit] =
-    s < 3600 ? [Math.floor(s / 60), "min", s % 60, "s"]
-    : s < 86400 ? [Math.floor(s / 3600), "h", Math.floor((s % 3600) / 60), "min"]
-    : [Math.floor(s / 86400), "d", Math.floor((s % 86400) / 3600), "h"];
+    s < 3600
+      ? [Math.floor(s / 60), "min", s % 60, "s"]
+      : s < 86400
+        ? [Math.floor(s / 3600), "h", Math.floor((s % 3600) / 60), "min"]
+        : [Math.floor(s / 86400), "d", Math.floor((s % 86400) / 3600), "h"];
   return small ? `${big} ${bigUnit} ${small} ${smallUnit}` : `${big} ${bigUnit}`;
 }
 
@@ -92,8 +97,15 @@ const TONES = {
   bad: ["FAILED_NO_CHARGE", "ESCALATED", "PAYMENT_FAILED", "FAILED", "FAILED_ESCALATE", "DEAD"],
   warn: ["OPEN", "BLOCKED_MAINTENANCE", "FAILED_RETRY", "REFUNDED", "CANCELLED"],
   wait: [
-    "PAYMENT_PENDING", "ACTIVATION_QUEUED", "ACTIVATING", "SCHEDULED", "HELD_FOR_ACTIVATION",
-    "PENDING", "INITIATED", "QUEUED", "REQUESTED",
+    "PAYMENT_PENDING",
+    "ACTIVATION_QUEUED",
+    "ACTIVATING",
+    "SCHEDULED",
+    "HELD_FOR_ACTIVATION",
+    "PENDING",
+    "INITIATED",
+    "QUEUED",
+    "REQUESTED",
   ],
 };
 
@@ -128,8 +140,26 @@ export function table({ caption, columns, rows, empty = "Nothing to show.", attr
       "table",
       attrs,
       caption ? h("caption", {}, caption) : null,
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c.label)))),
-      h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", { "data-label": c.label }, c.cell(row)))))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          columns.map((c) => h("th", { scope: "col" }, c.label)),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        rows.map((row) =>
+          h(
+            "tr",
+            {},
+            columns.map((c) => h("td", { "data-label": c.label }, c.cell(row))),
+          ),
+        ),
+      ),
     ),
   );
 }

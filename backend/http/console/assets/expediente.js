@@ -85,7 +85,12 @@ function purchaseCard(purchase, ctx) {
       ["Service", ops ? h("code", {}, purchase.service_id) : null],
       ["Purchase id", ops ? h("code", {}, purchase.id) : null],
       ["Activation id", ops ? h("code", {}, purchase.activation_id) : null],
-      ["Tickets", ops ? h("a", { href: `#/tickets?purchase_id=${purchase.id}&status=` }, "tickets of this purchase") : null],
+      [
+        "Tickets",
+        ops
+          ? h("a", { href: `#/tickets?purchase_id=${purchase.id}&status=` }, "tickets of this purchase")
+          : null,
+      ],
     ]),
   );
 }
@@ -137,7 +142,12 @@ function notificationsTable(notifications, purchases) {
       {
         label: "Message",
         cell: (n) =>
-          h("details", {}, h("summary", {}, n.subject, n.critical ? " (important)" : null), h("p", {}, n.body)),
+          h(
+            "details",
+            {},
+            h("summary", {}, n.subject, n.critical ? " (important)" : null),
+            h("p", {}, n.body),
+          ),
       },
       { label: "About", cell: (n) => (n.purchase_id ? serviceOf(purchases, n.purchase_id) : "–") },
       { label: "Status", cell: (n) => badge(n.status) },
@@ -181,12 +191,21 @@ export function renderExpediente(file, { audience = "customer", vehicles = {}, l
   const heading = (text, id) => h(`h${level}`, { id }, text);
   const subheading = (text) => h(`h${level + 1}`, {}, text);
   const purchases = file.purchases.length
-    ? h("div", { class: "cards" }, file.purchases.map((p) => purchaseCard(p, ctx)))
+    ? h(
+        "div",
+        { class: "cards" },
+        file.purchases.map((p) => purchaseCard(p, ctx)),
+      )
     : h("p", { class: "help" }, "No purchases yet.");
   return h(
     "div",
     { class: "expediente" },
-    h("section", { "aria-labelledby": "x-purchases" }, heading(`Purchases (${file.purchases.length})`, "x-purchases"), purchases),
+    h(
+      "section",
+      { "aria-labelledby": "x-purchases" },
+      heading(`Purchases (${file.purchases.length})`, "x-purchases"),
+      purchases,
+    ),
     h(
       "section",
       { "aria-labelledby": "x-money" },
@@ -209,13 +228,23 @@ export function renderExpediente(file, { audience = "customer", vehicles = {}, l
           })
         : null,
     ),
-    h("section", { "aria-labelledby": "x-tickets" }, heading(`Support tickets (${file.tickets.length})`, "x-tickets"), ticketsTable(file.tickets, ctx)),
+    h(
+      "section",
+      { "aria-labelledby": "x-tickets" },
+      heading(`Support tickets (${file.tickets.length})`, "x-tickets"),
+      ticketsTable(file.tickets, ctx),
+    ),
     h(
       "section",
       { "aria-labelledby": "x-notifications" },
       heading(`Messages (${file.notifications.length})`, "x-notifications"),
       notificationsTable(file.notifications, file.purchases),
     ),
-    h("section", { "aria-labelledby": "x-timeline" }, heading("Timeline", "x-timeline"), timelineList(file.timeline, file.purchases)),
+    h(
+      "section",
+      { "aria-labelledby": "x-timeline" },
+      heading("Timeline", "x-timeline"),
+      timelineList(file.timeline, file.purchases),
+    ),
   );
 }

@@ -54,7 +54,11 @@ async function show() {
   try {
     const { file, vehicles } = await load();
     who.hidden = false;
-    replace(main, h("h1", {}, "Your purchase file"), renderExpediente(file, { audience: "customer", vehicles }));
+    replace(
+      main,
+      h("h1", {}, "Your purchase file"),
+      renderExpediente(file, { audience: "customer", vehicles }),
+    );
     announce("Purchase file loaded");
     main.focus();
   } catch (error) {

@@ -15,7 +15,14 @@ export function signInForm({ title, label, help, check }) {
   });
   const problem = h("div", { id: "signin-problem" });
   const button = h("button", { type: "submit", class: "primary" }, "Sign in");
-  const form = h("form", { "aria-describedby": "signin-help" }, field(label, input), h("p", { class: "help", id: "signin-help" }, help), problem, h("div", {}, button));
+  const form = h(
+    "form",
+    { "aria-describedby": "signin-help" },
+    field(label, input),
+    h("p", { class: "help", id: "signin-help" }, help),
+    problem,
+    h("div", {}, button),
+  );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const token = input.value.trim();
@@ -34,5 +41,10 @@ export function signInForm({ title, label, help, check }) {
       button.disabled = false;
     }
   });
-  return h("section", { class: "signin", "aria-labelledby": "signin-title" }, h("h1", { id: "signin-title" }, title), form);
+  return h(
+    "section",
+    { class: "signin", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, title),
+    form,
+  );
 }

@@ -14,7 +14,8 @@ function target(entry) {
   if (entry.target_type === "service" || entry.target_type === "catalog") {
     return h("a", { href: `#/catalog?service=${encodeURIComponent(id)}` }, `catalog rules of ${id}`);
   }
-  if (entry.target_type === "purchase") return h("a", { href: `#/tickets?purchase_id=${id}&status=` }, `purchase ${id}`);
+  if (entry.target_type === "purchase")
+    return h("a", { href: `#/tickets?purchase_id=${id}&status=` }, `purchase ${id}`);
   return `${entry.target_type} ${id}`;
 }
 
@@ -24,7 +25,9 @@ function detail(value) {
   return h(
     "ul",
     { class: "lines" },
-    Object.entries(value).map(([k, v]) => h("li", {}, `${humanize(k)}: ${typeof v === "object" ? JSON.stringify(v) : v}`)),
+    Object.entries(value).map(([k, v]) =>
+      h("li", {}, `${humanize(k)}: ${typeof v === "object" ? JSON.stringify(v) : v}`),
+    ),
   );
 }
 
@@ -36,7 +39,11 @@ const SPEC = {
   path: "/v1/ops/audit",
   filters: [
     { name: "operator", label: "Operator", placeholder: "any operator" },
-    { name: "action", label: "Action", options: [["", "Any action"], ...ACTIONS.map((a) => [a, humanize(a)])] },
+    {
+      name: "action",
+      label: "Action",
+      options: [["", "Any action"], ...ACTIONS.map((a) => [a, humanize(a)])],
+    },
     ORDER,
   ],
   matches: (e, f) => same(f.operator, e.operator) && same(f.action, e.action),

@@ -17,7 +17,9 @@ export function ruleSummary(rule) {
 /** Model → {firmware: [...], vehicles}: the fleet's, plus what the rule names that the
  * fleet does not have (so that saving never drops it silently). */
 function modelsOf(rule, fleet) {
-  const models = new Map((fleet || []).map((m) => [m.model, { firmware: [...m.firmware], vehicles: m.vehicles }]));
+  const models = new Map(
+    (fleet || []).map((m) => [m.model, { firmware: [...m.firmware], vehicles: m.vehicles }]),
+  );
   for (const applies of rule.applies_to) {
     if (!models.has(applies.model)) models.set(applies.model, { firmware: [], vehicles: 0 });
     for (const version of applies.firmware || []) {
@@ -63,7 +65,9 @@ function modelRow(model, info, applies) {
     model,
     vehicles: info.vehicles,
     every: h("label", {}, everyBox, " ", hidden(`${model}: `), "every firmware"),
-    firmware: versions.length ? h("div", { class: "firmware" }, boxes) : h("span", { class: "help" }, "no firmware seen"),
+    firmware: versions.length
+      ? h("div", { class: "firmware" }, boxes)
+      : h("span", { class: "help" }, "no firmware seen"),
   };
 }
 
@@ -86,7 +90,11 @@ export function appliesOf(form) {
 
 function editor(ctx, rule, fleet, flash) {
   const rows = modelsOf(rule, fleet).map(([model, info]) =>
-    modelRow(model, info, rule.applies_to.find((a) => a.model === model)),
+    modelRow(
+      model,
+      info,
+      rule.applies_to.find((a) => a.model === model),
+    ),
   );
   const result = h("div", { id: "rules-result", "aria-live": "polite" }, flash);
   const save = h("button", { type: "submit", class: "primary" }, "Save rules");
@@ -102,15 +110,29 @@ function editor(ctx, rule, fleet, flash) {
         { label: "Only these firmware versions", cell: (r) => r.firmware },
       ],
     }),
-    h("div", { class: "actions" }, save, h("a", { class: "button", href: `#/catalog?service=${encodeURIComponent(rule.service_id)}` }, "Discard changes")),
+    h(
+      "div",
+      { class: "actions" },
+      save,
+      h(
+        "a",
+        { class: "button", href: `#/catalog?service=${encodeURIComponent(rule.service_id)}` },
+        "Discard changes",
+      ),
+    ),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     save.disabled = true;
     try {
-      const saved = await ctx.api.put(`/v1/ops/catalog/${encodeURIComponent(rule.service_id)}/rules`, { applies_to: appliesOf(form) });
+      const saved = await ctx.api.put(`/v1/ops/catalog/${encodeURIComponent(rule.service_id)}/rules`, {
+        applies_to: appliesOf(form),
+      });
       announce("Catalog rules saved");
-      replace(ctx.main.querySelector("#rules-editor"), editor(ctx, saved, fleet, notice("ok", `Saved. ${ruleSummary(saved)}`)));
+      replace(
+        ctx.main.querySelector("#rules-editor"),
+        editor(ctx, saved, fleet, notice("ok", `Saved. ${ruleSummary(saved)}`)),
+      );
     } catch (error) {
       if (!ctx.handle(error)) replace(result, notice("error", `Not saved: ${error.message}`));
     } finally {
@@ -122,7 +144,12 @@ function editor(ctx, rule, fleet, flash) {
     {},
     h("h2", { id: "rules-title" }, `${rule.name} `, h("code", {}, rule.service_id)),
     h("p", { id: "rules-summary" }, ruleSummary(rule)),
-    fleet ? null : notice("unavailable", "The fleet's models are not available: only the models the rule names are shown."),
+    fleet
+      ? null
+      : notice(
+          "unavailable",
+          "The fleet's models are not available: only the models the rule names are shown.",
+        ),
     result,
     form,
   );
@@ -140,7 +167,11 @@ export async function catalogPage(ctx) {
     ]);
   } catch (error) {
     if (!(error instanceof NotAvailable)) throw error;
-    replace(ctx.main, h("h1", {}, "Catalog rules"), unavailable("Which models and firmware each service is sold to", "GET /v1/ops/catalog/rules"));
+    replace(
+      ctx.main,
+      h("h1", {}, "Catalog rules"),
+      unavailable("Which models and firmware each service is sold to", "GET /v1/ops/catalog/rules"),
+    );
     return;
   }
   if (!ctx.alive()) return;
@@ -149,7 +180,11 @@ export async function catalogPage(ctx) {
   replace(
     ctx.main,
     h("h1", {}, "Catalog rules"),
-    h("p", { class: "help" }, "A customer is offered a service only for a vehicle whose model and firmware its rules name; a purchase for any other is refused before any payment."),
+    h(
+      "p",
+      { class: "help" },
+      "A customer is offered a service only for a vehicle whose model and firmware its rules name; a purchase for any other is refused before any payment.",
+    ),
     h(
       "nav",
       { "aria-label": "Services" },
@@ -157,10 +192,25 @@ export async function catalogPage(ctx) {
         "ul",
         { class: "services" },
         rules.map((r) =>
-          h("li", {}, h("a", { href: `#/catalog?service=${encodeURIComponent(r.service_id)}`, "aria-current": r.service_id === wanted ? "page" : null }, r.name)),
+          h(
+            "li",
+            {},
+            h(
+              "a",
+              {
+                href: `#/catalog?service=${encodeURIComponent(r.service_id)}`,
+                "aria-current": r.service_id === wanted ? "page" : null,
+              },
+              r.name,
+            ),
+          ),
         ),
       ),
     ),
-    h("div", { id: "rules-editor" }, rule ? editor(ctx, rule, fleet, null) : notice("error", `There is no service ${wanted}.`)),
+    h(
+      "div",
+      { id: "rules-editor" },
+      rule ? editor(ctx, rule, fleet, null) : notice("error", `There is no service ${wanted}.`),
+    ),
   );
 }

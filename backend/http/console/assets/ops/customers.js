@@ -7,7 +7,12 @@ import { renderExpediente } from "../expediente.js";
 import { listPage } from "./list.js";
 
 const contains = (wanted, ...texts) =>
-  wanted === "" || texts.some((t) => String(t ?? "").toLowerCase().includes(wanted.toLowerCase()));
+  wanted === "" ||
+  texts.some((t) =>
+    String(t ?? "")
+      .toLowerCase()
+      .includes(wanted.toLowerCase()),
+  );
 
 const SPEC = {
   title: "Customers",
@@ -64,7 +69,9 @@ export async function customerPage(ctx) {
       "customer id ",
       h("code", {}, file.customer_id),
     ),
-    file.purchases.length || file.tickets.length ? null : notice("unavailable", "This customer has bought nothing yet."),
+    file.purchases.length || file.tickets.length
+      ? null
+      : notice("unavailable", "This customer has bought nothing yet."),
     renderExpediente(file, { audience: "ops" }),
   );
 }

@@ -73,7 +73,9 @@ function attemptEvent(attempt) {
     kind: "attempt",
     title: `Attempt ${attempt.n}: ${word}`,
     lines: [
-      attempt.command_sent ? `Command sent${attempt.command_id ? ` (${attempt.command_id})` : ""}` : "No command sent",
+      attempt.command_sent
+        ? `Command sent${attempt.command_id ? ` (${attempt.command_id})` : ""}`
+        : "No command sent",
       answer,
       attempt.vehicle_state ? `Vehicle then: ${stateSummary(attempt.vehicle_state)}` : null,
     ],
@@ -87,7 +89,9 @@ function refusalEvent(error) {
     kind: "iot_error",
     title: `Vehicle refused the command: ${error.reason}`,
     lines: [
-      error.retry_after_s !== null && error.retry_after_s !== undefined ? `It asked to retry after ${error.retry_after_s} s` : null,
+      error.retry_after_s !== null && error.retry_after_s !== undefined
+        ? `It asked to retry after ${error.retry_after_s} s`
+        : null,
       error.command_id ? `Command ${error.command_id}` : null,
     ],
   };
@@ -101,7 +105,13 @@ function snapshotEvents(snapshots) {
     if (summary === previous) continue; // the same state reported again
     previous = summary;
     const version = state.firmware ? ` · firmware ${state.firmware}` : "";
-    events.push({ at: state.at, tone: "", kind: "snapshot", title: "Vehicle state", lines: [summary + version] });
+    events.push({
+      at: state.at,
+      tone: "",
+      kind: "snapshot",
+      title: "Vehicle state",
+      lines: [summary + version],
+    });
   }
   return events;
 }
@@ -130,7 +140,13 @@ export function timelineEvents(pkg) {
     ...vehicleLogEvents(pkg.vehicle_diagnostics?.recent_errors),
   ];
   if (pkg.collected_at) {
-    events.push({ at: pkg.collected_at, tone: "", kind: "collected", title: "Diagnostics collected", lines: [pkg.note] });
+    events.push({
+      at: pkg.collected_at,
+      tone: "",
+      kind: "collected",
+      title: "Diagnostics collected",
+      lines: [pkg.note],
+    });
   }
   const instant = (e) => (e.at ? Date.parse(e.at) : Number.POSITIVE_INFINITY);
   return events
@@ -152,9 +168,14 @@ function networkFacts(pkg) {
   return [
     [
       "Command round trips",
-      rtt.count ? `${rtt.count}: min ${rtt.min_ms} ms · mean ${rtt.mean_ms} ms · max ${rtt.max_ms} ms` : "none measured (no answer)",
+      rtt.count
+        ? `${rtt.count}: min ${rtt.min_ms} ms · mean ${rtt.mean_ms} ms · max ${rtt.max_ms} ms`
+        : "none measured (no answer)",
     ],
-    ["Signal (RSSI)", rssi !== undefined && rssi !== null ? `${rssi} dBm (${signalWord(rssi)})` : "not reported"],
+    [
+      "Signal (RSSI)",
+      rssi !== undefined && rssi !== null ? `${rssi} dBm (${signalWord(rssi)})` : "not reported",
+    ],
   ];
 }
 
@@ -164,9 +185,15 @@ function summaryFacts(pkg) {
   return [
     ["Failure", categoryText(pkg.failure_category)],
     ["Feature", pkg.feature ? `${pkg.feature} (${pkg.action || "activate"})` : null],
-    ["Model and firmware", pkg.model || pkg.firmware ? `${pkg.model ?? "?"} · firmware ${pkg.firmware ?? "?"}` : null],
+    [
+      "Model and firmware",
+      pkg.model || pkg.firmware ? `${pkg.model ?? "?"} · firmware ${pkg.firmware ?? "?"}` : null,
+    ],
     ["Attempts", String((pkg.attempts || []).length)],
-    ["Vehicle at the end", pkg.final_status ? stateSummary(pkg.final_status) : "no final state (the vehicle did not answer)"],
+    [
+      "Vehicle at the end",
+      pkg.final_status ? stateSummary(pkg.final_status) : "no final state (the vehicle did not answer)",
+    ],
     ["Fault codes", dtcs ? (dtcs.length ? dtcs.join(", ") : "none") : null],
     ["Battery", vehicle.battery_v !== undefined ? `${vehicle.battery_v} V` : null],
     ["Telematics uptime", vehicle.uptime_s !== undefined ? `${vehicle.uptime_s} s` : null],
@@ -182,19 +209,33 @@ function timelineItem(event) {
     { class: event.tone, dataset: { kind: event.kind } },
     h("span", { class: "when" }, event.at ? when(event.at, { ms: true }) : "time not recorded"),
     h("span", { class: "what" }, event.title),
-    lines.length ? h("ul", { class: "lines" }, lines.map((l) => h("li", {}, l))) : null,
+    lines.length
+      ? h(
+          "ul",
+          { class: "lines" },
+          lines.map((l) => h("li", {}, l)),
+        )
+      : null,
   );
 }
 
 function rawPackage(diagnostics) {
-  return h("details", {}, h("summary", {}, "The package as the gateway sent it (JSON)"), h("pre", {}, JSON.stringify(diagnostics, null, 2)));
+  return h(
+    "details",
+    {},
+    h("summary", {}, "The package as the gateway sent it (JSON)"),
+    h("pre", {}, JSON.stringify(diagnostics, null, 2)),
+  );
 }
 
 /** The diagnostics section's content, under `level` headings. */
 export function renderDiagnostics(details, level = 3) {
   const pkg = packageOf(details);
   if (!pkg) {
-    return [h("p", { class: "help" }, "This ticket carries no diagnostics package."), details?.diagnostics ? rawPackage(details.diagnostics) : null];
+    return [
+      h("p", { class: "help" }, "This ticket carries no diagnostics package."),
+      details?.diagnostics ? rawPackage(details.diagnostics) : null,
+    ];
   }
   const heading = (text) => h(`h${level}`, {}, text);
   const events = timelineEvents(pkg);
@@ -205,7 +246,11 @@ export function renderDiagnostics(details, level = 3) {
     facts(networkFacts(pkg)),
     heading(`Timeline (${events.length} events)`),
     events.length
-      ? h("ol", { class: "timeline", id: "diagnostics-timeline", "aria-label": "Diagnostics timeline" }, events.map(timelineItem))
+      ? h(
+          "ol",
+          { class: "timeline", id: "diagnostics-timeline", "aria-label": "Diagnostics timeline" },
+          events.map(timelineItem),
+        )
       : h("p", { class: "help" }, "Nothing was recorded."),
     rawPackage(details.diagnostics),
   ];

@@ -69,7 +69,11 @@ export function filterForm(ctx, spec, values) {
 /** Offer `values` as suggestions for the text filter `name` (a <datalist>). */
 export function suggest(form, name, values) {
   const list = form.querySelector(`#${name}-suggestions`);
-  if (list) replace(list, [...new Set(values)].sort().map((v) => h("option", { value: v })));
+  if (list)
+    replace(
+      list,
+      [...new Set(values)].sort().map((v) => h("option", { value: v })),
+    );
 }
 
 function apiQuery(spec, values, cursor) {
@@ -134,7 +138,13 @@ export async function listPage(ctx, spec) {
   const values = filterValues(spec.filters, ctx.params);
   const results = h("div", { "aria-live": "polite" }, h("p", {}, "Loading…"));
   const form = filterForm(ctx, spec, values);
-  replace(ctx.main, h("h1", {}, spec.title), spec.intro ? h("p", { class: "help" }, spec.intro) : null, form, results);
+  replace(
+    ctx.main,
+    h("h1", {}, spec.title),
+    spec.intro ? h("p", { class: "help" }, spec.intro) : null,
+    form,
+    results,
+  );
   ctx.title(spec.title);
   if (spec.suggestions) spec.suggestions(form, ctx.api).catch(() => {}); // a hint only
   try {

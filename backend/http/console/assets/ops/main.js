@@ -25,29 +25,29 @@ const ROUTES = [
 ];
 
 const tokens = tokenStore("ops");
-const names = { get: () => sessionStorage.getItem("caas.ops.name"), set: (n) => sessionStorage.setItem("caas.ops.name", n) };
+// what the header says about the person signed in (kept with the token, for the tab)
+const WHO_KEY = "caas.ops.who";
 const api = apiClient(tokens);
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const who = document.getElementById("who");
 let generation = 0; // the render in progress; an older one stops writing to the page
 
-/** Who holds this token: {name} for an operator (name null on a backend that does not
- * name operators yet), or the message to show instead. */
-async function operatorOf() {
+/** How the header names the operator holding this token (GET /v1/ops/me); throws
+ * Unauthorized / ApiError 403 when the token is not an operator's. */
+async function operatorLine() {
   try {
     const me = await api.get("/v1/ops/me");
-    return { name: me.name || "" };
+    return me.name ? `Signed in as ${me.name}` : "Signed in (an operator without a name)";
   } catch (error) {
     if (!(error instanceof NotAvailable)) throw error;
   }
-  await api.get("/v1/ops/metrics/summary"); // any ops route: 401 / 403 tell the same
-  return { name: "" };
+  await api.get("/v1/ops/metrics/summary"); // any ops route: its 401 / 403 say the same
+  return "Signed in (this backend does not name operators)";
 }
 
 function showOperator() {
-  const name = names.get();
-  replace(document.getElementById("operator"), name ? ["Signed in as ", h("strong", {}, name)] : "Signed in (this backend does not name operators)");
+  replace(document.getElementById("operator"), sessionStorage.getItem(WHO_KEY) || "Signed in");
   nav.hidden = false;
   who.hidden = false;
 }
@@ -55,7 +55,7 @@ function showOperator() {
 function showSignIn(message) {
   generation += 1;
   tokens.clear();
-  sessionStorage.removeItem("caas.ops.name");
+  sessionStorage.removeItem(WHO_KEY);
   nav.hidden = true;
   who.hidden = true;
   document.title = "Sign in · CaaS operations";
@@ -69,12 +69,12 @@ function showSignIn(message) {
       check: async (token) => {
         tokens.set(token);
         try {
-          const operator = await operatorOf();
-          names.set(operator.name);
+          sessionStorage.setItem(WHO_KEY, await operatorLine());
         } catch (error) {
           tokens.clear();
           if (error instanceof Unauthorized) return "This token was not accepted.";
-          if (error instanceof ApiError && error.status === 403) return "This is a customer's token: customers read their purchases at /me/.";
+          if (error instanceof ApiError && error.status === 403)
+            return "This is a customer's token: customers read their purchases at /me/.";
           throw error;
         }
         showOperator();
@@ -131,7 +131,8 @@ async function render() {
     await route.page(ctx);
     if (ctx.alive()) main.focus({ preventScroll: true });
   } catch (error) {
-    if (!handle(error) && ctx.alive()) replace(main, h("h1", {}, "Something went wrong"), notice("error", error.message));
+    if (!handle(error) && ctx.alive())
+      replace(main, h("h1", {}, "Something went wrong"), notice("error", error.message));
   }
 }
 

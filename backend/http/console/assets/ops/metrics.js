@@ -29,14 +29,19 @@ function statusOf(metric) {
 
 function metricCard(metric) {
   const [tone, word] = statusOf(metric);
-  const samples = metric.samples === null || metric.samples === undefined ? "" : ` · ${metric.samples} samples`;
+  const samples =
+    metric.samples === null || metric.samples === undefined ? "" : ` · ${metric.samples} samples`;
   return h(
     "article",
     { class: `metric ${tone}`, dataset: { key: metric.key, alerting: String(Boolean(metric.alerting)) } },
     h("h3", {}, metric.name),
     h("p", { class: "value" }, formatValue(metric.unit, metric.value)),
     h("p", {}, h("span", { class: `badge ${tone}` }, word)),
-    h("p", { class: "help" }, `Alert ${metric.alert_when} ${formatValue(metric.unit, metric.threshold)}${samples}`),
+    h(
+      "p",
+      { class: "help" },
+      `Alert ${metric.alert_when} ${formatValue(metric.unit, metric.threshold)}${samples}`,
+    ),
   );
 }
 
@@ -67,7 +72,18 @@ function windowNav(current) {
       "ul",
       { class: "windows" },
       WINDOWS.map(([value, label]) =>
-        h("li", {}, h("a", { href: hashOf("/metrics", { window: value }), "aria-current": value === current ? "page" : null }, label)),
+        h(
+          "li",
+          {},
+          h(
+            "a",
+            {
+              href: hashOf("/metrics", { window: value }),
+              "aria-current": value === current ? "page" : null,
+            },
+            label,
+          ),
+        ),
       ),
     ),
   );
@@ -89,25 +105,42 @@ function rateRows(groups) {
   return groups.map((g) => ({
     label: g.key,
     value: g.rate ?? 0,
-    text: g.rate === null || g.rate === undefined ? `no finished activations` : `${percent(g.rate)} (${g.count} of ${g.total})`,
+    text:
+      g.rate === null || g.rate === undefined
+        ? `no finished activations`
+        : `${percent(g.rate)} (${g.count} of ${g.total})`,
     tone: "bad",
   }));
 }
 
 function breakdownSection(breakdowns) {
-  if (!breakdowns) return unavailable("The failure breakdowns (by reason, model, service, hour; success by attempt)", "breakdowns");
+  if (!breakdowns)
+    return unavailable(
+      "The failure breakdowns (by reason, model, service, hour; success by attempt)",
+      "breakdowns",
+    );
   const support = breakdowns.support_resolution || {};
   return [
     barChart({
       title: "Failures by reason",
-      rows: (breakdowns.failures_by_reason || []).map((g) => ({ label: g.key, value: g.count, text: String(g.count), tone: "bad" })),
+      rows: (breakdowns.failures_by_reason || []).map((g) => ({
+        label: g.key,
+        value: g.count,
+        text: String(g.count),
+        tone: "bad",
+      })),
       empty: "No failures in this window.",
     }),
     barChart({ title: "Failure rate by vehicle model", rows: rateRows(breakdowns.failures_by_model || []) }),
     barChart({ title: "Failure rate by service", rows: rateRows(breakdowns.failures_by_service || []) }),
     columnChart({
       title: "Failures by hour of day (UTC)",
-      rows: (breakdowns.failures_by_hour || []).map((g) => ({ label: g.key, value: g.count, text: `${g.count} of ${g.total}`, tone: "bad" })),
+      rows: (breakdowns.failures_by_hour || []).map((g) => ({
+        label: g.key,
+        value: g.count,
+        text: `${g.count} of ${g.total}`,
+        tone: "bad",
+      })),
     }),
     barChart({
       title: "Successes by attempt number",
@@ -147,7 +180,12 @@ export async function metricsPage(ctx) {
       { "aria-labelledby": "m-handbook" },
       h("h2", { id: "m-handbook" }, `Handbook metrics (${alerting} alerting)`),
       h("div", { class: "cards", id: "handbook" }, handbook.map(metricCard)),
-      Array.isArray(summary.handbook) ? null : unavailable("Five of the six handbook metrics (first-attempt success, attempts to success, payment to activation, permanent failures, customer impact)", "handbook"),
+      Array.isArray(summary.handbook)
+        ? null
+        : unavailable(
+            "Five of the six handbook metrics (first-attempt success, attempts to success, payment to activation, permanent failures, customer impact)",
+            "handbook",
+          ),
     ),
     h(
       "section",
@@ -155,12 +193,20 @@ export async function metricsPage(ctx) {
       h("h2", { id: "m-support" }, "Tickets and states"),
       facts([
         ["Open tickets", h("span", { dataset: { metric: "open_tickets" } }, String(summary.open_tickets))],
-        ["Resolved tickets", h("span", { dataset: { metric: "tickets_resolved" } }, String(summary.tickets_resolved))],
+        [
+          "Resolved tickets",
+          h("span", { dataset: { metric: "tickets_resolved" } }, String(summary.tickets_resolved)),
+        ],
         ["Mean time to resolve", duration(summary.ticket_mean_resolution_s)],
       ]),
       barChart({ title: "Purchases by state", rows: countRows(summary.purchases_by_state) }),
       barChart({ title: "Payments by state", rows: countRows(summary.payments_by_state) }),
     ),
-    h("section", { "aria-labelledby": "m-breakdowns" }, h("h2", { id: "m-breakdowns" }, "Failure analysis"), breakdownSection(summary.breakdowns)),
+    h(
+      "section",
+      { "aria-labelledby": "m-breakdowns" },
+      h("h2", { id: "m-breakdowns" }, "Failure analysis"),
+      breakdownSection(summary.breakdowns),
+    ),
   );
 }

@@ -70,7 +70,8 @@ const SPEC = {
     { label: "Failure", cell: (p) => p.failure_category ?? "–" },
     {
       label: "Payment",
-      cell: (p) => (p.payment ? h("span", {}, badge(p.payment.state), ` ${money(p.payment.amount_cents)}`) : "–"),
+      cell: (p) =>
+        p.payment ? h("span", {}, badge(p.payment.state), ` ${money(p.payment.amount_cents)}`) : "–",
     },
     {
       label: "Tickets",
@@ -82,8 +83,16 @@ const SPEC = {
       orNotAvailable(api.get("/v1/ops/catalog/rules"), []),
       orNotAvailable(api.get("/v1/ops/fleet/models"), []),
     ]);
-    suggest(form, "service_id", rules.map((r) => r.service_id));
-    suggest(form, "model", models.map((m) => m.model));
+    suggest(
+      form,
+      "service_id",
+      rules.map((r) => r.service_id),
+    );
+    suggest(
+      form,
+      "model",
+      models.map((m) => m.model),
+    );
   },
 };
 

@@ -3,7 +3,19 @@
 // package as a timeline.
 
 import { ApiError, NotAvailable } from "../api.js";
-import { announce, badge, confirmDialog, duration, facts, h, humanize, money, notice, replace, time } from "../dom.js";
+import {
+  announce,
+  badge,
+  confirmDialog,
+  duration,
+  facts,
+  h,
+  humanize,
+  money,
+  notice,
+  replace,
+  time,
+} from "../dom.js";
 import { categoryText, packageOf, renderDiagnostics } from "./diagnostics.js";
 
 // the tickets support may resolve by activating by hand (backend/services/support.py)
@@ -27,7 +39,12 @@ async function loadTicket(api, id) {
 }
 
 function failureOf(ticket, purchase) {
-  return purchase?.failure_category || ticket.details?.purchase?.failure_category || packageOf(ticket.details)?.failure_category || null;
+  return (
+    purchase?.failure_category ||
+    ticket.details?.purchase?.failure_category ||
+    packageOf(ticket.details)?.failure_category ||
+    null
+  );
 }
 
 function paymentFacts(payment) {
@@ -57,7 +74,10 @@ function whoSection(ticket, purchase) {
         {},
         h("h3", {}, "Customer"),
         facts([
-          ["Name", h("a", { href: `#/customers/${ticket.customer_id}` }, customer.name || ticket.customer_id)],
+          [
+            "Name",
+            h("a", { href: `#/customers/${ticket.customer_id}` }, customer.name || ticket.customer_id),
+          ],
           ["E-mail", customer.email],
           ["Phone", customer.phone],
         ]),
@@ -94,7 +114,12 @@ function ticketFacts(ticket) {
   return facts([
     ["Kind", humanize(ticket.kind)],
     ["Opened", time(ticket.created_at)],
-    ["Resolved", ticket.resolved_at ? h("span", {}, time(ticket.resolved_at), ` (after ${duration(ticket.resolution_s)})`) : null],
+    [
+      "Resolved",
+      ticket.resolved_at
+        ? h("span", {}, time(ticket.resolved_at), ` (after ${duration(ticket.resolution_s)})`)
+        : null,
+    ],
     ["Resolution", resolution ? humanize(resolution) : null],
     ["Resolved by", ticket.resolved_by],
   ]);
@@ -102,8 +127,10 @@ function ticketFacts(ticket) {
 
 function whyNoAction(ticket, purchase) {
   if (ticket.status !== "OPEN") return `This ticket is ${ticket.status.toLowerCase()}.`;
-  if (!ACTIVATION_TICKETS.includes(ticket.kind)) return `A ${humanize(ticket.kind).toLowerCase()} ticket has no activation to act on.`;
-  if (!purchase || !NOT_ACTIVATED.includes(purchase.state)) return `The purchase is ${purchase?.state ?? "gone"}: there is nothing to activate.`;
+  if (!ACTIVATION_TICKETS.includes(ticket.kind))
+    return `A ${humanize(ticket.kind).toLowerCase()} ticket has no activation to act on.`;
+  if (!purchase || !NOT_ACTIVATED.includes(purchase.state))
+    return `The purchase is ${purchase?.state ?? "gone"}: there is nothing to activate.`;
   return null;
 }
 
@@ -115,7 +142,11 @@ function catalogLink(ticket, purchase) {
     "A configuration conflict: this vehicle's model or firmware cannot run ",
     h("code", {}, service),
     ". ",
-    h("a", { href: `#/catalog?service=${encodeURIComponent(service)}`, id: "update-catalog-rules" }, `Update catalog rules for ${service}`),
+    h(
+      "a",
+      { href: `#/catalog?service=${encodeURIComponent(service)}`, id: "update-catalog-rules" },
+      `Update catalog rules for ${service}`,
+    ),
     " so that it is no longer sold to such vehicles.",
   );
 }
@@ -133,13 +164,23 @@ async function waitForPurchase(ctx, purchaseId, done, onProgress) {
 }
 
 function resultLine(prefix, purchase) {
-  return [prefix, " The purchase is now ", badge(purchase.state), purchase.payment ? [" and its payment ", badge(purchase.payment.state)] : null, "."];
+  return [
+    prefix,
+    " The purchase is now ",
+    badge(purchase.state),
+    purchase.payment ? [" and its payment ", badge(purchase.payment.state)] : null,
+    ".",
+  ];
 }
 
 async function activateManually(ctx, ticket, result) {
   const confirmed = await confirmDialog({
     title: "Activate manually?",
-    body: h("p", {}, `The gateway is asked once more to activate ${ticket.details?.purchase?.service_id ?? "the feature"} on ${ticket.details?.vehicle?.vin ?? "the vehicle"}, under a new activation id. The customer is not charged for it.`),
+    body: h(
+      "p",
+      {},
+      `The gateway is asked once more to activate ${ticket.details?.purchase?.service_id ?? "the feature"} on ${ticket.details?.vehicle?.vin ?? "the vehicle"}, under a new activation id. The customer is not charged for it.`,
+    ),
     confirm: "Activate manually",
   });
   if (!confirmed) return;
@@ -150,13 +191,26 @@ async function activateManually(ctx, ticket, result) {
     ctx,
     answer.purchase_id,
     (p) => !NOT_ACTIVATED.includes(p.state) && !["ACTIVATION_QUEUED", "ACTIVATING"].includes(p.state),
-    (p, seconds) => replace(result, notice("wait", `${asked} Waiting for the vehicle to confirm… (${seconds} s; the purchase is ${p.state})`)),
+    (p, seconds) =>
+      replace(
+        result,
+        notice(
+          "wait",
+          `${asked} Waiting for the vehicle to confirm… (${seconds} s; the purchase is ${p.state})`,
+        ),
+      ),
   );
   if (!ctx.alive()) return;
   const confirmedOn = purchase.state === "MANUALLY_ACTIVATED";
   const flash = confirmedOn
     ? notice("ok", ...resultLine(`${asked} The vehicle confirmed it.`, purchase))
-    : notice("wait", ...resultLine(`${asked} The vehicle has not confirmed within ${POLL_FOR_MS / 1000} s; the gateway keeps trying (reload this ticket later).`, purchase));
+    : notice(
+        "wait",
+        ...resultLine(
+          `${asked} The vehicle has not confirmed within ${POLL_FOR_MS / 1000} s; the gateway keeps trying (reload this ticket later).`,
+          purchase,
+        ),
+      );
   announce(`Purchase ${purchase.state}`);
   await ticketPage(ctx, flash);
 }
@@ -165,7 +219,11 @@ async function closeAsPermanentFailure(ctx, ticket, result) {
   const confirmed = await confirmDialog({
     title: "Close as a permanent failure?",
     body: [
-      h("p", {}, "The ticket is closed for good: whatever is still held or kept for this purchase goes back to the customer, who is told so and offered an alternative (the apology offer)."),
+      h(
+        "p",
+        {},
+        "The ticket is closed for good: whatever is still held or kept for this purchase goes back to the customer, who is told so and offered an alternative (the apology offer).",
+      ),
       h("p", {}, "This cannot be undone."),
     ],
     confirm: "Close as permanent failure",
@@ -178,7 +236,10 @@ async function closeAsPermanentFailure(ctx, ticket, result) {
   if (!ctx.alive()) return;
   const flash = notice(
     "ok",
-    ...resultLine(`Closed as a permanent failure after ${duration(answer.resolution_s)}. Offered to the customer: ${answer.offer}.`, purchase),
+    ...resultLine(
+      `Closed as a permanent failure after ${duration(answer.resolution_s)}. Offered to the customer: ${answer.offer}.`,
+      purchase,
+    ),
   );
   announce("Ticket closed as a permanent failure");
   await ticketPage(ctx, flash);
@@ -202,8 +263,21 @@ function actionsSection(ctx, ticket, purchase, flash) {
     buttons = h(
       "div",
       { class: "actions" },
-      h("button", { type: "button", class: "primary", id: "activate-manually", on: { click: run(activateManually) } }, "Activate manually"),
-      h("button", { type: "button", class: "danger", id: "permanent-failure", on: { click: run(closeAsPermanentFailure) } }, "Close as permanent failure (offer alternative)"),
+      h(
+        "button",
+        { type: "button", class: "primary", id: "activate-manually", on: { click: run(activateManually) } },
+        "Activate manually",
+      ),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          id: "permanent-failure",
+          on: { click: run(closeAsPermanentFailure) },
+        },
+        "Close as permanent failure (offer alternative)",
+      ),
     );
   }
   return h(
@@ -223,7 +297,12 @@ function otherDetails(details) {
     "section",
     { "aria-labelledby": "t-other" },
     h("h2", { id: "t-other" }, "Other details"),
-    facts(extra.map(([k, v]) => [humanize(k), typeof v === "object" ? h("code", {}, JSON.stringify(v)) : String(v)])),
+    facts(
+      extra.map(([k, v]) => [
+        humanize(k),
+        typeof v === "object" ? h("code", {}, JSON.stringify(v)) : String(v),
+      ]),
+    ),
   );
 }
 
@@ -252,7 +331,12 @@ export async function ticketPage(ctx, flash = null) {
     failureOf(ticket, purchase) ? h("p", {}, categoryText(failureOf(ticket, purchase))) : null,
     actionsSection(ctx, ticket, purchase, flash),
     whoSection(ticket, purchase),
-    h("section", { "aria-labelledby": "t-diagnostics" }, h("h2", { id: "t-diagnostics" }, "Diagnostics"), renderDiagnostics(ticket.details)),
+    h(
+      "section",
+      { "aria-labelledby": "t-diagnostics" },
+      h("h2", { id: "t-diagnostics" }, "Diagnostics"),
+      renderDiagnostics(ticket.details),
+    ),
     otherDetails(ticket.details),
   );
 }

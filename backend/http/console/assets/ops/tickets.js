@@ -33,7 +33,11 @@ const SPEC = {
         ["", "Any status"],
       ],
     },
-    { name: "kind", label: "Kind", options: [["", "Any kind"], ...TICKET_KINDS.map((k) => [k, humanize(k)])] },
+    {
+      name: "kind",
+      label: "Kind",
+      options: [["", "Any kind"], ...TICKET_KINDS.map((k) => [k, humanize(k)])],
+    },
     { name: "customer_id", label: "Customer id", placeholder: "any customer" },
     { name: "purchase_id", label: "Purchase id", placeholder: "any purchase" },
     ORDER,
@@ -44,7 +48,10 @@ const SPEC = {
     same(f.customer_id, t.customer_id) &&
     same(f.purchase_id, t.purchase_id ?? ""),
   columns: [
-    { label: "Ticket", cell: (t) => h("a", { href: `#/tickets/${t.id}`, dataset: { ticket: t.id } }, t.number) },
+    {
+      label: "Ticket",
+      cell: (t) => h("a", { href: `#/tickets/${t.id}`, dataset: { ticket: t.id } }, t.number),
+    },
     { label: "Opened", cell: (t) => time(t.created_at) },
     { label: "Kind", cell: (t) => humanize(t.kind) },
     {
