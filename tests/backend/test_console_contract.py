@@ -122,6 +122,21 @@ CUSTOMER = {
 }  # fmt: skip
 
 
+def escalated_ticket() -> dict[str, Any]:
+    """An ``activation_deadline`` ticket, resolved: its diagnostics are the activation the
+    deadline watchdog found at the gateway (``{"gateway": …}``), still retrying."""
+    attempt = {"n": 1, "command_id": "cmd-1", "at": "2026-11-18T10:00:00.125Z",
+               "vehicle_state": None, "command_sent": True, "response_code": "timeout",
+               "response_message": "no answer", "result": "FAILED_RETRY"}  # fmt: skip
+    remote = {"activation_id": "a-1", "state": "RETRY_SCHEDULED", "attempts": [attempt],
+              "diagnostics": None, "failure_category": None}  # fmt: skip
+    found = ticket(31)
+    found.update(kind="activation_deadline", status="RESOLVED", resolved_at=TS, resolution_s=60.0,
+                 resolution="manual_activation", resolved_by="Ana Ruiz")  # fmt: skip
+    found["details"]["diagnostics"] = {"gateway": remote}
+    return found
+
+
 class FakeApi:
     """The contract's routes over fixed data, behind the console; ``seen``: (path,
     query) of every call, ``puts``: the bodies of the catalog-rules PUTs."""
@@ -171,6 +186,18 @@ class FakeApi:
         async def audit(request: Request) -> Any:
             return listed(request, [AUDIT])
 
+        @app.get("/v1/ops/tickets/{ticket_id}")
+        async def one_ticket(ticket_id: str) -> Any:
+            found = [t for t in [*self.tickets, escalated_ticket()] if t["id"] == ticket_id]
+            if not found:
+                return JSONResponse({"error": "not_found", "detail": "ticket not found"}, 404)
+            return found[0]
+
+        @app.get("/v1/purchases/{purchase_id}")
+        async def one_purchase(purchase_id: str) -> Any:
+            found = purchase(int(purchase_id[2:]), "MANUALLY_ACTIVATED")
+            return {k: v for k, v in found.items() if k not in ("customer_id", "vehicle_model")}
+
         @app.get("/v1/ops/customers/{customer_id}/expediente")
         async def expediente(customer_id: str) -> Any:
             return {"customer_id": customer_id, "purchases": self.purchases[:1], "charges": [],
@@ -201,9 +228,11 @@ class FakeApi:
 
 async def test_console_follows_the_contract() -> None:
     """The operator's name; tickets a page at a time (Next follows the cursor) and
-    filtered on the server; purchases by state and model; a customer found and their file
-    opened; catalog rules saved as {"applies_to": [...]}; the audit log; the six metrics
-    (one alerting) and the breakdowns drawn as SVG bars (24 for the hours)."""
+    filtered on the server; an escalated ticket's timeline from the gateway's activation,
+    who resolved it, and a ticket that does not exist; purchases by state and model; a
+    customer found and their file opened; catalog rules saved as {"applies_to": [...]};
+    the audit log; the six metrics (one alerting) and the breakdowns drawn as SVG bars
+    (24 for the hours)."""
     api = FakeApi()
     async with served(api.app) as base, browser(base) as b:
         page = b.page
@@ -223,6 +252,16 @@ async def test_console_follows_the_contract() -> None:
         await expect(page.get_by_text("No tickets match these filters.")).to_be_visible()
         assert api.asked("/v1/ops/tickets")[-1]["kind"] == "capture_failed"
         assert "cursor" not in api.asked("/v1/ops/tickets")[-1]
+
+        await page.goto("/ops/#/tickets/t-31")
+        await expect(page.locator("#ticket-status")).to_have_text("RESOLVED")
+        await expect(page.get_by_text("Ana Ruiz", exact=True)).to_be_visible()  # resolved by
+        timeline = page.locator("#diagnostics-timeline")
+        await expect(timeline).to_contain_text("Attempt 1: failed, retried")
+        await expect(timeline).to_contain_text("2026-11-18 10:00:00.125 UTC")
+        await expect(page.get_by_text("This ticket is resolved.")).to_be_visible()
+        await page.goto("/ops/#/tickets/t-99")
+        await expect(page.get_by_role("alert")).to_have_text("There is no such ticket.")
 
         await page.goto("/ops/#/purchases")
         await expect(page.get_by_text("Showing 1–2 of 2.")).to_be_visible()
