@@ -5,7 +5,7 @@
 
 // The API lives at the root of the origin the page came from: these modules are served
 // from <root>/console/, so the root is one folder up from here (also behind a prefix).
-export const API_ROOT = new URL("../", import.meta.url);
+const API_ROOT = new URL("../", import.meta.url);
 
 /** The token was missing, expired or refused (401): the person signs in again. */
 export class Unauthorized extends Error {
@@ -81,7 +81,7 @@ function errorOf(path, status, body) {
 }
 
 /** The id of the next page, from X-Next-Cursor or else the Link header's rel="next". */
-export function nextCursor(headers) {
+function nextCursor(headers) {
   const cursor = headers.get("X-Next-Cursor");
   if (cursor) return cursor;
   const link = headers.get("Link");
@@ -95,7 +95,7 @@ export function nextCursor(headers) {
 
 /** A page of a list route. `paginated` is false on a backend that sends no
  * X-Total-Count: it ignored limit, cursor and the filters, and sent every row. */
-export function pageOf(rows, headers) {
+function pageOf(rows, headers) {
   const total = headers.get("X-Total-Count");
   return {
     rows: Array.isArray(rows) ? rows : [],

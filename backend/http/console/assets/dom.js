@@ -109,7 +109,7 @@ const TONES = {
   ],
 };
 
-export function toneOf(state) {
+function toneOf(state) {
   for (const [tone, states] of Object.entries(TONES)) if (states.includes(state)) return tone;
   return "";
 }

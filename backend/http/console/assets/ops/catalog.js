@@ -7,7 +7,7 @@ import { NotAvailable, orNotAvailable } from "../api.js";
 import { announce, h, notice, replace, table, unavailable } from "../dom.js";
 
 /** "Tourer: every firmware; Roadster: 4.3.0, 5.0.2", or that it is sold to no vehicle. */
-export function ruleSummary(rule) {
+function ruleSummary(rule) {
   if (!rule.applies_to.length) return "Sold to no vehicle.";
   return `Sold to ${rule.applies_to
     .map((a) => `${a.model}: ${a.firmware === null ? "every firmware" : a.firmware.join(", ")}`)
@@ -72,7 +72,7 @@ function modelRow(model, info, applies) {
 }
 
 /** The applies_to a form describes. */
-export function appliesOf(form) {
+function appliesOf(form) {
   const out = [];
   for (const every of form.querySelectorAll('input[name="every"]')) {
     const model = every.dataset.model;

@@ -48,7 +48,7 @@ export function packageOf(details) {
 }
 
 /** One line for a vehicle state report (protocol's VehicleState). */
-export function stateSummary(state) {
+function stateSummary(state) {
   if (!state) return "no state reported";
   const parts = [];
   if (state.online !== undefined) parts.push(state.online ? "online" : "offline");
@@ -132,7 +132,7 @@ function vehicleLogEvents(lines) {
 }
 
 /** Everything in time order; entries without a time keep their place at the end. */
-export function timelineEvents(pkg) {
+function timelineEvents(pkg) {
   const events = [
     ...(pkg.attempts || []).map(attemptEvent),
     ...(pkg.iot_errors || []).map(refusalEvent),

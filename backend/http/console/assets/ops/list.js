@@ -10,7 +10,7 @@ import { NotAvailable } from "../api.js";
 import { field, h, notice, replace, select, table, unavailable } from "../dom.js";
 import { hashOf } from "./route.js";
 
-export const PAGE_SIZE = 25;
+const PAGE_SIZE = 25;
 export const ORDER = {
   name: "order",
   label: "Order",
@@ -22,7 +22,7 @@ export const ORDER = {
 };
 
 /** Each filter's value: the hash's, else the filter's default. */
-export function filterValues(filters, params) {
+function filterValues(filters, params) {
   return Object.fromEntries(
     filters.map((f) => [f.name, params.has(f.name) ? params.get(f.name) : (f.default ?? "")]),
   );
@@ -42,7 +42,7 @@ function control(filter, value) {
 }
 
 /** The filter form; applying it starts again from the first page. */
-export function filterForm(ctx, spec, values) {
+function filterForm(ctx, spec, values) {
   const suggestions = spec.filters
     .filter((f) => f.suggest)
     .map((f) => h("datalist", { id: `${f.name}-suggestions` }));
@@ -104,7 +104,7 @@ function pager(ctx, page, at, shown) {
 }
 
 /** Fetch the page the hash names and show it in `where`. */
-export async function showList(ctx, spec, values, where) {
+async function showList(ctx, spec, values, where) {
   const cursor = ctx.params.get("cursor");
   const at = Number(ctx.params.get("at") || 0);
   let page;

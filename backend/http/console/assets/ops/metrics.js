@@ -14,7 +14,7 @@ const WINDOWS = [
 ];
 const DEFAULT_WINDOW = "24h";
 
-export function formatValue(unit, value) {
+function formatValue(unit, value) {
   if (value === null || value === undefined) return "no data";
   if (unit === "ratio") return percent(value);
   if (unit === "seconds") return duration(value);

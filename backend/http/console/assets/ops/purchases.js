@@ -5,7 +5,7 @@ import { orNotAvailable } from "../api.js";
 import { badge, h, humanize, money, time } from "../dom.js";
 import { listPage, ORDER, suggest } from "./list.js";
 
-export const FAILURE_CATEGORIES = [
+const FAILURE_CATEGORIES = [
   "transient_connectivity",
   "vehicle_state",
   "configuration_conflict",

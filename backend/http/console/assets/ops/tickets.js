@@ -3,7 +3,7 @@
 import { badge, h, humanize, time } from "../dom.js";
 import { listPage, ORDER } from "./list.js";
 
-export const TICKET_KINDS = [
+const TICKET_KINDS = [
   "activation_failed",
   "activation_deadline",
   "dispatch_rejected",
