@@ -201,16 +201,15 @@ async function activateManually(ctx, ticket, result) {
       ),
   );
   if (!ctx.alive()) return;
-  const confirmedOn = purchase.state === "MANUALLY_ACTIVATED";
-  const flash = confirmedOn
-    ? notice("ok", ...resultLine(`${asked} The vehicle confirmed it.`, purchase))
-    : notice(
-        "wait",
-        ...resultLine(
-          `${asked} The vehicle has not confirmed within ${POLL_FOR_MS / 1000} s; the gateway keeps trying (reload this ticket later).`,
-          purchase,
-        ),
-      );
+  let flash;
+  if (purchase.state === "MANUALLY_ACTIVATED") {
+    flash = notice("ok", ...resultLine(`${asked} The vehicle confirmed it.`, purchase));
+  } else if (NOT_ACTIVATED.includes(purchase.state)) {
+    const late = `${asked} Not confirmed within ${POLL_FOR_MS / 1000} s: the activation may still be running at the gateway (reload this ticket later).`;
+    flash = notice("wait", ...resultLine(late, purchase));
+  } else {
+    flash = notice("error", ...resultLine(`${asked} The purchase moved on without it.`, purchase));
+  }
   announce(`Purchase ${purchase.state}`);
   await ticketPage(ctx, flash);
 }
