@@ -4,6 +4,8 @@
 #     (the tests start their own private instances of each; no system service is used)
 #   - gcc and the mosquitto plugin headers (mosquitto-dev, libmosquitto-dev), then the
 #     broker's auth plugin (mosquitto/plugin/caas_auth.c, built into mosquitto/plugin/build/)
+#   - chromium (Debian's package), which the console's browser tests drive through
+#     Playwright (Playwright's own browser downloads are never used)
 #   - the project's virtualenv at .venv with pinned dependencies (constraints.txt)
 # Called by scripts/demo.sh and scripts/test.sh; safe to run again (skips what is done).
 set -euo pipefail
@@ -21,6 +23,7 @@ python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 have gcc || missing+=(gcc)
 [ -f /usr/include/mosquitto_plugin.h ] || missing+=(mosquitto-dev)
 [ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
+have chromium || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -4,7 +4,8 @@
 The edge (body limit, NaN/Infinity → 422: ``protocol/http_edge.py``), the error handlers
 (``errors.py``: every error is ``{"error": code, "detail": …}``, bad input a 4xx, never a
 5xx) and one router per resource (``routers/``). Routers import ``deps`` and
-``schemas``, never this module.
+``schemas``, never this module. The operations console and the customer's page are
+static files mounted last (``console/``, docs/console.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
+from backend.http.console import mount_console
 from backend.http.errors import install_error_handlers
 from backend.http.routers import (
     billing,
@@ -64,4 +66,5 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    mount_console(app)  # /ops/ and /me/: static pages over the routes above
     return app
