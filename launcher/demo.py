@@ -73,7 +73,7 @@ class Platform:
 
 
 def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
-    run = stack.run_dir
+    run = opts.run_dir.resolve()  # the services' logs and data (the stack's folder, usually)
     gw_port, be_port = opts.gateway_port or free_port(), opts.backend_port or free_port()
     pay_port = opts.paysim_port or free_port()
     backend_url, paysim_url = f"http://127.0.0.1:{be_port}", f"http://127.0.0.1:{pay_port}"

@@ -147,7 +147,7 @@ def test_dashboard_has_the_issues_panels() -> None:
 @contextlib.contextmanager
 def platform_running(stack: LocalStack, topics: Topics, tmp_path: Path) -> Iterator[Platform]:
     """The demo's processes (simulator, gateway, paysim, backend) on this test's topic
-    root, a Redis db of its own and a SQLite file in the test's folder."""
+    root and a Redis db of its own; their logs and data (SQLite) in the test's folder."""
     scenario = tmp_path / "fleet.yaml"
     scenario.write_text(yaml.safe_dump(FLEET))
     assert stack.redis is not None
@@ -159,7 +159,6 @@ def platform_running(stack: LocalStack, topics: Topics, tmp_path: Path) -> Itera
         vehicles=VEHICLES,
         live=False,
         scenario=scenario,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'backend.sqlite3'}",
         extra_env={"CAAS_TOPIC_ROOT": topics.root, "CAAS_REDIS_URL": redis_url},
     )
     platform = start_platform(stack, opts)
