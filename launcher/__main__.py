@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gateway-port", type=int, default=0, help="0: a free port")
     demo.add_argument("--backend-port", type=int, default=0, help="0: a free port")
     demo.add_argument("--paysim-port", type=int, default=0, help="0: a free port")
+    demo.add_argument(
+        "--simulator-port", type=int, default=0, help="its control API and /metrics; 0: free"
+    )
     return parser
 
 
@@ -269,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_port=args.gateway_port,
             backend_port=args.backend_port,
             paysim_port=args.paysim_port,
+            simulator_port=args.simulator_port,
         )
         try:
             return asyncio.run(run_demo(opts))

@@ -55,6 +55,7 @@ class DemoOptions:
     gateway_port: int = 0
     backend_port: int = 0
     paysim_port: int = 0
+    simulator_port: int = 0  # its control API and /metrics
     database_url: str | None = None  # None: SQLite in the run folder
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a mail server to use
     scenario: Path = FLEET_SCENARIO
@@ -67,11 +68,12 @@ class Platform:
     gateway_url: str
     backend_url: str
     paysim_url: str
+    simulator_url: str  # its control API and /metrics
     services: list[PythonService]
 
 
 def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
-    run = stack.run_dir
+    run = opts.run_dir.resolve()  # the services' logs and data (the stack's folder, usually)
     gw_port, be_port = opts.gateway_port or free_port(), opts.backend_port or free_port()
     pay_port = opts.paysim_port or free_port()
     backend_url, paysim_url = f"http://127.0.0.1:{be_port}", f"http://127.0.0.1:{pay_port}"
@@ -86,7 +88,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         "CAAS_PAYSIM_WEBHOOK_URL": f"{backend_url}/v1/payments/webhooks",
         **opts.extra_env,
     }
-    sim_port = free_port()
+    sim_port = opts.simulator_port or free_port()
     sim_args = [
         "vehicle_sim",
         "run",
@@ -142,13 +144,26 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         gateway_url=f"http://127.0.0.1:{gw_port}",
         backend_url=backend_url,
         paysim_url=paysim_url,
+        simulator_url=f"http://127.0.0.1:{sim_port}",
         services=[],
     )
-    for service in services:
-        print(f"demo: starting {service.name}", flush=True)
-        service.start()
-        platform.services.append(service)
+    try:
+        for service in services:
+            print(f"demo: starting {service.name}", flush=True)
+            platform.services.append(service)  # before start: a failed start is stopped too
+            service.start()
+    except BaseException:
+        stop_platform(platform)  # the caller never gets the platform to stop it
+        raise
     return platform
+
+
+def stop_platform(platform: Platform) -> None:
+    """Stop the services in the reverse order of their start; one that fails to stop
+    does not keep the others running."""
+    for service in reversed(platform.services):
+        with contextlib.suppress(Exception):
+            service.stop()
 
 
 def seed_customers(platform: Platform) -> tuple[list[Customer], str]:
@@ -232,6 +247,4 @@ async def run_demo(opts: DemoOptions) -> int:
                 await wait_for_ctrl_c(platform, customers, ops_token)
             return code
         finally:
-            for service in reversed(platform.services):
-                with contextlib.suppress(Exception):
-                    service.stop()
+            stop_platform(platform)

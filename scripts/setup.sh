@@ -2,6 +2,8 @@
 # Idempotent set-up of a fresh Debian/Ubuntu machine with only Python:
 #   - system packages the platform runs on (mosquitto, redis-server, postgresql) when missing
 #     (the tests start their own private instances of each; no system service is used)
+#   - prometheus (Debian's package: prometheus and promtool), which the tests use to check
+#     deploy/prometheus/ (promtool) and to run the Grafana dashboard's queries
 #   - gcc and the mosquitto plugin headers (mosquitto-dev, libmosquitto-dev), then the
 #     broker's auth plugin (mosquitto/plugin/caas_auth.c, built into mosquitto/plugin/build/)
 #   - chromium (Debian's package), which the console's browser tests drive through
@@ -19,6 +21,7 @@ missing=()
 have mosquitto || missing+=(mosquitto)
 have redis-server || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
+{ have prometheus && have promtool; } || missing+=(prometheus)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 have gcc || missing+=(gcc)
 [ -f /usr/include/mosquitto_plugin.h ] || missing+=(mosquitto-dev)
