@@ -20,6 +20,7 @@ catalog (two queries) when it differs from the cached one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def _seeded(service: Service, from_file: tuple[Rule, ...]) -> dict[str, Any]:
     current = _rules(stored.get("applies_to"))
     edited = "seeded" in stored and current != _rules(stored.get("seeded"))
     if edited and current != from_file:
-        log("catalog.rules_kept", service=service.id, reason="changed by an operator")
+        log("catalog.rules_kept", logging.WARNING, service=service.id, by="an operator")
     kept = current if edited else from_file
     return {"applies_to": rules_json(kept), "seeded": rules_json(from_file)}
 
