@@ -29,7 +29,7 @@ IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, like Stripe's keys
 
 CODE = r"^[A-Za-z0-9_.-]{1,64}$"  # a state, kind, action or category used as a filter
 MODEL = MODEL_NAME.pattern  # a vehicle model: "Tourer"
-PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # free text (a search, a name): no control characters
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # free text (a search, a name): no control characters
 
 Id = Annotated[str, Path(pattern=RESOURCE_ID)]
 IdQuery = Annotated[str, Query(pattern=RESOURCE_ID)]

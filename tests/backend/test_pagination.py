@@ -203,6 +203,7 @@ async def test_purchases_and_customers_walk_every_row_once(
         await assert_walks_once(w, "/v1/ops/customers", set(data.customers), limit=2, q="FLEET.")
         await assert_walks_once(w, "/v1/ops/customers", {data.customers[3]}, limit=2, q="person 3")
         await assert_walks_once(w, "/v1/ops/customers", set(), limit=2, q="%")  # not a wildcard
+        await assert_walks_once(w, "/v1/ops/customers", people, limit=4, q="")  # an empty box
         await w.finish()
 
 

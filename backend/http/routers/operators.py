@@ -36,8 +36,8 @@ async def audit(
     action: Annotated[Action | None, Query()] = None,
 ) -> list[AuditEntry]:
     """What operators did, oldest first: manual activations, permanent failures,
-    catalog rule updates; filtered by operator name or action."""
+    catalog rule updates; filtered by operator name (empty: any) or action."""
     async with backend.sessions() as session:
-        rows, found = await listings.audit_log(session, operator, action, page)
+        rows, found = await listings.audit_log(session, operator or None, action, page)
     send_page(request, response, found)
     return [AuditEntry.model_validate(a) for a in rows]

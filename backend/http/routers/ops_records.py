@@ -67,7 +67,7 @@ async def customers(
         Query(pattern=PRINTABLE, max_length=100, description="part of the name or e-mail"),
     ] = None,
 ) -> list[CustomerSummary]:
-    """Customers, oldest first, with how many vehicles each owns."""
+    """Customers, oldest first, with how many vehicles each owns (``q`` empty: all)."""
     async with backend.sessions() as session:
         rows, found = await listings.customers(session, q, page)
     send_page(request, response, found)
