@@ -57,12 +57,12 @@ def _rule(index: int, item: object) -> Rule:
     if not isinstance(item, dict) or set(item) - {"model", "firmware"}:
         raise ValueError(f'{where} must be {{"model": ..., "firmware": [...] | null}}')
     model, firmware = item.get("model"), item.get("firmware")
-    if not isinstance(model, str) or not MODEL_NAME.match(model):
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
         raise ValueError(f"{where}.model must be a model name (letters, digits, ' ._-')")
     if firmware is None:
         return Rule(model)
     if not isinstance(firmware, list) or not all(
-        isinstance(v, str) and FIRMWARE.match(v) for v in firmware
+        isinstance(v, str) and FIRMWARE.fullmatch(v) for v in firmware
     ):
         raise ValueError(f"{where}.firmware must be null or a list of versions like 4.3.0")
     if len(set(firmware)) != len(firmware):

@@ -28,7 +28,7 @@ class OperatorToken:
 def operator_name(text: str) -> str:
     """The name as stored (surrounding spaces dropped); ValueError when unusable."""
     name = text.strip()
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError("an operator's name is 1 to 64 printable characters")
     return name
 

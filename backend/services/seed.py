@@ -96,7 +96,9 @@ def load_fleet_manifest(path: Path, option: str = "--fleet-manifest") -> list[Fl
         if not isinstance(model, str) or not model:
             raise ConfigError(option, f'{path}: fleet[{index}] has no "model"')
         firmware = vehicle.get("firmware")
-        if firmware is not None and (not isinstance(firmware, str) or not FIRMWARE.match(firmware)):
+        if firmware is not None and (
+            not isinstance(firmware, str) or not FIRMWARE.fullmatch(firmware)
+        ):
             raise ConfigError(option, f'{path}: fleet[{index}] has a bad "firmware"')
         if vin in seen:
             raise ConfigError(option, f"{path}: VIN {vin} is listed twice")

@@ -15,7 +15,7 @@ service. Putting back the file's rules hands the service back to the file.
 every change (a seed that changed anything, a rules update). The reads that judge a
 purchase or list a vehicle's catalog fetch the version in the query that loads the
 vehicle (``version_column``, no extra statement); ``CatalogCache.at`` reloads the
-catalog (two queries) when it differs from the cached one.
+catalog (three queries) when it differs from the cached one.
 """
 
 from __future__ import annotations
