@@ -1,4 +1,4 @@
-"""Command-line entry points: serve (default), migrate, seed, check-invariants, reconcile."""
+"""Command-line entry points: serve (default), migrate, seed, operators, check-invariants."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 
 from backend.audit import money as invariants
 from backend.config import BackendSettings
+from backend.errors import Conflict
+from backend.services import operators
 from backend.services.seed import FleetEntry, load_fleet_manifest, seed_demo
 from backend.store.db import make_engine, make_sessions, migrate
 from protocol.logsetup import configure_logging
 from protocol.settings import ConfigError, problem_line
-from protocol.timeutil import SystemClock
+from protocol.timeutil import SystemClock, format_ts
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,8 +59,29 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="vehicles per customer (default 2)",
     )
+    _operators_parser(sub)
     sub.add_parser("check-invariants", help="check the money rules; exit 1 on a violation")
     return p
+
+
+def _operators_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ops = sub.add_parser(
+        "operators",
+        help="create an operator (a person with their own ops token) or list them",
+        description="Operators are people: each has a name and an ops token of their own; "
+        "what they do is audited under that name (GET /v1/ops/audit).",
+    )
+    what = ops.add_subparsers(dest="operators_command", required=True)
+    create = what.add_parser(
+        "create",
+        help="create an operator; prints their ops token (shown this once only)",
+        description="Create an operator and print their new ops token on stdout; only "
+        "its hash is stored, so it cannot be shown again.",
+    )
+    create.add_argument(
+        "--name", required=True, type=_name, help='the person\'s name, e.g. "Ana Ruiz"'
+    )
+    what.add_parser("list", help="every operator's name and token prefix (never a token)")
 
 
 async def _migrate(settings: BackendSettings) -> int:
@@ -66,6 +89,40 @@ async def _migrate(settings: BackendSettings) -> int:
     await migrate(engine)
     await engine.dispose()
     print("migrated")
+    return 0
+
+
+def _name(text: str) -> str:
+    try:
+        return operators.operator_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def _create_operator(settings: BackendSettings, name: str) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    await migrate(engine)
+    try:
+        async with make_sessions(engine).begin() as session:
+            token = await operators.create_operator(session, name, SystemClock().now())
+    except Conflict as exc:
+        print(f"backend: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    print(f"operator {name!r} created; their token (shown once):", file=sys.stderr)
+    print(token)
+    return 0
+
+
+async def _list_operators(settings: BackendSettings) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    await migrate(engine)
+    async with make_sessions(engine)() as session:
+        found = await operators.operators(session)
+    await engine.dispose()
+    for op in found:
+        print(f"{op.name}\t{op.prefix}…\t{format_ts(op.created_at)}")
     return 0
 
 
@@ -81,9 +138,10 @@ async def _seed(settings: BackendSettings, fleet: list[FleetEntry], per_customer
 
     engine = make_engine(settings.resolved_database_url())
     await migrate(engine)
+    now = SystemClock().now()
     async with make_sessions(engine).begin() as session:
-        await catalog.seed_catalog(session)
-        customers, ops = await seed_demo(session, fleet, per_customer, SystemClock().now())
+        await catalog.seed_catalog(session, now)
+        customers, ops = await seed_demo(session, fleet, per_customer, now)
     await engine.dispose()
     out = {"ops_token": ops, "customers": [c.__dict__ for c in customers]}
     print(json.dumps(out, indent=2))
@@ -137,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             except ConfigError as exc:
                 return _misconfigured(exc)
             return asyncio.run(_seed(settings, fleet, args.per_customer))
+        case "operators" if args.operators_command == "create":
+            return asyncio.run(_create_operator(settings, args.name))
+        case "operators":
+            return asyncio.run(_list_operators(settings))
         case "check-invariants":
             return asyncio.run(_check(settings))
         case _:

@@ -162,7 +162,7 @@ class Backend:
         """Migrate, seed the catalog, connect to Redis (when configured)."""
         await migrate(self.engine)
         async with self.sessions.begin() as session:
-            await catalog.seed_catalog(session)
+            await catalog.seed_catalog(session, self.clock.now())
             await self.catalog.reload(session)
         redis_url = self.settings.resolved_redis_url()
         if redis_url and self.redis is None:

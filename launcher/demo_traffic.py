@@ -66,7 +66,8 @@ async def buy_one(
     patience_s: float = 0.0,
 ) -> None:
     """Buy one of the catalog's offers that this vehicle's firmware ships (the backend's
-    catalog does not know firmware yet: see docs/protocol.md)."""
+    catalog lists only those already, by its rules; the manifest's list is checked
+    too, so that a rule an operator widened by mistake does not fail the demo)."""
     vehicle_id = customer.vehicles[vin]
     installed = customer.firmware_features.get(vin)
     auth = {"Authorization": f"Bearer {customer.token}"}

@@ -17,14 +17,18 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from backend.http.console import mount_console
+from backend.http.docs import install_docs
 from backend.http.errors import install_error_handlers
 from backend.http.routers import (
     billing,
     catalog,
+    catalog_rules,
     customers,
     health,
     metrics,
+    operators,
     ops,
+    ops_records,
     payments,
     purchases,
     tickets,
@@ -39,6 +43,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     customers.router,
     vehicles.router,
     tickets.router,
+    ops_records.router,
+    catalog_rules.router,
+    operators.router,
     billing.router,
     ops.router,
     payments.router,
@@ -57,6 +64,8 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
         title="CaaS backend",
         version="1",
         lifespan=lifespan if manage_lifespan else None,
+        docs_url=None,  # served from local files: http/docs.py
+        redoc_url=None,
         # answers rendered by json.dumps, as they always were (pydantic's own JSON writer
         # would write small floats differently: 0.00001 for 1e-05)
         default_response_class=JSONResponse,
@@ -66,5 +75,6 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
     mount_console(app)  # /ops/ and /me/: static pages over the routes above
     return app

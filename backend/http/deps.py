@@ -73,6 +73,14 @@ CustomerId = Annotated[str, Depends(customer)]
 Ops = Annotated[Principal, Depends(ops)]
 
 
+async def operator(who: Ops) -> str:
+    """The acting operator's name, for the audit log (every ops token has one)."""
+    return who.name or "unnamed"
+
+
+Operator = Annotated[str, Depends(operator)]
+
+
 @dataclass(frozen=True)
 class Authed:
     """A request's principal and the session its token was checked in. The handler goes

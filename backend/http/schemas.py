@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Header, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from backend.domain.catalog import FIRMWARE, MODEL_NAME
 from backend.errors import InvalidRequest
 from backend.services.purchases import PurchaseRequest
 
@@ -26,8 +27,13 @@ SERVICE_ID = r"^[a-z][a-z0-9_]{0,63}$"
 RESOURCE_ID = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"  # our ids are UUIDs; never a NUL or a quote
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, like Stripe's keys
 
+CODE = r"^[A-Za-z0-9_.-]{1,64}$"  # a state, kind, action or category used as a filter
+MODEL = MODEL_NAME.pattern  # a vehicle model: "Tourer"
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # free text (a search, a name): no control characters
+
 Id = Annotated[str, Path(pattern=RESOURCE_ID)]
 IdQuery = Annotated[str, Query(pattern=RESOURCE_ID)]
+IdFilter = Annotated[str | None, Query(pattern=RESOURCE_ID)]  # an optional filter
 IdempotencyKey = Annotated[str, Header(pattern=IDEMPOTENCY_KEY)]
 OptionalIdempotencyKey = Annotated[str | None, Header(pattern=IDEMPOTENCY_KEY)]
 
@@ -73,6 +79,25 @@ def _epoch(value: datetime) -> float:
         return value.timestamp()
     except (OverflowError, ValueError):
         raise InvalidRequest("bad_start_at", "start_at out of range") from None
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(pattern=MODEL, examples=["Tourer"])
+    firmware: list[Annotated[str, Field(pattern=FIRMWARE.pattern)]] | None = Field(
+        max_length=100, examples=[["4.3.0", "5.0.2"]], description="null: every firmware"
+    )
+
+
+class RulesIn(BaseModel):
+    """A service's compatibility rules, replacing the stored ones (empty: sold to no
+    vehicle)."""
+
+    model_config = ConfigDict(extra="forbid")
+    applies_to: list[RuleIn] = Field(max_length=100)
+
+    def raw(self) -> list[dict[str, Any]]:
+        return [r.model_dump() for r in self.applies_to]
 
 
 class BillingRunIn(BaseModel):
@@ -121,6 +146,7 @@ class Vehicle(Out):
     id: str
     vin: str
     model: str
+    firmware: str | None = Field(examples=["4.3.0"], description="null: not known")
 
 
 class Duration(Out):
@@ -161,6 +187,13 @@ class Purchase(Out):
     payment: Payment | None
 
 
+class OpsPurchase(Purchase):
+    """A purchase as operations see it: whose, and on which vehicle model."""
+
+    customer_id: str
+    vehicle_model: str
+
+
 class Notification(Out):
     id: str
     purchase_id: str | None
@@ -185,6 +218,13 @@ class Ticket(Out):
     created_at: Timestamp
     resolved_at: Timestamp | None
     resolution_s: float | None
+    resolution: str | None = Field(
+        description="null (open) | manual_activation | permanent_failure", examples=[None]
+    )
+    resolved_by: str | None = Field(
+        description="the operator who took the resolving action (a manual activation: "
+        "from the request on, while the vehicle's answer is awaited)"
+    )
 
 
 class MoneyMove(Out):
@@ -341,6 +381,49 @@ class MetricsSummary(Out):
     window: MetricsWindow
     handbook: list[HandbookMetric] = Field(description="the handbook's six, in its order")
     breakdowns: Breakdowns
+
+
+class Me(Out):
+    role: Literal["ops"]
+    name: str = Field(examples=["Ana Ruiz"])
+
+
+class AuditEntry(Out):
+    id: str
+    at: Timestamp
+    operator: str = Field(examples=["Ana Ruiz"])
+    action: str = Field(
+        examples=["manual_activation"],
+        description="manual_activation | permanent_failure | catalog_rules_updated",
+    )
+    target_type: str = Field(examples=["ticket"], description="ticket | service")
+    target_id: str
+    detail: dict[str, Any]
+
+
+class CustomerSummary(Out):
+    id: str
+    name: str
+    email: str
+    payment_method: str
+    vehicles: int
+
+
+class Rule(Out):
+    model: str = Field(examples=["Tourer"])
+    firmware: list[str] | None = Field(description="null: every firmware of the model")
+
+
+class CatalogRules(Out):
+    service_id: str
+    name: str
+    applies_to: list[Rule] = Field(description="empty: sold to no vehicle")
+
+
+class FleetModel(Out):
+    model: str = Field(examples=["Tourer"])
+    firmware: list[str] = Field(examples=[["4.2.1", "5.0.2"]], description="versions seen")
+    vehicles: int
 
 
 class WebhookOutcome(Out):

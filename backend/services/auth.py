@@ -1,4 +1,6 @@
-"""Bearer tokens (stored as SHA-256 hashes) and the two roles: customer and ops."""
+"""Bearer tokens (stored as SHA-256 hashes) and the two roles: customer and ops. An ops
+token belongs to a named operator (``services/operators.py``): the name goes into the
+audit log and onto the tickets they resolve."""
 
 from __future__ import annotations
 
@@ -17,14 +19,20 @@ from backend.store.models import ApiToken
 class Principal:
     role: str  # customer | ops
     customer_id: str | None
+    name: str | None = None  # the operator's name (ops); customers: None
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def issue_token(session: AsyncSession, role: str, customer_id: str | None, now: float) -> str:
-    """A new token; only its hash is stored, the caller gets the only plain copy."""
+async def issue_token(
+    session: AsyncSession, role: str, customer_id: str | None, now: float, name: str | None = None
+) -> str:
+    """A new token; only its hash is stored, the caller gets the only plain copy. An ops
+    token needs the operator's ``name``."""
+    if role == "ops" and not name:
+        raise ValueError("an ops token belongs to a named operator")
     token = f"caas_{role[:3]}_{secrets.token_urlsafe(24)}"
     session.add(
         ApiToken(
@@ -33,6 +41,7 @@ async def issue_token(session: AsyncSession, role: str, customer_id: str | None,
             prefix=token[:12],
             role=role,
             customer_id=customer_id,
+            name=name,
             created_at=now,
         )
     )
@@ -40,12 +49,12 @@ async def issue_token(session: AsyncSession, role: str, customer_id: str | None,
 
 
 async def authenticate(session: AsyncSession, token: str) -> Principal | None:
-    # two columns, not the ORM entity: every request runs this
+    # three columns, not the ORM entity: every request runs this
     row = (
         await session.execute(
-            select(ApiToken.role, ApiToken.customer_id).where(
+            select(ApiToken.role, ApiToken.customer_id, ApiToken.name).where(
                 ApiToken.token_hash == hash_token(token)
             )
         )
     ).first()
-    return Principal(row.role, row.customer_id) if row else None
+    return Principal(row.role, row.customer_id, row.name) if row else None

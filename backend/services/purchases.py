@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.adapters.maintenance import MaintenanceClient
-from backend.domain.catalog import Catalog, ServiceInfo, excluded_after_cancel
+from backend.domain.catalog import Catalog, ServiceInfo, ensure_sold_for, excluded_after_cancel
 from backend.domain.notices import render
 from backend.domain.states import (
     CUSTOMER_REASONS,
@@ -32,6 +32,7 @@ from backend.errors import Conflict, InvalidRequest, NotFound
 from backend.logs import log
 from backend.services import support
 from backend.store.catalog import CatalogCache
+from backend.store.catalog import version_column as catalog_version
 from backend.store.models import (
     Customer,
     IdempotencyKey,
@@ -124,19 +125,23 @@ class PurchaseService:
     async def _validate(
         self, session: AsyncSession, customer_id: str, req: PurchaseRequest
     ) -> tuple[Vehicle, int, ServiceInfo, PaymentMethod]:
-        """The vehicle, the price, the service and how this customer pays (one query)."""
+        """The vehicle, the price, the service and how this customer pays (one query,
+        which also reads the catalog's version: a rules update made by any process
+        applies to this purchase). A vehicle the service's rules do not cover is 409
+        ``not_compatible``, before anything is written or any money asked for."""
         found = (
             await session.execute(
-                select(Vehicle, Customer.payment_method)
+                select(Vehicle, Customer.payment_method, catalog_version())
                 .join(Customer, Customer.id == Vehicle.customer_id)
                 .where(Vehicle.id == req.vehicle_id, Vehicle.customer_id == customer_id)
             )
         ).one_or_none()
         if found is None:
             raise NotFound("vehicle", req.vehicle_id)
-        vehicle, method = found
-        offer = self.catalog.current
+        vehicle, method, version = found
+        offer = await self.catalog.at(session, version)
         service, price = offer.price_of(req.service_id, req.model, req.days)
+        ensure_sold_for(service, vehicle.model, vehicle.firmware)
         now = self.clock.now()
         if req.start_at is not None and not now - 300 <= req.start_at <= now + MAX_SCHEDULE_AHEAD_S:
             raise InvalidRequest("bad_start_at", "start_at must be now or within a year")

@@ -1,9 +1,12 @@
-"""Demo data: customers owning the vehicles of a fleet manifest, and an ops token.
+"""Demo data: customers owning the vehicles of a fleet manifest, and the operator
+``demo-operator`` with an ops token.
 
 The fleet comes from the manifest the simulator writes (``python -m vehicle_sim run
 --manifest PATH``, or ``python -m vehicle_sim manifest``; SPEC §7): a JSON object whose
-``fleet`` lists every vehicle with its ``vin`` and ``model`` (other fields are ignored).
-The backend never builds the simulator's fleet itself.
+``fleet`` lists every vehicle with its ``vin``, ``model`` and ``firmware`` (optional:
+a vehicle without is stored with an unknown firmware; other fields are ignored). The
+manifest stands in for the vehicle registry; the backend never builds the simulator's
+fleet itself.
 """
 
 from __future__ import annotations
@@ -13,17 +16,24 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.domain.catalog import FIRMWARE
 from backend.domain.states import PaymentMethod
 from backend.services.auth import issue_token
 from backend.store.models import Customer, Vehicle
 from protocol.models import VIN_RE
 from protocol.settings import ConfigError
 
-FleetEntry = tuple[str, str]  # (vin, model)
+DEMO_OPERATOR = "demo-operator"
+
+
+class FleetEntry(NamedTuple):
+    vin: str
+    model: str
+    firmware: str | None = None  # None: not known (then only a rule for every firmware)
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ async def create_customer(
     session: AsyncSession,
     name: str,
     email: str,
-    vehicles: list[tuple[str, str]],
+    vehicles: Sequence[tuple[str, str] | tuple[str, str, str | None]],
     now: float,
     phone: str | None = None,
     has_app: bool = False,
@@ -50,10 +60,12 @@ async def create_customer(
     session.add(customer)
     await session.flush()
     ids = {}
-    for vin, model in vehicles:
+    for entry in vehicles:
+        vin, model, firmware = FleetEntry(*entry)
         vehicle = Vehicle(
-            id=str(uuid.uuid4()), customer_id=customer.id, vin=vin, model=model, created_at=now
-        )
+            id=str(uuid.uuid4()), customer_id=customer.id, vin=vin, model=model,
+            firmware=firmware, created_at=now,
+        )  # fmt: skip
         session.add(vehicle)
         ids[vin] = vehicle.id
     token = await issue_token(session, "customer", customer.id, now)
@@ -62,8 +74,9 @@ async def create_customer(
 
 
 def load_fleet_manifest(path: Path, option: str = "--fleet-manifest") -> list[FleetEntry]:
-    """(vin, model) of every vehicle of a fleet manifest, in its order; ConfigError
-    naming ``option`` when the file cannot be read or is not a fleet manifest."""
+    """(vin, model, firmware) of every vehicle of a fleet manifest, in its order;
+    ConfigError naming ``option`` when the file cannot be read or is not a fleet
+    manifest."""
     try:
         data: Any = json.loads(path.read_text())
     except OSError as exc:
@@ -82,10 +95,15 @@ def load_fleet_manifest(path: Path, option: str = "--fleet-manifest") -> list[Fl
             raise ConfigError(option, f'{path}: fleet[{index}] has no valid "vin"')
         if not isinstance(model, str) or not model:
             raise ConfigError(option, f'{path}: fleet[{index}] has no "model"')
+        firmware = vehicle.get("firmware")
+        if firmware is not None and (
+            not isinstance(firmware, str) or not FIRMWARE.fullmatch(firmware)
+        ):
+            raise ConfigError(option, f'{path}: fleet[{index}] has a bad "firmware"')
         if vin in seen:
             raise ConfigError(option, f"{path}: VIN {vin} is listed twice")
         seen.add(vin)
-        entries.append((vin, model))
+        entries.append(FleetEntry(vin, model, firmware))
     return entries
 
 
@@ -96,8 +114,9 @@ async def seed_demo(
     now: float,
 ) -> tuple[list[SeededCustomer], str]:
     """Customers owning the fleet's vehicles (``per_customer`` each, in the fleet's
-    order) + an ops token. Every third customer pays by direct debit, the others by
-    card, so that a demo shows both payment flows."""
+    order) + a token of the operator ``demo-operator`` (another one on every seed).
+    Every third customer pays by direct debit, the others by card, so that a demo shows
+    both payment flows."""
     out = []
     for start in range(0, len(fleet), per_customer):
         chunk = fleet[start : start + per_customer]
@@ -114,5 +133,5 @@ async def seed_demo(
                 payment_method=PaymentMethod.DIRECT_DEBIT if n % 3 == 2 else PaymentMethod.CARD,
             )
         )
-    ops = await issue_token(session, "ops", None, now)
+    ops = await issue_token(session, "ops", None, now, name=DEMO_OPERATOR)
     return out, ops

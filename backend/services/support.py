@@ -1,5 +1,10 @@
 """Technical support and the customer's exceptional events: manual activation and
-permanent failure from a ticket, theft reports, maintenance-overdue warranty notices."""
+permanent failure from a ticket, theft reports, maintenance-overdue warranty notices.
+
+A support action is a named operator's: the ticket records who acted (``resolved_by``)
+and the audit log gets a line, both in the action's own transaction. A manual
+activation's ticket stays OPEN until the vehicle confirms (then ``resolution`` is
+``manual_activation``); a permanent failure resolves it at once."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from backend.domain.notices import render
 from backend.domain.states import PurchaseState
 from backend.errors import Conflict, NotFound
 from backend.store.models import Customer, Purchase, Ticket, Vehicle
-from backend.store.records import queue_notice, resolve, timeline
+from backend.store.records import audit, queue_notice, resolve, timeline
 from backend.store.unit_of_work import UnitOfWork
 from backend.store.wakeups import NOTIFY
 from protocol.timeutil import format_ts
@@ -42,10 +47,18 @@ async def _actionable_ticket(work: UnitOfWork, ticket_id: str) -> tuple[Ticket, 
     return ticket, purchase
 
 
-async def manual_activation(work: UnitOfWork, ticket_id: str) -> dict[str, Any]:
-    """Ask the gateway again under a new activation id (idempotent per ticket)."""
+async def manual_activation(work: UnitOfWork, ticket_id: str, operator: str) -> dict[str, Any]:
+    """Ask the gateway again under a new activation id (idempotent per ticket: a repeat
+    changes nothing and is not audited again)."""
     ticket, purchase = await _actionable_ticket(work, ticket_id)
-    await work.decide(purchase, None, ManualActivationRequested())  # no money moves
+    decided = await work.decide(purchase, None, ManualActivationRequested())  # no money moves
+    if decided.outcome == "applied":
+        ticket.resolved_by = operator
+        audit(
+            work.session, operator, "manual_activation", ("ticket", ticket.id), work.now,
+            ticket=ticket.number, purchase_id=purchase.id,
+            support_activation_id=purchase.support_activation_id,
+        )  # fmt: skip
     return {
         "ticket_id": ticket.id,
         "purchase_id": purchase.id,
@@ -54,13 +67,18 @@ async def manual_activation(work: UnitOfWork, ticket_id: str) -> dict[str, Any]:
     }
 
 
-async def permanent_failure(work: UnitOfWork, ticket_id: str) -> dict[str, Any]:
+async def permanent_failure(work: UnitOfWork, ticket_id: str, operator: str) -> dict[str, Any]:
     """Close the ticket: every cent back (if any is still held or kept), apology offer."""
     ticket, purchase = await _actionable_ticket(work, ticket_id)
     resolve(ticket, "permanent_failure", work.now)
     work.resolved(ticket)  # counted in the metrics once the transaction commits
+    ticket.resolved_by = operator
     payment = await work.payment_of(purchase.id)
     await work.decide(purchase, payment, PermanentFailure(ticket.number))
+    audit(
+        work.session, operator, "permanent_failure", ("ticket", ticket.id), work.now,
+        ticket=ticket.number, purchase_id=purchase.id, offer=work.policy.apology_offer,
+    )  # fmt: skip
     return {
         "ticket_id": ticket.id,
         "purchase_id": purchase.id,

@@ -35,6 +35,7 @@ ID = String(36)
 
 class Customer(Base):
     __tablename__ = "customers"
+    __table_args__ = (Index("ix_customers_created_at_id", "created_at", "id"),)  # pages
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str]
     email: Mapped[str]
@@ -53,6 +54,7 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     role: Mapped[str] = mapped_column(String(16))  # customer | ops
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
+    name: Mapped[str | None] = mapped_column(String(64))  # the operator's; customers: NULL
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -62,6 +64,7 @@ class Vehicle(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     vin: Mapped[str] = mapped_column(String(17), unique=True)
     model: Mapped[str]
+    firmware: Mapped[str | None] = mapped_column(String(32))  # from the fleet manifest
     created_at: Mapped[float] = mapped_column(Float)
     stolen_at: Mapped[float | None] = mapped_column(Float)  # theft report (issue 5)
     warranty_notified_at: Mapped[float | None] = mapped_column(Float)  # maintenance overdue
@@ -76,7 +79,19 @@ class Service(Base):
     maintenance_linked: Mapped[bool] = mapped_column(Boolean, default=False)
     # post-cancellation policy (issue 5): a customer who cancelled it may not buy it again
     exclude_after_cancel: Mapped[bool] = mapped_column(Boolean, default=False)
-    models: Mapped[dict[str, Any]]  # {"applies_to": [...]} vehicle models, empty = all
+    # {"applies_to": [{"model", "firmware": [...] | null}], "seeded": [...]}: who may buy
+    # it (empty: nobody), and the catalog file's rules as last seeded (store/catalog.py)
+    models: Mapped[dict[str, Any]]
+
+
+class CatalogState(Base):
+    """One row: the catalog's version, bumped by every change to the services, their
+    prices or rules, so that every process sees a change at its next read."""
+
+    __tablename__ = "catalog_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class ServicePrice(Base):
@@ -91,6 +106,7 @@ class ServicePrice(Base):
 
 class Purchase(Base):
     __tablename__ = "purchases"
+    __table_args__ = (Index("ix_purchases_created_at_id", "created_at", "id"),)  # pages
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id"))
@@ -198,6 +214,7 @@ class InboxEvent(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_created_at_id", "created_at", "id"),)  # pages
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -207,6 +224,23 @@ class Ticket(Base):
     details: Mapped[dict[str, Any]]  # diagnostics package + customer details
     created_at: Mapped[float] = mapped_column(Float)
     resolved_at: Mapped[float | None] = mapped_column(Float)
+    # manual_activation | permanent_failure: how it was resolved (also in details)
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    resolved_by: Mapped[str | None] = mapped_column(String(64))  # the operator who acted
+
+
+class OpsAction(Base):
+    """The audit log: what a named operator did, written in the action's transaction."""
+
+    __tablename__ = "ops_actions"
+    __table_args__ = (Index("ix_ops_actions_at_id", "at", "id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    operator: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))  # manual_activation | permanent_failure…
+    target_type: Mapped[str] = mapped_column(String(16))  # ticket | service
+    target_id: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]]
 
 
 class Notification(Base):

@@ -108,7 +108,7 @@ async def tally(session: AsyncSession, window: Window) -> Tally:
         .where(
             finished,
             Ticket.status == "RESOLVED",
-            Ticket.details["resolution"].as_string() == "permanent_failure",
+            Ticket.resolution == "permanent_failure",
         )
     )
     n = [int(v or 0) for v in row]

@@ -1,7 +1,7 @@
 """The rows a decision leaves behind, written in the caller's transaction: timeline
 entries, support tickets, outbox rows that ask the gateway to act, notices for the
-customer, and scheduler jobs. Writers only: who is woken after the commit is the unit
-of work's business (``store/unit_of_work.py``)."""
+customer, scheduler jobs, and the audit log of what operators did. Writers only: who is
+woken after the commit is the unit of work's business (``store/unit_of_work.py``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from backend.logs import log
 from backend.store.models import (
     Customer,
     Notification,
+    OpsAction,
     OutboxMessage,
     Purchase,
     ScheduledJob,
@@ -138,13 +139,32 @@ def queue_gateway_request(
 
 
 def resolve(ticket: Ticket, resolution: str, now: float) -> None:
-    ticket.status, ticket.resolved_at = "RESOLVED", now
+    ticket.status, ticket.resolved_at, ticket.resolution = "RESOLVED", now, resolution
     ticket.details = {
         **ticket.details,
         "resolution": resolution,
         "resolution_s": round(now - ticket.created_at, 3),
     }
     log("ticket.resolved", ticket=ticket.number, resolution=resolution)
+
+
+def audit(
+    session: AsyncSession,
+    operator: str,
+    action: str,
+    target: tuple[str, str],
+    now: float,
+    **detail: Any,
+) -> None:
+    """One line of the audit log: ``operator`` did ``action`` to ``target`` (type, id)."""
+    target_type, target_id = target
+    session.add(
+        OpsAction(
+            id=str(uuid.uuid4()), at=now, operator=operator, action=action,
+            target_type=target_type, target_id=target_id, detail=detail,
+        )
+    )  # fmt: skip
+    log("ops.action", operator=operator, action=action, target=f"{target_type}:{target_id}")
 
 
 async def schedule(

@@ -11,6 +11,7 @@ from backend.domain.catalog import CatalogEntry
 from backend.domain.states import OpState
 from backend.errors import NotFound
 from backend.store import outcomes
+from backend.store.catalog import version_column
 from backend.store.models import (
     MoneyOp,
     Notification,
@@ -116,6 +117,8 @@ def ticket_view(t: Ticket) -> dict[str, Any]:
         "created_at": ts(t.created_at),
         "resolved_at": ts(t.resolved_at),
         "resolution_s": (t.resolved_at - t.created_at) if t.resolved_at is not None else None,
+        "resolution": t.resolution,
+        "resolved_by": t.resolved_by,
     }
 
 
@@ -193,11 +196,21 @@ async def expediente(session: AsyncSession, customer_id: str) -> dict[str, Any]:
     }
 
 
-async def vehicle_of(session: AsyncSession, vehicle_id: str, customer_id: str) -> Vehicle:
-    vehicle = await session.get(Vehicle, vehicle_id)
-    if vehicle is None or vehicle.customer_id != customer_id:
+async def vehicle_and_catalog_version(
+    session: AsyncSession, vehicle_id: str, customer_id: str
+) -> tuple[Vehicle, int | None]:
+    """The customer's vehicle (404 otherwise) and the stored catalog's version, in one
+    query: the catalog shown for it is the current one in every process."""
+    found = (
+        await session.execute(
+            select(Vehicle, version_column()).where(
+                Vehicle.id == vehicle_id, Vehicle.customer_id == customer_id
+            )
+        )
+    ).one_or_none()
+    if found is None:
         raise NotFound("vehicle", vehicle_id)
-    return vehicle
+    return found[0], found[1]
 
 
 async def metrics_summary(

@@ -37,11 +37,14 @@ from tests.backend.fakes import FakeGateway, RecordingChannel
 from tests.paysim.kit import InProcessProvider
 
 SECRET = "test-webhook-secret"
+# models of the fleet (vehicle_sim/fleet.py MODELS), which the catalog's rules name:
+# a Tourer runs every feature, an Urbano all but autonomous driving
 VINS = [
-    ("WVWZZZ1JZ3W386752", "Aurora"),
-    ("WVWZZZ1JZ3W386753", "Aurora"),
-    ("WVWZZZ1JZ3W386754", "Borealis"),
+    ("WVWZZZ1JZ3W386752", "Tourer"),
+    ("WVWZZZ1JZ3W386753", "Tourer"),
+    ("WVWZZZ1JZ3W386754", "Urbano"),
 ]
+OPERATOR = "Test Operator"
 _redis_dbs = itertools.count(0)
 
 
@@ -203,7 +206,7 @@ async def _people(
             has_app=True,
         )
         bob = await create_customer(session, "Bob", "bob@example.com", VINS[2:], clock.now())
-        ops = await issue_token(session, "ops", None, clock.now())
+        ops = await issue_token(session, "ops", None, clock.now(), name=OPERATOR)
     return alice, bob, ops
 
 

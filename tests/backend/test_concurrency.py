@@ -23,7 +23,7 @@ from tests.backend.test_purchase_saga import bought, event
 
 pytestmark = pytest.mark.timeout(60)
 
-FLEET = [(f"WVWZZZ1JZ3W3{n:05d}", "Aurora") for n in range(6)]
+FLEET = [(f"WVWZZZ1JZ3W3{n:05d}", "Tourer") for n in range(6)]
 
 
 class Width:

@@ -32,10 +32,19 @@ ROUTES = {
     ("post", "/v1/vehicles/{vehicle_id}/theft-report"): "200",
     ("post", "/v1/ops/vehicles/{vehicle_id}/maintenance-check"): "200",
     ("get", "/v1/ops/tickets"): "200",
+    ("get", "/v1/ops/tickets/{ticket_id}"): "200",
     ("post", "/v1/ops/tickets/{ticket_id}/manual-activation"): "202",
     ("post", "/v1/ops/tickets/{ticket_id}/permanent-failure"): "200",
     ("post", "/v1/ops/billing/runs"): "200",
     ("get", "/v1/ops/metrics/summary"): "200",
+    ("get", "/v1/ops/purchases"): "200",
+    ("get", "/v1/ops/customers"): "200",
+    ("get", "/v1/ops/customers/{customer_id}/expediente"): "200",
+    ("get", "/v1/ops/me"): "200",
+    ("get", "/v1/ops/audit"): "200",
+    ("get", "/v1/ops/catalog/rules"): "200",
+    ("put", "/v1/ops/catalog/{service_id}/rules"): "200",
+    ("get", "/v1/ops/fleet/models"): "200",
     ("post", "/v1/payments/webhooks"): "200",
     ("get", "/healthz"): "200",
 }
@@ -68,7 +77,8 @@ def test_backend_documents_every_answer(spec: dict[str, Any]) -> None:
 
 
 def test_backend_routes_are_the_same(spec: dict[str, Any]) -> None:
-    """Paths, methods and success statuses are the API's (SPEC §5 and issue 5 routes)."""
+    """Paths, methods and success statuses are the API's (SPEC §5, issue 5 and issue 12
+    routes)."""
     found = {
         (method, path): next(s for s in op["responses"] if s.startswith("2"))
         for path, operations in spec["paths"].items()
@@ -84,7 +94,7 @@ def test_documented_error_codes(spec: dict[str, Any]) -> None:
         assert answers(spec, method, path)["401"]["x-error-codes"] == ["unauthorized"], path
         assert "404" in answers(spec, method, path), path
     ops = [(m, p) for p, operations in spec["paths"].items() for m in operations if "/ops/" in p]
-    assert len(ops) == 6
+    assert len(ops) == 15
     for method, path in ops:
         documented = answers(spec, method, path)
         assert (documented["401"]["x-error-codes"], documented["403"]["x-error-codes"]) == (
@@ -92,13 +102,22 @@ def test_documented_error_codes(spec: dict[str, Any]) -> None:
             ["forbidden"],
         ), path
     purchase = answers(spec, "post", "/v1/purchases")
-    assert {"idempotency_key_reused", "already_purchased", "maintenance_overdue"} <= set(
-        purchase["409"]["x-error-codes"]
-    )
+    assert {
+        "idempotency_key_reused",
+        "already_purchased",
+        "maintenance_overdue",
+        "not_compatible",
+    } <= set(purchase["409"]["x-error-codes"])
     assert {"invalid_request", "bad_start_at", "unknown_service"} <= set(
         purchase["422"]["x-error-codes"]
     )
     assert purchase["503"]["x-error-codes"] == ["vss_unavailable"]
+    for path in ("/v1/ops/tickets", "/v1/ops/purchases", "/v1/ops/customers", "/v1/ops/audit"):
+        listed = answers(spec, "get", path)
+        assert {"invalid_request", "bad_cursor"} <= set(listed["422"]["x-error-codes"]), path
+        assert set(listed["200"]["headers"]) == {"Link", "X-Next-Cursor", "X-Total-Count"}, path
+    rules = answers(spec, "put", "/v1/ops/catalog/{service_id}/rules")
+    assert "bad_rules" in rules["422"]["x-error-codes"]
     webhook = answers(spec, "post", "/v1/payments/webhooks")
     assert webhook["400"]["x-error-codes"] == ["bad_signature", "bad_webhook"]
     assert "401" not in webhook  # signed, not authenticated

@@ -5,6 +5,8 @@ manifest it cannot use is one line and exit code 2."""
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,9 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_seed_owns_the_manifest_vehicles(
     tmp_path: Path, sqlite_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Customers own the manifest's first N vehicles, ``--per-customer`` each, in order;
-    the JSON has the ops token and each customer's token and vehicles."""
+    """Customers own the manifest's first N vehicles, ``--per-customer`` each, in order,
+    with each vehicle's model and firmware; the JSON has the ops token (the operator
+    ``demo-operator``'s) and each customer's token and vehicles."""
     specs = build_fleet(7, 5, {Mode.ONLINE: 0.5, Mode.BUSY: 0.5})
     path = tmp_path / "manifest.json"
     write_manifest(path, manifest(7, specs, "multiplexed"))
@@ -35,6 +38,11 @@ def test_seed_owns_the_manifest_vehicles(
     assert owned == [[specs[0].vin, specs[1].vin], [specs[2].vin]]
     for customer in out["customers"]:
         assert set(customer) == {"customer_id", "token", "vehicles"} and customer["token"]
+    with closing(sqlite3.connect(tmp_path / "b.sqlite3")) as db:
+        stored = set(db.execute("SELECT vin, model, firmware FROM vehicles"))
+        operators = db.execute("SELECT name, prefix FROM api_tokens WHERE role = 'ops'").fetchall()
+    assert stored == {(s.vin, s.model, s.firmware) for s in specs[:3]}
+    assert operators == [("demo-operator", out["ops_token"][:12])]
 
 
 @pytest.mark.parametrize(
@@ -47,6 +55,8 @@ def test_seed_owns_the_manifest_vehicles(
         ('{"fleet": [{"vin": "WVWZZZ1JZ3W386752"}]}', 'fleet[0] has no "model"'),
         ('{"fleet": [{"vin": "WVWZZZ1JZ3W386752", "model": "A"},'
          ' {"vin": "WVWZZZ1JZ3W386752", "model": "A"}]}', "listed twice"),
+        ('{"fleet": [{"vin": "WVWZZZ1JZ3W386752", "model": "A", "firmware": 4}]}',
+         'fleet[0] has a bad "firmware"'),
     ],
 )  # fmt: skip
 def test_seed_refuses_a_manifest_it_cannot_use(

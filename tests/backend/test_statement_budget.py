@@ -22,7 +22,7 @@ from tests.backend.conftest import VINS, World
 pytestmark = pytest.mark.timeout(30)
 
 BUDGET = {  # phase: (statements, transactions)
-    "catalog": (4, 1),  # token, vehicle, cancelled services: one session
+    "catalog": (4, 1),  # token, vehicle (+ the catalog's version), cancelled services
     "purchase": (17, 2),  # checks + inserts in one transaction, the hold's answer in another
     "relay": (6, 2),
     "events": (9, 1),  # accepted + succeeded in one batch
@@ -113,8 +113,10 @@ async def test_purchase_answer_is_the_stored_purchase(world: World) -> None:
 
 
 async def test_catalog_is_read_once_per_process(world: World) -> None:
-    """Prices are cached at start: a change in SQL is seen only after a restart (the
-    catalog file, seeded on start, is the only way it changes)."""
+    """The catalog is cached per process: a change in SQL that does not move the stored
+    catalog's version is not seen until a reload. What changes it (a seed that changed
+    something, a rules update) moves the version, which every catalog read and purchase
+    fetches with its vehicle (``test_compatibility.py``)."""
     vehicle = world.alice.vehicles[VINS[0][0]]
     async with world.backend.sessions.begin() as session:
         service = await session.get(Service, "climate_plus")

@@ -16,13 +16,14 @@ router = APIRouter(tags=["catalog"])
 
 @router.get("/v1/catalog", responses=errors(*CUSTOMER, INVALID))
 async def get_catalog(auth: CustomerSession, backend: BackendDep, vehicle_id: IdQuery) -> Catalog:
-    """The services on sale for one of the caller's vehicles, with their prices."""
-    session, who, offer = auth.session, auth.customer_id, backend.catalog.current
-    vehicle = await views.vehicle_of(session, vehicle_id, who)
+    """The services on sale for one of the caller's vehicles (those its model and
+    firmware can run: the catalog's rules), with their prices."""
+    session, who = auth.session, auth.customer_id
+    vehicle, version = await views.vehicle_and_catalog_version(session, vehicle_id, who)
+    offer = await backend.catalog.at(session, version)  # reloaded if the rules moved
     excluded = frozenset(await catalog.excluded_services(session, who, offer))
-    return Catalog.model_validate(
-        views.catalog_view(vehicle, offer.entries_for(vehicle.model, excluded))
-    )
+    entries = offer.entries_for(vehicle.model, vehicle.firmware, excluded)
+    return Catalog.model_validate(views.catalog_view(vehicle, entries))
 
 
 @router.get("/v1/vehicles", responses=errors(*CUSTOMER))
@@ -31,4 +32,4 @@ async def my_vehicles(auth: CustomerSession) -> list[Vehicle]:
     rows = await auth.session.scalars(
         select(models.Vehicle).where(models.Vehicle.customer_id == auth.customer_id)
     )
-    return [Vehicle(id=v.id, vin=v.vin, model=v.model) for v in rows.all()]
+    return [Vehicle(id=v.id, vin=v.vin, model=v.model, firmware=v.firmware) for v in rows.all()]

@@ -22,6 +22,7 @@ router = APIRouter(tags=["purchases"])
 
 CREATE_CONFLICTS = conflict(
     "idempotency_key_reused",
+    "not_compatible",
     "already_purchased",
     "maintenance_overdue",
     "excluded_after_cancellation",
