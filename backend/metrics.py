@@ -35,7 +35,14 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from backend.domain.handbook import ATTEMPT_LABELS, HOURS, attempt_label, hour_label, reason_label
+from backend.domain.handbook import (
+    ATTEMPT_LABELS,
+    HOURS,
+    REASONS,
+    attempt_label,
+    hour_label,
+    reason_label,
+)
 from backend.domain.states import (
     ActivationOutcome,
     OpKind,
@@ -43,6 +50,7 @@ from backend.domain.states import (
     PaymentState,
     PurchaseState,
 )
+from protocol.labels import BoundedLabel
 
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
 WAIT_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -50,6 +58,11 @@ RESOLUTION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 25920
 LABEL_LIMIT = 64  # distinct vehicle models (services) per process; later ones are "other"
 MONEY_OUTCOMES = ("succeeded", "failed", "retry")
 TICKET_STATUSES = ("OPEN", "RESOLVED")
+# the tickets the purchase machine opens (domain/machine.py) and the settlement watchdog's
+TICKET_KINDS = (
+    "activation_failed", "capture_failed", "release_failed", "deactivation_failed",
+    "subscription_charge_failed", "settlement_failed",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- what a commit observed
@@ -156,23 +169,6 @@ def _labelled(
     return family
 
 
-class BoundedLabel:
-    """A label whose values come from data (vehicle models, services): the first
-    ``limit`` distinct values keep their name, every later one is ``other``."""
-
-    def __init__(self, limit: int = LABEL_LIMIT) -> None:
-        self.limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self.limit:
-            return "other"
-        self._seen.add(value)
-        return value
-
-
 # ---------------------------------------------------------------- the instruments
 class BackendMetrics:
     def __init__(self) -> None:
@@ -182,7 +178,7 @@ class BackendMetrics:
         GCCollector(registry=r)
         self.store = StoreGauges()
         r.register(self.store)
-        self.model_label, self.service_label = BoundedLabel(), BoundedLabel()
+        self.model_label, self.service_label = BoundedLabel(LABEL_LIMIT), BoundedLabel(LABEL_LIMIT)
         self.money_ops = Counter(
             "caas_backend_money_operations_total",
             "Payment provider operations by kind and outcome (retry: outcome unknown, asked "
@@ -254,6 +250,23 @@ class BackendMetrics:
             self.failures_by_hour.labels(hour)
         for attempt in ATTEMPT_LABELS:
             self.successes_by_attempt.labels(attempt)
+        for resolution in ("manual_activation", "permanent_failure"):
+            self.tickets_resolved.labels(resolution)
+        for ticket_kind in TICKET_KINDS:
+            self.tickets_opened.labels(ticket_kind)
+
+    def expect(self, models: Iterable[str], services: Iterable[str]) -> None:
+        """Create the outcome series of the fleet's models and the services sold at 0,
+        before any activation: Prometheus cannot count a series' first increment (a
+        rate needs two samples), so the first failure of a (reason, model, service)
+        would otherwise never reach a failure-rate rule or alert."""
+        services = list(services)
+        for model in models:
+            for service in services:
+                model_label, service_label = self.model_label(model), self.service_label(service)
+                self.outcomes.labels("succeeded", "none", model_label, service_label)
+                for reason in sorted(REASONS):
+                    self.outcomes.labels("failed", reason, model_label, service_label)
 
     # ------------------------------------------------------------ recording
     def observe(self, observations: Iterable[Observation]) -> None:

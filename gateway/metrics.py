@@ -24,33 +24,15 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.activation import Activation, AttemptResult, State
+from gateway.activation import Activation, AttemptResult, FailureCategory, State
 from gateway.events import Step
+from protocol.labels import BoundedLabel
 
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
 TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 14400)
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 AGE_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600, 86400)
 FEATURE_LABELS = 100  # distinct feature label values per worker; later ones are "other"
-
-
-class BoundedLabel:
-    """A label whose values are not ours to choose (feature names come from API callers
-    and, through reconciliation, from vehicles): the first ``limit`` distinct values
-    keep their name, every later one is counted as ``other``, so a flood of names
-    cannot create a flood of series."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self.limit:
-            return "other"
-        self._seen.add(value)
-        return value
 
 
 class _ReadValue(Collector):
@@ -135,6 +117,8 @@ class GatewayMetrics:
             "caas_gateway_escalations_total", "Activations FAILED (escalated) by category",
             ["failure_category"], registry=r,
         )  # fmt: skip
+        for category in FailureCategory:  # at 0 from the start: a rate sees the first one
+            self.escalations.labels(category.value)
         self.commands = Counter(
             "caas_gateway_commands_sent_total", "Commands published by type", ["type"], registry=r
         )
