@@ -35,6 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from backend.domain.catalog import Catalog
 from backend.domain.handbook import (
     ATTEMPT_LABELS,
     HOURS,
@@ -255,18 +256,18 @@ class BackendMetrics:
         for ticket_kind in TICKET_KINDS:
             self.tickets_opened.labels(ticket_kind)
 
-    def expect(self, models: Iterable[str], services: Iterable[str]) -> None:
-        """Create the outcome series of the fleet's models and the services sold at 0,
+    def expect(self, catalog: Catalog) -> None:
+        """Create the outcome series of every (model, service) the catalog sells at 0,
         before any activation: Prometheus cannot count a series' first increment (a
-        rate needs two samples), so the first failure of a (reason, model, service)
-        would otherwise never reach a failure-rate rule or alert."""
-        services = list(services)
-        for model in models:
-            for service in services:
-                model_label, service_label = self.model_label(model), self.service_label(service)
-                self.outcomes.labels("succeeded", "none", model_label, service_label)
+        rate needs two samples), so the first outcomes of a (reason, model, service)
+        would otherwise never reach a rate, a recording rule or an alert. The rules
+        name the models (a purchase outside them is refused), so no fleet scan."""
+        for service in catalog.services:
+            for rule in service.applies_to:
+                model, sold = self.model_label(rule.model), self.service_label(service.id)
+                self.outcomes.labels("succeeded", "none", model, sold)
                 for reason in sorted(REASONS):
-                    self.outcomes.labels("failed", reason, model_label, service_label)
+                    self.outcomes.labels("failed", reason, model, sold)
 
     # ------------------------------------------------------------ recording
     def observe(self, observations: Iterable[Observation]) -> None:

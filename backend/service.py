@@ -35,7 +35,7 @@ from backend.errors import InvalidRequest
 from backend.logs import log
 from backend.metrics import BackendMetrics, SettlementFailed, StoreSnapshot, TicketOpened
 from backend.services.purchases import PurchaseService
-from backend.store import catalog, gauges, inbox, listings, wakeups
+from backend.store import catalog, gauges, inbox, wakeups
 from backend.store.db import make_engine, make_sessions, migrate
 from backend.store.unit_of_work import Units
 from backend.store.wakeups import Wakeups
@@ -131,7 +131,7 @@ class Backend:
             self.metrics,
         )
         excluded = {s.strip() for s in settings.backend_exclude_after_cancel.split(",")}
-        self.catalog = catalog.CatalogCache(frozenset(excluded - {""}))
+        self.catalog = catalog.CatalogCache(frozenset(excluded - {""}), self.metrics.expect)
         self.purchases = PurchaseService(
             self.units,
             self.catalog,
@@ -163,10 +163,7 @@ class Backend:
         await migrate(self.engine)
         async with self.sessions.begin() as session:
             await catalog.seed_catalog(session, self.clock.now())
-            sold = await self.catalog.reload(session)
-            fleet = await listings.fleet_models(session)
-            sold_ids = [s.id for s in sold.services if not s.base_platform]
-            self.metrics.expect([m["model"] for m in fleet], sold_ids)
+            await self.catalog.reload(session)  # and the metrics' series: on_load
         redis_url = self.settings.resolved_redis_url()
         if redis_url and self.redis is None:
             s = self.settings

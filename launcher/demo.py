@@ -222,6 +222,9 @@ async def wait_for_ctrl_c(platform: Platform, customers: list[Customer], ops_tok
     print(
         f"\nservices keep running (Ctrl-C stops them):\n  backend  {platform.backend_url}/docs"
         f"  (customer token {customers[0].token}, ops token {ops_token})\n"
+        f"  console  {platform.backend_url}/ops/  (sign in with the ops token: demo-operator)\n"
+        f"  customer {platform.backend_url}/me/  (sign in with the customer token)\n"
+        f"  metrics  {platform.backend_url}/metrics, {platform.gateway_url}/metrics\n"
         f"  gateway  {platform.gateway_url}/docs  (token {platform.env['CAAS_GATEWAY_TOKEN']})"
         f"\n  paysim   {platform.paysim_url}/docs  (key "
         f"{platform.env['CAAS_PAYMENT_PROVIDER_KEY']})"

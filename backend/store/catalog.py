@@ -21,7 +21,7 @@ catalog (three queries) when it differs from the cached one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,12 +188,19 @@ class CatalogCache:
     """This process's ``Catalog``: empty until ``reload`` (at start, after seeding);
     swapped for a fresh one when a read finds the stored version moved (``at``)."""
 
-    def __init__(self, exclude_after_cancel: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        exclude_after_cancel: frozenset[str] = frozenset(),
+        on_load: Callable[[Catalog], None] | None = None,
+    ) -> None:
         self.current = Catalog()
         self.exclude_after_cancel = exclude_after_cancel
+        self.on_load = on_load  # told of every catalog loaded (the metrics' series)
 
     async def reload(self, session: AsyncSession) -> Catalog:
         self.current = await load(session, self.exclude_after_cancel)
+        if self.on_load is not None:
+            self.on_load(self.current)
         return self.current
 
     async def at(self, session: AsyncSession, version: int | None) -> Catalog:
