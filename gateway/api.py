@@ -58,6 +58,7 @@ from gateway.schemas import (
     VehicleAnswer,
 )
 from gateway.service import Gateway
+from protocol.api_docs import install_docs
 from protocol.http_edge import install_http_edge
 from protocol.http_errors import (
     BAD_JSON,
@@ -115,9 +116,12 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
         # answers rendered by json.dumps, as they always were (pydantic's own JSON writer
         # would write small floats differently: 0.00001 for 1e-05)
         default_response_class=JSONResponse,
+        docs_url=None,  # served from local files: protocol/api_docs.py
+        redoc_url=None,
     )
     install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
     install_error_shape(app)  # framework errors and ApiError: {"error", "detail"}
+    install_docs(app)
     token = gateway.cfg.token.encode()
 
     async def authorized(  # async: a plain def would run in the threadpool per request

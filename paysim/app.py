@@ -37,6 +37,7 @@ from paysim.ledger import Call, Ledger
 from paysim.metrics import PaysimMetrics
 from paysim.store import Store
 from paysim.webhooks import Deliverer
+from protocol.api_docs import install_docs
 from protocol.http_edge import install_http_edge
 from protocol.http_errors import error_response, install_error_shape
 from protocol.timeutil import SystemClock
@@ -121,9 +122,13 @@ def create_app(
                 await deliverer.client.aclose()
             ledger.store.close()
 
-    app = FastAPI(title="CaaS payment provider simulator", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="CaaS payment provider simulator", version="1", lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs from local files: protocol/api_docs.py
+    )  # fmt: skip
     install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
     _error_handlers(app)
+    install_docs(app)
 
     metrics = PaysimMetrics(ledger.store)
 

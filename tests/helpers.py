@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from html.parser import HTMLParser
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 
 from launcher.broker import Broker
@@ -131,3 +134,43 @@ def _described(media_type: str, schema: dict[str, Any] | None) -> bool:
     if not media_type.endswith("json"):
         return True  # text: a string
     return "$ref" in schema or (schema.get("type") == "array" and "$ref" in schema["items"])
+
+
+DOC_ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+class _Refs(HTMLParser):
+    """Every ``src`` and ``href`` of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+async def assert_docs_served_locally(api: httpx.AsyncClient) -> None:
+    """A service's ``/docs`` works offline (protocol/api_docs.py): no http(s) URL in the
+    page; each asset it names, and the OpenAPI document, answers 200 with its type."""
+    page = await api.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert re.findall(r"https?://", html) == []  # no CDN, no font host, no validator
+    assert re.findall(r"(?<![\w:])//[\w.-]+\.\w+", html) == []  # nor protocol-relative
+    refs = _Refs()
+    refs.feed(html)
+    spec = re.search(r"url: '([^']+)'", html)
+    assert spec is not None
+    named = [*refs.found, spec.group(1)]
+    assert len(named) == 4, named  # stylesheet, icon, script, the OpenAPI document
+    for ref in named:
+        assert ref.startswith("/"), ref
+        got = await api.get(ref)
+        assert got.status_code == 200, ref
+        assert got.content, ref
+        suffix = ref[ref.rfind(".") :]
+        if suffix in DOC_ASSET_TYPES:
+            assert got.headers["content-type"].startswith(DOC_ASSET_TYPES[suffix]), ref
+    assert "SwaggerUIBundle" in (await api.get(next(r for r in named if r.endswith(".js")))).text
+    assert (await api.get(spec.group(1))).json()["openapi"].startswith("3.")

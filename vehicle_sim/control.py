@@ -23,6 +23,7 @@ from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.api_docs import install_docs
 from protocol.http_edge import install_http_edge
 from vehicle_sim import vehicle as vm
 from vehicle_sim.errors import UnknownVehicle
@@ -58,8 +59,12 @@ def vehicle_view(vehicle: vm.Vehicle) -> dict[str, Any]:
 
 
 def create_control_app(runtime: FleetRuntime, connected: Callable[[], int]) -> FastAPI:
-    app = FastAPI(title="CaaS vehicle simulator control", version="1")
+    app = FastAPI(
+        title="CaaS vehicle simulator control", version="1",
+        docs_url=None, redoc_url=None,  # /docs from local files: protocol/api_docs.py
+    )  # fmt: skip
     install_http_edge(app)  # body limit, NaN/Infinity → 422 (protocol/http_edge.py)
+    install_docs(app)
     registry = registry_for(runtime, connected)
 
     @app.get("/healthz")

@@ -17,7 +17,6 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from backend.http.console import mount_console
-from backend.http.docs import install_docs
 from backend.http.errors import install_error_handlers
 from backend.http.routers import (
     billing,
@@ -35,6 +34,7 @@ from backend.http.routers import (
     vehicles,
 )
 from backend.service import Backend
+from protocol.api_docs import install_docs
 from protocol.http_edge import install_http_edge
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -64,7 +64,7 @@ def create_app(backend: Backend, manage_lifespan: bool = True) -> FastAPI:
         title="CaaS backend",
         version="1",
         lifespan=lifespan if manage_lifespan else None,
-        docs_url=None,  # served from local files: http/docs.py
+        docs_url=None,  # served from local files: protocol/api_docs.py
         redoc_url=None,
         # answers rendered by json.dumps, as they always were (pydantic's own JSON writer
         # would write small floats differently: 0.00001 for 1e-05)

@@ -12,7 +12,7 @@ import pytest
 from launcher.stack import LocalStack
 from tests.conftest import SimFactory
 from tests.gateway.conftest import GatewayFactory
-from tests.helpers import eventually, wait_until
+from tests.helpers import assert_docs_served_locally, eventually, wait_until
 from vehicle_sim.fleet import Mode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -36,6 +36,11 @@ async def test_token_required_except_health_and_metrics(make_gateway: GatewayFac
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_docs_work_offline(make_gateway: GatewayFactory) -> None:
+    async with make_gateway() as gw:
+        await assert_docs_served_locally(gw.client)
 
 
 @pytest.mark.parametrize(

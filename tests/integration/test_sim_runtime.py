@@ -21,7 +21,12 @@ from launcher.stack import LocalStack
 from protocol.models import CommandType
 from protocol.topics import Topics
 from tests.conftest import SimFactory, project_root
-from tests.helpers import Watcher, save_broker_persistence, wait_until
+from tests.helpers import (
+    Watcher,
+    assert_docs_served_locally,
+    save_broker_persistence,
+    wait_until,
+)
 from vehicle_sim import transport
 from vehicle_sim import vehicle as vm
 from vehicle_sim.app import RunConfig, Simulator
@@ -63,6 +68,7 @@ async def test_control_api_steers_a_vehicle(make_sim: SimFactory, probe: FleetPr
         await sim.wait_control_ready()
         vin = sim.specs[0].vin
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            await assert_docs_served_locally(http)
             r = await http.post(f"/v1/vehicles/{vin}/mode", json={"mode": "conflict"})
             assert r.json()["mode"] == "conflict"
             nack = await probe.ask(

@@ -18,6 +18,7 @@ from paysim.ledger import Ledger
 from paysim.modes import FailureModes
 from paysim.store import Store
 from protocol.timeutil import ManualClock
+from tests.helpers import assert_docs_served_locally
 from tests.paysim.kit import KEY
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -57,6 +58,10 @@ async def test_every_v1_and_control_route_needs_the_key(api: httpx.AsyncClient) 
             r = await api.request(method, path, json=HOLD, headers=headers)
             assert (r.status_code, r.json()["error"]) == (401, "unauthorized"), (path, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_docs_work_offline(api: httpx.AsyncClient) -> None:
+    await assert_docs_served_locally(api)
 
 
 async def test_posts_need_an_idempotency_key(api: httpx.AsyncClient) -> None:
