@@ -126,16 +126,20 @@ def handbook_table(summary: dict[str, Any]) -> Table:
 
 
 def breakdown_table(summary: dict[str, Any]) -> Table:
-    """Failures by reason, model and service; successes by attempt."""
+    """Failures by reason, model, service and hour of day (the hours that had
+    activations: a demo runs inside one or two); successes by attempt."""
     table = Table(title="Breakdowns")
     for column in ("breakdown", "key", "count", "of", "rate"):
         table.add_column(column)
     b = summary["breakdowns"]
     for name in ("failures_by_reason", "failures_by_model", "failures_by_service",
-                 "successes_by_attempt"):  # fmt: skip
+                 "failures_by_hour", "successes_by_attempt"):  # fmt: skip
         for row in b[name]:
+            if name == "failures_by_hour" and not row["total"]:
+                continue
             rate = "-" if row["rate"] is None else f"{row['rate']:.1%}"
-            table.add_row(name, row["key"], str(row["count"]), str(row["total"]), rate)
+            key = f"{row['key']}:00 UTC" if name == "failures_by_hour" else row["key"]
+            table.add_row(name, key, str(row["count"]), str(row["total"]), rate)
     return table
 
 
