@@ -10,6 +10,7 @@ the healthcheck's login on the service listener."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import jsonschema
 import paho.mqtt.client as paho
 import pytest
 import yaml
+from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
 from backend.config import BackendSettings
@@ -34,6 +36,7 @@ from launcher.compose import POSTGRES_DB, POSTGRES_USER
 from launcher.credentials import mosquitto_hash
 from launcher.plugin import build_plugin
 from launcher.prometheus import promtool
+from launcher.tls import SERVER_VALIDITY, TlsFiles, ensure_certificates, needs_new_server_cert
 from paysim.config import PaysimSettings
 from protocol.credentials import vehicle_password
 from tests.deploy import compose_kit as ck
@@ -400,6 +403,25 @@ def test_rendered_secrets_are_private_and_stable(rendered: ck.Rendered) -> None:
     assert secrets_of(rendered) == before
     assert (rendered.out / "gateway" / "gateway_signing_key.pem").read_bytes() == key
     assert (rendered.out / "public" / "mqtt-ca.pem").read_bytes() == ca
+
+
+def test_the_server_certificate_follows_the_host_names_under_the_same_ca(tmp_path: Path) -> None:
+    """A new host name issues a new server certificate signed by the same CA (vehicles
+    keep trusting it); the same names keep the certificate."""
+    files = TlsFiles(
+        tmp_path / "ca-key.pem", tmp_path / "ca.pem", tmp_path / "s.pem", tmp_path / "s-key.pem"
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    assert ensure_certificates(files, ["mosquitto", "localhost"], now)
+    ca, first = files.ca_cert.read_bytes(), files.server_cert.read_bytes()
+    assert not ensure_certificates(files, ["localhost", "mosquitto", "localhost"], now)
+    assert files.server_cert.read_bytes() == first
+    assert ensure_certificates(files, ["mosquitto", "broker.example"], now)
+    assert files.ca_cert.read_bytes() == ca and files.server_cert.read_bytes() != first
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    server.verify_directly_issued_by(x509.load_pem_x509_certificate(ca))
+    assert not needs_new_server_cert(server, ["broker.example", "mosquitto"], now)
+    assert needs_new_server_cert(server, ["broker.example", "mosquitto"], now + SERVER_VALIDITY)
 
 
 # ------------------------------------------------------------------ networks and ports
