@@ -297,7 +297,6 @@ def test_every_url_names_a_service_that_listens_there(rendered: ck.Rendered, ser
     ports = listening_ports(rendered)
     names = reachable_names(service)
     urls = {k: v for k, v in rendered.environment(service).items() if "://" in v}
-    urls.pop("CAAS_BACKEND_PUBLIC_URL", None)  # the customers' address, outside
     assert urls
     for variable, url in urls.items():
         host, port = ck.url_host_port(url)
