@@ -1,5 +1,6 @@
 # One image for every Python service of the platform (gateway, backend, paysim,
-# vehicle_sim, launcher). The command picks the service; see docker-compose.yml.
+# vehicle_sim, launcher), built once by docker-compose.yml (its `config` service) and
+# tagged caas-ota; each service picks its command.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt ./

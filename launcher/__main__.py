@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import signal
 import sys
 from pathlib import Path
 
-from launcher.broker import Broker, BrokerSettings
+from launcher.compose import ComposeOptions, render_compose
 from launcher.credentials import write_password_file
 from launcher.demo import DemoOptions, run_demo
 from launcher.devenv import SERVICES, env_script, exec_service
@@ -18,15 +19,11 @@ from launcher.errors import LauncherError
 from launcher.plugin import build_plugin
 from launcher.stack import (
     DEV_RUN_DIR,
-    FLEET_USER,
-    GATEWAY_USER,
     LocalStack,
-    Secrets,
     StackOptions,
     export_lines,
 )
 from protocol.credentials import vehicle_password
-from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
 
 CONTAINER_PLUGIN_PATH = Path("/usr/lib/mosquitto/caas_auth.so")  # mosquitto/Dockerfile
@@ -73,11 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser(
         "render",
-        help="write broker config, ACL, passwords, keys and a services env file for containers",
+        help="docker-compose's config job: broker config with TLS, ACLs, passwords, keys, "
+        "certificates and each service's secrets, one folder per consumer (docs/deploy.md)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     render.add_argument("--out", type=Path, required=True)
-    render.add_argument("--vehicle-port", type=int, default=1883)
+    render.add_argument("--vehicle-port", type=int, default=8883, help="TLS vehicle listener")
     render.add_argument("--service-port", type=int, default=1884)
     render.add_argument("--bind", default="0.0.0.0", help="vehicle listener address")
     render.add_argument("--service-bind", default="0.0.0.0", help="service listener address")
@@ -85,12 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--persistence-dir", type=Path, default=Path("/mosquitto/data"))
     render.add_argument("--mqtt-host", default="mosquitto", help="broker host the services use")
     render.add_argument("--redis-host", default="redis")
+    render.add_argument("--postgres-host", default="postgres")
     render.add_argument("--acl-root", default="caas/v1")
     render.add_argument(
         "--plugin-path",
         type=Path,
         default=CONTAINER_PLUGIN_PATH,
         help="the caas_auth plugin inside the broker image (mosquitto/Dockerfile)",
+    )
+    render.add_argument(
+        "--tls-hostnames",
+        default="mosquitto,localhost",
+        help="comma-separated DNS names of the broker's TLS certificate (what vehicles dial)",
+    )
+    render.add_argument(
+        "--vehicles-from",
+        type=Path,
+        help="manifest JSON: its VINs become the vehicle listener's identities (without it, "
+        "the identities written before are kept)",
     )
 
     sub.add_parser(
@@ -171,53 +181,29 @@ def vins_from(args: argparse.Namespace) -> list[str]:
 
 
 def render_config(args: argparse.Namespace) -> int:
-    """Config for docker-compose: the same templates and secrets as the local stack."""
-    out: Path = args.out.resolve()
-    secrets = Secrets(out)
-    keys = (out / "gateway_signing_key.pem", out / "gateway_public_key.pem")
-    if not keys[0].exists():
-        write_keypair(*keys)
-    settings = BrokerSettings(
-        run_dir=out,
+    """Config for docker-compose (launcher/compose.py)."""
+    options = ComposeOptions(
+        out=args.out.resolve(),
         vehicle_port=args.vehicle_port,
         service_port=args.service_port,
-        gateway_user=GATEWAY_USER,
-        gateway_password=secrets["gateway_password"],
-        fleet_user=FLEET_USER,
-        fleet_password=secrets["fleet_password"],
-        acl_root=args.acl_root,
-        bind_address=args.bind,
+        bind=args.bind,
         service_bind=args.service_bind,
         run_user=args.run_user,
         persistence_dir=args.persistence_dir,
-        log_to_stdout=True,
+        mqtt_host=args.mqtt_host,
+        redis_host=args.redis_host,
+        postgres_host=args.postgres_host,
+        acl_root=args.acl_root,
         plugin_path=args.plugin_path,
+        tls_hostnames=[name.strip() for name in args.tls_hostnames.split(",") if name.strip()],
+        vehicle_vins=(
+            [v["vin"] for v in json.loads(args.vehicles_from.read_text())["fleet"]]
+            if args.vehicles_from
+            else None
+        ),
     )
-    broker = Broker(settings)
-    broker.write_files()
-    mqtt = f"{args.mqtt_host}:{args.service_port}"
-    env = {
-        "CAAS_MQTT_URL": f"mqtt://{GATEWAY_USER}:{secrets['gateway_password']}@{mqtt}",
-        "CAAS_FLEET_MQTT_URL": f"mqtt://{FLEET_USER}:{secrets['fleet_password']}@{mqtt}",
-        "CAAS_REDIS_URL": f"redis://:{secrets['redis_password']}@{args.redis_host}:6379/0",
-        "REDIS_PASSWORD": secrets["redis_password"],
-        "CAAS_GATEWAY_TOKEN": secrets["gateway_token"],
-        "CAAS_GATEWAY_SHARE_GROUP": secrets["gateway_share_group"],
-        "CAAS_PAYMENT_PROVIDER_KEY": secrets["payment_provider_key"],
-        "CAAS_PAYMENT_WEBHOOK_SECRET": secrets["payment_webhook_secret"],
-        "CAAS_FLEET_SECRET": secrets["fleet_secret"],
-        "CAAS_SIGNING_KEY": str(keys[0]),
-        "CAAS_PUBLIC_KEY": str(keys[1]),
-    }
-    (out / "services.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    # the broker container runs as its own user: it reads these (hashes, not secrets)
-    readable = [broker.conf_path, broker.vehicle_acl_path, broker.service_acl_path]
-    readable += [broker.vehicle_passwd_path, broker.service_passwd_path, keys[1]]
-    for path in readable:
-        path.chmod(0o644)
-    for private in (keys[0], out / "services.env", out / "secrets.json"):
-        private.chmod(0o600)
-    print(f"wrote broker config, ACL, passwords, keys and services.env to {out}")
+    render_compose(options, datetime.datetime.now(datetime.UTC))
+    print(f"wrote the broker config, certificates, keys and secrets to {options.out}")
     return 0
 
 

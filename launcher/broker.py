@@ -46,7 +46,19 @@ class BrokerSettings:
     persistence_dir: Path | None = None  # None: the run folder
     log_to_stdout: bool = False
     plugin_path: Path | None = None  # None: build mosquitto/plugin on demand (launcher/plugin.py)
+    # (certificate, key) PEM files: the vehicle listener speaks TLS (docker-compose)
+    vehicle_tls: tuple[Path, Path] | None = None
+    # extra identities of the service listener with no ACL rights (a healthcheck's login)
+    service_probe_credentials: list[tuple[str, str]] = field(default_factory=list)
     vehicle_credentials: list[tuple[str, str]] = field(default_factory=list)
+
+
+def vehicle_tls_lines(files: tuple[Path, Path] | None) -> str:
+    """The vehicle listener's TLS options; plain TCP (local stack, tests) without files."""
+    if files is None:
+        return "# no TLS on this listener (local stack)"
+    cert, key = files
+    return f"certfile {cert}\nkeyfile {key}"
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -87,6 +99,7 @@ class Broker(procs.ChildService):
             "VEHICLE_PORT": str(s.vehicle_port),
             "SERVICE_PORT": str(s.service_port),
             "BIND_ADDRESS": s.bind_address,
+            "VEHICLE_TLS": vehicle_tls_lines(s.vehicle_tls),
             "ROOT": s.acl_root,
             "GATEWAY_USER": s.gateway_user,
             "FLEET_USER": s.fleet_user,
@@ -99,6 +112,7 @@ class Broker(procs.ChildService):
         ):
             path.write_text(render((MOSQUITTO_DIR / template).read_text(), values))
         services = [(s.gateway_user, s.gateway_password), (s.fleet_user, s.fleet_password)]
+        services += s.service_probe_credentials
         write_password_file(self.service_passwd_path, services)
         self.write_vehicle_passwords()
 

@@ -66,10 +66,13 @@ SECRET_GENERATORS: dict[str, Callable[[], str]] = {
 class Secrets:
     """Secrets generated once per run folder and reused on restart."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(
+        self, run_dir: Path, generators: dict[str, Callable[[], str]] | None = None
+    ) -> None:
         self.path = run_dir / "secrets.json"
         stored: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.values = {name: stored.get(name) or new() for name, new in SECRET_GENERATORS.items()}
+        wanted = generators or SECRET_GENERATORS
+        self.values = {name: stored.get(name) or new() for name, new in wanted.items()}
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.values, indent=2))
         self.path.chmod(0o600)

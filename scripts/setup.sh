@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian/Ubuntu machine with only Python:
-#   - system packages the platform runs on (mosquitto, redis-server, postgresql) when missing
+#   - system packages the platform runs on (mosquitto, redis-server, postgresql) when missing,
+#     and mosquitto-clients (tests/deploy/test_compose.py runs the broker's healthcheck)
 #     (the tests start their own private instances of each; no system service is used)
 #   - prometheus (Debian's package: prometheus and promtool), which the tests use to check
 #     deploy/prometheus/ (promtool) and to run the Grafana dashboard's queries
@@ -19,6 +20,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 missing=()
 have mosquitto || missing+=(mosquitto)
+have mosquitto_pub || missing+=(mosquitto-clients)  # the compose broker healthcheck's test
 have redis-server || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
 { have prometheus && have promtool; } || missing+=(prometheus)

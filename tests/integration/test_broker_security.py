@@ -19,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from launcher.__main__ import CONTAINER_PLUGIN_PATH
 from launcher.__main__ import main as launcher_main
+from launcher.compose import read_env_file
 from launcher.errors import PluginBuildFailed
 from launcher.plugin import PLUGIN_SOURCE, build_plugin
 from launcher.stack import LocalStack
@@ -446,24 +447,27 @@ async def test_car_cannot_take_over_another_cars_session(stack: LocalStack, topi
 
 
 def test_render_separates_the_listeners_for_docker_compose(tmp_path: Path) -> None:
-    """`python -m launcher render`: per-listener password and ACL files (services only on
-    the service listener, none in the vehicle file), the plugin at its image path, and
-    the share group in services.env, the same on a second run."""
+    """`python -m launcher render`: per-listener password and ACL files (services and the
+    healthcheck's login only on the service listener, none in the vehicle file), the
+    plugin at its image path, and the share group in gateway.env, the same on a second
+    run."""
     assert launcher_main(["render", "--out", str(tmp_path)]) == 0
-    conf = (tmp_path / "mosquitto.conf").read_text()
+    broker = tmp_path / "broker"
+    conf = (broker / "mosquitto.conf").read_text()
     assert "per_listener_settings true" in conf
     assert conf.count(f"plugin {CONTAINER_PLUGIN_PATH}\n") == 2
     assert "plugin_opt_share_users gateway\n" in conf
-    service_users = (tmp_path / "mosquitto-service.passwd").read_text().splitlines()
-    assert [line.split(":")[0] for line in service_users] == ["gateway", "fleet"]
-    assert (tmp_path / "mosquitto-vehicle.passwd").read_text() == ""
-    assert "%u" in (tmp_path / "mosquitto-vehicle.acl").read_text()
-    assert "%u" not in (tmp_path / "mosquitto-service.acl").read_text()
-    env = dict(line.split("=", 1) for line in (tmp_path / "services.env").read_text().split())
+    service_users = (broker / "mosquitto-service.passwd").read_text().splitlines()
+    assert [line.split(":")[0] for line in service_users] == ["gateway", "fleet", "health"]
+    assert (broker / "mosquitto-vehicle.passwd").read_text() == ""
+    assert "%u" in (broker / "mosquitto-vehicle.acl").read_text()
+    acl = (broker / "mosquitto-service.acl").read_text()
+    assert "%u" not in acl and "health" not in acl
+    env = read_env_file(tmp_path / "gateway" / "gateway.env")
     group = env["CAAS_GATEWAY_SHARE_GROUP"]
     assert group.startswith("gw") and len(group) == 26
     assert launcher_main(["render", "--out", str(tmp_path)]) == 0
-    assert f"CAAS_GATEWAY_SHARE_GROUP={group}\n" in (tmp_path / "services.env").read_text()
+    assert read_env_file(tmp_path / "gateway" / "gateway.env")["CAAS_GATEWAY_SHARE_GROUP"] == group
 
 
 def test_plugin_is_built_when_missing_or_stale(tmp_path: Path) -> None:
