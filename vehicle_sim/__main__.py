@@ -28,8 +28,8 @@ EPILOG = """
 examples:
   CAAS_FLEET_MQTT_URL=mqtt://fleet:PASS@127.0.0.1:1884 python -m vehicle_sim run \\
       --vehicles 1000 --seed 7 --mix online=0.7,busy=0.1,driving=0.1,flaky=0.1 --public-key gw.pem
-  python -m vehicle_sim run --connection-mode per-vehicle --broker mqtt://127.0.0.1:1883 \\
-      --fleet-secret-file run/dev/fleet.secret --vehicles 500 --public-key gw.pem
+  CAAS_FLEET_SECRET=... python -m vehicle_sim run --connection-mode per-vehicle \\
+      --broker mqtt://127.0.0.1:1883 --vehicles 500 --public-key gw.pem
   python -m vehicle_sim manifest --vehicles 10 --seed 7
 
 Defaults come from the environment when set: CAAS_FLEET_MQTT_URL (or CAAS_MQTT_URL),
