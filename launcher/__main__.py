@@ -30,6 +30,7 @@ from launcher.stack import (
     redacted,
 )
 from protocol.credentials import vehicle_password
+from protocol.private_files import write_private
 from protocol.signing import write_keypair
 from vehicle_sim.fleet import build_fleet, parse_mix
 
@@ -237,14 +238,14 @@ def render_config(args: argparse.Namespace) -> int:
         "CAAS_SIGNING_KEY": str(keys[0]),
         "CAAS_PUBLIC_KEY": str(keys[1]),
     }
-    (out / "services.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    write_private(out / "services.env", "".join(f"{k}={v}\n" for k, v in env.items()))
     # the broker container runs as its own user: it reads these (hashes, not secrets)
     readable = [broker.conf_path, broker.vehicle_acl_path, broker.service_acl_path]
     readable += [broker.vehicle_passwd_path, broker.service_passwd_path, keys[1]]
     for path in readable:
         path.chmod(0o644)
-    for private in (keys[0], out / "services.env", out / "secrets.json"):
-        private.chmod(0o600)
+    # created 0600; a signing key left readable by an older version is tightened
+    keys[0].chmod(0o600)
     print(f"wrote broker config, ACL, passwords, keys and services.env to {out}")
     return 0
 
