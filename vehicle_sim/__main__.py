@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for option in secrets_on_command_line(sys.argv[1:] if argv is None else argv):
         print(
-            f"vehicle_sim: warning: {option} on the command line is deprecated: ps shows "
-            "it to every user; use CAAS_FLEET_MQTT_URL / CAAS_FLEET_SECRET or "
-            "--fleet-secret-file",
+            f"vehicle_sim: warning: {option} puts a secret on the command line, where ps "
+            "shows it to every user (deprecated): use CAAS_FLEET_MQTT_URL / "
+            "CAAS_FLEET_SECRET or --fleet-secret-file",
             file=sys.stderr,
         )
     configure_logging(getattr(args, "log_level", "WARNING"))
