@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from launcher.__main__ import fleet_secret
 from launcher.errors import LauncherError
 from launcher.stack import redacted
 from protocol.private_files import create_private, private_dir, private_umask, write_private
+from vehicle_sim.__main__ import fleet_secret as simulator_fleet_secret
 from vehicle_sim.__main__ import secrets_on_command_line
+from vehicle_sim.errors import SimulatorError
 
 
 def mode(path: Path) -> int:
@@ -99,3 +102,16 @@ def test_launcher_passwd_reads_the_fleet_secret_from_a_file_or_the_environment(
         fleet_secret(None, {})
     with pytest.raises(LauncherError, match="No such file"):
         fleet_secret(tmp_path / "missing", {})
+
+
+def test_simulator_reads_the_fleet_secret_file_first(tmp_path: Path) -> None:
+    (tmp_path / "fleet.secret").write_text("from-file\n")
+    args = argparse.Namespace(fleet_secret_file=tmp_path / "fleet.secret", fleet_secret="env")
+    assert simulator_fleet_secret(args) == "from-file"
+    assert (
+        simulator_fleet_secret(argparse.Namespace(fleet_secret_file=None, fleet_secret="e")) == "e"
+    )
+    with pytest.raises(SimulatorError, match="--fleet-secret-file: No such file"):
+        simulator_fleet_secret(
+            argparse.Namespace(fleet_secret_file=tmp_path / "x", fleet_secret=None)
+        )
