@@ -285,11 +285,11 @@ def start_fleet(
     """The simulator as its own process; ``fleet``: its options (default an all-online
     fleet of seed 3)."""
     port = port or free_port()
+    # no --broker: the URL, password included, comes in the environment (not in ps)
     args = [
         "vehicle_sim", "run", "--vehicles", str(vehicles),
         *(fleet or ["--seed", "3", "--mix", "online=1"]),
         "--shards", "8", "--no-live", "--control-port", str(port),
-        "--broker", stack.env()["CAAS_FLEET_MQTT_URL"],
     ]  # fmt: skip
     sim = PythonService(
         "vehicle_sim",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 from typing import Any
 
@@ -52,9 +53,16 @@ async def serve(broker: BrokerAddress, topics: Topics, ready_line: bool = True) 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.echo",
                                      description="Echo every command back (baseline).")  # fmt: skip
-    parser.add_argument("--broker", required=True, help="mqtt://user:pass@host:port")
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("CAAS_FLEET_MQTT_URL"),
+        help="mqtt://user:pass@host:port (default: CAAS_FLEET_MQTT_URL, which keeps the "
+        "password out of ps)",
+    )
     parser.add_argument("--topic-root", default="caas/v1")
     args = parser.parse_args()
+    if not args.broker:
+        parser.error("--broker is required (or set CAAS_FLEET_MQTT_URL)")
     asyncio.run(serve(BrokerAddress.from_url(args.broker), Topics(args.topic_root)))
 
 

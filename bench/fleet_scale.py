@@ -78,8 +78,9 @@ def start_simulator(
     ]
     argv = [sys.executable, "-m", "vehicle_sim", "run", "--vehicles", str(vehicles),
             "--seed", "1", "--mix", "online=1", "--connection-mode", mode,
-            "--shards", str(shards), "--broker", broker, "--no-live"]  # fmt: skip
-    env = {**os.environ, **stack.env(), "CAAS_TOPIC_ROOT": root}
+            "--shards", str(shards), "--no-live"]  # fmt: skip
+    # the broker URL (a password in it) in the environment, not in ps
+    env = {**os.environ, **stack.env(), "CAAS_FLEET_MQTT_URL": broker, "CAAS_TOPIC_ROOT": root}
     profile = os.environ.get("CAAS_BENCH_PROFILE")  # cProfile output path for the simulator
     if profile:
         argv[1:1] = ["-m", "cProfile", "-o", profile]
@@ -126,9 +127,9 @@ async def echo_baseline(
 ) -> EchoBaseline:
     """The same commands and window against the echo responder, in this same run."""
     root = f"caas/echo{int(time.time())}"
-    argv = [sys.executable, "-m", "bench.echo", "--broker", stack.env()["CAAS_FLEET_MQTT_URL"],
-            "--topic-root", root]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220 - one spawn before timing
+    argv = [sys.executable, "-m", "bench.echo", "--topic-root", root]  # CAAS_FLEET_MQTT_URL
+    env = {**os.environ, "CAAS_FLEET_MQTT_URL": stack.env()["CAAS_FLEET_MQTT_URL"]}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220 - one spawn before timing
     try:
         assert proc.stdout is not None
         proc.stdout.readline()  # "echo responder ready"

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from launcher.compose import ComposeOptions, render_compose
@@ -19,9 +21,11 @@ from launcher.errors import LauncherError
 from launcher.plugin import build_plugin
 from launcher.stack import (
     DEV_RUN_DIR,
+    REDACTED,
     LocalStack,
     StackOptions,
     export_lines,
+    redacted,
 )
 from protocol.credentials import vehicle_password
 from vehicle_sim.fleet import build_fleet, parse_mix
@@ -53,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--vehicles-from", type=Path, help="manifest JSON: give each of its VINs a broker identity"
     )
+    up.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print the variables with their secret values (default: *** in their place; "
+        "the values are in RUN_DIR/stack.env, mode 0600)",
+    )
 
     add_dev_env_commands(sub)
 
@@ -62,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     pw.add_argument("--out", type=Path, required=True)
-    pw.add_argument("--fleet-secret", required=True)
+    pw.add_argument(
+        "--fleet-secret-file",
+        type=Path,
+        help="read the fleet secret from this file (default: $CAAS_FLEET_SECRET; never "
+        "on the command line, where ps shows it)",
+    )
     pw.add_argument("--manifest", type=Path, help="take the VINs from this manifest")
     pw.add_argument("--vehicles", type=int, help="or derive them: fleet size")
     pw.add_argument("--seed", type=int, default=1, help="or derive them: fleet seed")
@@ -180,6 +195,19 @@ def vins_from(args: argparse.Namespace) -> list[str]:
     raise LauncherError("give --manifest or --vehicles")
 
 
+def fleet_secret(path: Path | None, environ: Mapping[str, str]) -> str:
+    """The fleet secret for `launcher passwd`: the file's first line, else
+    $CAAS_FLEET_SECRET; LauncherError when neither gives one."""
+    if path is not None:
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise LauncherError(f"--fleet-secret-file: {exc.strerror}: {path}") from None
+    if environ.get("CAAS_FLEET_SECRET"):
+        return environ["CAAS_FLEET_SECRET"]
+    raise LauncherError("give the fleet secret: set CAAS_FLEET_SECRET or --fleet-secret-file")
+
+
 def render_config(args: argparse.Namespace) -> int:
     """Config for docker-compose (launcher/compose.py)."""
     options = ComposeOptions(
@@ -207,6 +235,21 @@ def render_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def up_banner(stack: LocalStack, show_secrets: bool) -> str:
+    """What `launcher up` prints once the stack is up: the variables (secret values as
+    *** unless asked for) and where they are. The last line starts with "# also in"."""
+    env = stack.env()
+    if show_secrets:
+        return export_lines(env) + f"# also in {stack.env_path}; Ctrl-C stops\n"
+    shown = redacted(env, stack.secrets.values.values())
+    return (
+        f"# local stack up; its variables (secrets as {REDACTED}, --show-secrets prints them):\n"
+        + "".join(f"#   {name}={value}\n" for name, value in shown.items())
+        + f"# use them: python -m launcher run --run-dir {stack.run_dir} SERVICE -- ARGS\n"
+        + f"# also in {stack.env_path} (mode 0600, with the secrets); Ctrl-C stops\n"
+    )
+
+
 def up(args: argparse.Namespace) -> int:
     options = StackOptions(
         run_dir=args.run_dir,
@@ -218,8 +261,7 @@ def up(args: argparse.Namespace) -> int:
         if args.vehicles_from:
             vins = [v["vin"] for v in json.loads(args.vehicles_from.read_text())["fleet"]]
             stack.allow_vehicles(vins)
-        print(export_lines(stack.env()), end="")
-        print(f"# also in {stack.env_path}; Ctrl-C stops", flush=True)
+        print(up_banner(stack, args.show_secrets), end="", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     return 0
 
@@ -241,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             print(build_plugin())
             return 0
         if args.command == "passwd":
-            secret = args.fleet_secret
+            secret = fleet_secret(args.fleet_secret_file, os.environ)
             count = write_password_file(
                 args.out, ((v, vehicle_password(secret, v)) for v in vins_from(args))
             )

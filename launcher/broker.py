@@ -25,6 +25,7 @@ from launcher.credentials import write_password_file
 from launcher.errors import ServiceFailed
 from launcher.plugin import build_plugin
 from protocol.mqtt import BrokerAddress
+from protocol.private_files import write_private
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO_DIR = PROJECT_ROOT / "mosquitto"
@@ -110,7 +111,7 @@ class Broker(procs.ChildService):
             (self.vehicle_acl_path, "acl-vehicle.template"),
             (self.service_acl_path, "acl-service.template"),
         ):
-            path.write_text(render((MOSQUITTO_DIR / template).read_text(), values))
+            write_private(path, render((MOSQUITTO_DIR / template).read_text(), values))
         services = [(s.gateway_user, s.gateway_password), (s.fleet_user, s.fleet_password)]
         services += s.service_probe_credentials
         write_password_file(self.service_passwd_path, services)

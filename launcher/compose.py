@@ -36,6 +36,7 @@ from launcher.stack import FLEET_USER, GATEWAY_USER, SECRET_GENERATORS, Secrets
 from launcher.tls import TlsFiles, ensure_certificates
 from protocol import signing
 from protocol.credentials import vehicle_password
+from protocol.private_files import write_private
 
 HEALTH_USER = "health"  # the broker healthcheck's login: no ACL rights at all
 POSTGRES_USER = "caas"  # docker-compose.yml: POSTGRES_USER and POSTGRES_DB
@@ -183,13 +184,6 @@ def read_env_file(path: Path) -> dict[str, str]:
     """The variables of a file written by ``env_lines``."""
     pairs = (shlex.split(line)[0].split("=", 1) for line in path.read_text().splitlines())
     return {name: value for name, value in pairs}
-
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    path.chmod(0o600)  # an older file keeps its mode through O_CREAT
 
 
 def set_permissions(out: Path) -> None:

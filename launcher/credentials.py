@@ -13,6 +13,8 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from protocol.private_files import write_private
+
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd writes for its $7$ (PBKDF2-SHA512) hashes
 SALT_BYTES = 12
 
@@ -35,9 +37,5 @@ def write_password_file(path: Path, entries: Iterable[tuple[str, str]]) -> int:
     """Write ``user:hash`` lines (mode 0600); returns how many were written."""
     lines = [f"{user}:{mosquitto_hash(password)}\n" for user, password in entries]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.writelines(lines)
-    tmp.replace(path)
+    write_private(path, "".join(lines))
     return len(lines)

@@ -89,6 +89,8 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         **opts.extra_env,
     }
     sim_port = opts.simulator_port or free_port()
+    # no secret on a command line (ps shows it to everyone): the simulator takes its
+    # broker URL, password included, from CAAS_FLEET_MQTT_URL in ``env``
     sim_args = [
         "vehicle_sim",
         "run",
@@ -98,8 +100,6 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         str(opts.seed),
         "--scenario",
         str(opts.scenario),
-        "--broker",
-        env["CAAS_FLEET_MQTT_URL"],
         "--manifest",
         str(run / "manifest.json"),
         "--no-live",

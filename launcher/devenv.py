@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from launcher.errors import UnknownService
 from launcher.stack import export_lines, read_stack_env, stack_env_path
+from protocol.private_files import PRIVATE_UMASK
 
 SERVICES = ("gateway", "backend", "paysim", "vehicle_sim")  # `python -m <name>`
 
@@ -48,6 +49,7 @@ def exec_service(service: str, args: list[str], run_dir: Path) -> NoReturn:
     argv = service_argv(service, args)
     env = service_env(run_dir, os.environ)
     sys.stdout.flush()
+    os.umask(PRIVATE_UMASK)  # its databases and logs in the run folder: private too
     os.execve(argv[0], argv, env)
 
 

@@ -12,6 +12,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from launcher import procs
 from launcher.errors import BinaryMissing, ServiceFailed
+from protocol.private_files import create_private, private_dir, write_private
 
 DB_USER = "caas"
 DB_NAME = "caas"
@@ -63,10 +65,9 @@ class PostgresServer(procs.ChildService):
         return ["runuser", "-u", self.owner.pw_name, "--", *argv] if self.as_root else argv
 
     def _initdb(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.base, 0o755)
+        private_dir(self.base)  # the owner (chowned below) is the only one who needs it
         pwfile = self.base / "pwfile"
-        pwfile.write_text(self.settings.password + "\n")
+        write_private(pwfile, self.settings.password + "\n")
         os.chown(self.base, self.owner.pw_uid, self.owner.pw_gid)
         os.chown(pwfile, self.owner.pw_uid, self.owner.pw_gid)
         argv = [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", DB_USER,
@@ -81,14 +82,15 @@ class PostgresServer(procs.ChildService):
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         log = self.log_path
-        log.touch()
+        create_private(log)
         os.chown(log, self.owner.pw_uid, self.owner.pw_gid)
         argv = [str(self.bindir / "postgres"), "-D", str(self.data_dir),
                 "-p", str(self.settings.port), "-c", "listen_addresses=127.0.0.1",
                 "-c", f"unix_socket_directories={self.base}",
                 "-c", f"fsync={'on' if self.settings.fsync else 'off'}",
                 "-c", "max_connections=200"]  # fmt: skip
-        self.proc = procs.spawn(self._as_owner(argv), log)
+        # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client to leave)
+        self.proc = procs.spawn(self._as_owner(argv), log, death_signal=signal.SIGINT)
         procs.wait_for_port(self.proc, self.settings.port, "postgres", log, timeout_s=30)
         self._create_database()
 

@@ -73,6 +73,7 @@ def run_python(args: list[str], env: dict[str, str], timeout_s: float = 120) -> 
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        preexec_fn=procs.child_setup(),  # private files, and it ends with us
     )
     if result.returncode not in (0, 1):
         raise ServiceFailed(" ".join(args[:2]), result.stderr.strip()[-800:])

@@ -3,7 +3,9 @@
 The run folder keeps what a restart must find again: generated passwords, the fleet
 secret, the gateway signing key, the payment provider's key and webhook secret, broker
 persistence, Redis AOF. ``stack.env`` in it is a shell file with the SPEC §6 variables
-for the services.
+for the services. The folder is 0700 and every file in it that holds a secret or
+customer data 0600 from its creation (protocol/private_files.py; the children run
+with umask 077, launcher/procs.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +25,7 @@ from launcher.procs import free_port
 from launcher.redis_server import RedisServer, RedisSettings
 from protocol import signing
 from protocol.credentials import vehicle_password
+from protocol.private_files import private_dir, write_private
 
 GATEWAY_USER = "gateway"
 FLEET_USER = "fleet"
@@ -74,8 +77,7 @@ class Secrets:
         wanted = generators or SECRET_GENERATORS
         self.values = {name: stored.get(name) or new() for name, new in wanted.items()}
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.values, indent=2))
-        self.path.chmod(0o600)
+        write_private(self.path, json.dumps(self.values, indent=2))
 
     def __getitem__(self, name: str) -> str:
         return self.values[name]
@@ -84,7 +86,7 @@ class Secrets:
 class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
-        self.run_dir = options.run_dir.resolve()
+        self.run_dir = private_dir(options.run_dir.resolve())
         self.secrets = Secrets(self.run_dir)
         self.broker = Broker(
             BrokerSettings(
@@ -117,8 +119,7 @@ class LocalStack:
         self.broker.start()
         if self.redis is not None:
             self.redis.start()
-        self.env_path.write_text(export_lines(self.env()))
-        self.env_path.chmod(0o600)  # the same secrets as secrets.json
+        write_private(self.env_path, export_lines(self.env()))  # secrets.json's secrets
         return self
 
     def stop(self) -> None:
@@ -164,6 +165,21 @@ class LocalStack:
 def export_lines(env: dict[str, str]) -> str:
     """``export NAME=value`` lines a POSIX shell can ``source`` or ``eval``."""
     return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+
+
+REDACTED = "***"
+
+
+def redacted(env: dict[str, str], secrets: Iterable[str]) -> dict[str, str]:
+    """``env`` with every occurrence of a secret value replaced by ``***``: what can be
+    printed (a URL keeps its host, port and user, loses its password)."""
+    hidden = sorted((s for s in secrets if s), key=len, reverse=True)
+    shown = {}
+    for name, value in env.items():
+        for secret in hidden:
+            value = value.replace(secret, REDACTED)
+        shown[name] = value
+    return shown
 
 
 def read_stack_env(path: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from paysim.modes import FailureModes
+from protocol.private_files import create_private
 from protocol.settings import ConfigError, http_url, required_secret
 
 DEFAULT_DB_PATH = Path("run/dev/paysim.sqlite3")
@@ -82,6 +83,7 @@ def writable_db(setting: str, path: Path) -> None:
     """ConfigError unless SQLite can create (or open) and write the file at ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)  # payments: 0600 from the start (SQLite would make it 0644)
         conn = sqlite3.connect(path, timeout=5)
         try:
             conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails when read-only

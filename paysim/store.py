@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protocol.private_files import create_private
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
     id TEXT PRIMARY KEY,                  -- auth_… (a hold) or ch_… (an immediate charge)
@@ -106,6 +108,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)  # payments: 0600 from the start (its -wal/-shm copy the mode)
         # autocommit mode: transactions are the explicit BEGIN IMMEDIATE of transaction()
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         self.conn.execute("PRAGMA journal_mode=WAL")

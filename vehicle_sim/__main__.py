@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import uvloop
 
@@ -25,14 +26,16 @@ from vehicle_sim.scenario import Scenario, load_scenario
 
 EPILOG = """
 examples:
-  python -m vehicle_sim run --broker mqtt://fleet:PASS@127.0.0.1:1884 --vehicles 1000 \\
-      --seed 7 --mix online=0.7,busy=0.1,driving=0.1,flaky=0.1 --public-key gw.pem
-  python -m vehicle_sim run --connection-mode per-vehicle --broker mqtt://127.0.0.1:1883 \\
-      --fleet-secret "$CAAS_FLEET_SECRET" --vehicles 500 --public-key gw.pem
+  CAAS_FLEET_MQTT_URL=mqtt://fleet:PASS@127.0.0.1:1884 python -m vehicle_sim run \\
+      --vehicles 1000 --seed 7 --mix online=0.7,busy=0.1,driving=0.1,flaky=0.1 --public-key gw.pem
+  CAAS_FLEET_SECRET=... python -m vehicle_sim run --connection-mode per-vehicle \\
+      --broker mqtt://127.0.0.1:1883 --vehicles 500 --public-key gw.pem
   python -m vehicle_sim manifest --vehicles 10 --seed 7
 
 Defaults come from the environment when set: CAAS_FLEET_MQTT_URL (or CAAS_MQTT_URL),
-CAAS_PUBLIC_KEY, CAAS_FLEET_SECRET, CAAS_TOPIC_ROOT. With the local stack (`python -m
+CAAS_PUBLIC_KEY, CAAS_FLEET_SECRET, CAAS_TOPIC_ROOT. Pass secrets that way (or
+--fleet-secret-file), not on the command line: every user of the machine can read a
+process's arguments (ps, /proc/PID/cmdline). With the local stack (`python -m
 launcher up`): python -m launcher run vehicle_sim -- run --vehicles 1000 ...
 """
 
@@ -56,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         default=env("CAAS_FLEET_MQTT_URL") or env("CAAS_MQTT_URL"),
         help="mqtt://user:pass@host:port (fleet identity in multiplexed mode; "
-        "the vehicle listener in per-vehicle mode)",
+        "the vehicle listener in per-vehicle mode). A password here is visible in ps: "
+        "prefer CAAS_FLEET_MQTT_URL",
     )
     run.add_argument(
         "--public-key",
@@ -77,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fleet-secret",
         default=env("CAAS_FLEET_SECRET"),
-        help="per-vehicle mode: secret the vehicle passwords derive from",
+        help="per-vehicle mode: secret the vehicle passwords derive from (deprecated on "
+        "the command line, where ps shows it: set CAAS_FLEET_SECRET or --fleet-secret-file)",
+    )
+    run.add_argument(
+        "--fleet-secret-file",
+        type=Path,
+        help="per-vehicle mode: read the fleet secret from this file (mode 0600)",
     )
     run.add_argument("--topic-root", default=env("CAAS_TOPIC_ROOT", "caas/v1"))
     run.add_argument(
@@ -108,6 +118,28 @@ def resolve(args: argparse.Namespace) -> tuple[Scenario, int, int, dict[Mode, fl
     return scenario, vehicles, seed, mix
 
 
+def secrets_on_command_line(argv: list[str]) -> list[str]:
+    """The options of ``argv`` that carry a secret (a broker URL with a password, the
+    fleet secret): each one is readable by every user in ps."""
+    flagged = []
+    for index, word in enumerate(argv):
+        name, _, inline = word.partition("=")
+        value = inline or (argv[index + 1] if index + 1 < len(argv) else "")
+        if name == "--fleet-secret" or (name == "--broker" and urlparse(value).password):
+            flagged.append(name)
+    return flagged
+
+
+def fleet_secret(args: argparse.Namespace) -> str | None:
+    """--fleet-secret-file's first line, else --fleet-secret / CAAS_FLEET_SECRET."""
+    if args.fleet_secret_file:
+        try:
+            return str(args.fleet_secret_file.read_text().strip())
+        except OSError as exc:
+            raise SimulatorError(f"--fleet-secret-file: {exc.strerror}: {exc.filename}") from None
+    return str(args.fleet_secret) if args.fleet_secret else None
+
+
 async def run(args: argparse.Namespace) -> int:
     scenario, vehicles, seed, mix = resolve(args)
     if not args.broker:
@@ -124,7 +156,7 @@ async def run(args: argparse.Namespace) -> int:
         stages=list(scenario.stages),
         connection_mode=args.connection_mode,
         shards=args.shards,
-        fleet_secret=args.fleet_secret,
+        fleet_secret=fleet_secret(args),
         topic_root=args.topic_root,
         manifest_path=args.manifest,
         control_port=args.control_port,
@@ -147,6 +179,13 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for option in secrets_on_command_line(sys.argv[1:] if argv is None else argv):
+        print(
+            f"vehicle_sim: warning: {option} puts a secret on the command line, where ps "
+            "shows it to every user (deprecated): use CAAS_FLEET_MQTT_URL / "
+            "CAAS_FLEET_SECRET or --fleet-secret-file",
+            file=sys.stderr,
+        )
     configure_logging(getattr(args, "log_level", "WARNING"))
     try:
         if args.command == "manifest":

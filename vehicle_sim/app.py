@@ -58,7 +58,10 @@ class Simulator:
         self.link: MultiplexedLink | PerVehicleLink
         if cfg.connection_mode == "per-vehicle":
             if not cfg.fleet_secret:
-                raise ValueError("per-vehicle mode needs the fleet secret (--fleet-secret)")
+                raise ValueError(
+                    "per-vehicle mode needs the fleet secret (CAAS_FLEET_SECRET or "
+                    "--fleet-secret-file)"
+                )
             self.link = PerVehicleLink(self.runtime, cfg.broker, self.topics, cfg.fleet_secret)
         else:
             self.link = MultiplexedLink(self.runtime, cfg.broker, self.topics, cfg.shards)

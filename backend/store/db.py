@@ -7,13 +7,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from protocol.private_files import create_private
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,6 +24,7 @@ Sessions = async_sessionmaker[AsyncSession]
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
+        _create_private_db_file(url)
         # One connection, so the transactions (all BEGIN IMMEDIATE: SQLite has one
         # writer) queue in order on the pool rather than in SQLite's busy handler, which
         # is not fair: with several loops polling, one of them could wait for seconds.
@@ -37,6 +40,17 @@ def make_engine(url: str) -> AsyncEngine:
     # docs/performance.md). A connection found dead (server restart) fails that one
     # transaction and invalidates the whole pool; loops retry, API clients replay.
     return create_async_engine(url, pool_size=10, max_overflow=20)
+
+
+def _create_private_db_file(url: str) -> None:
+    """Customer data: a database file created 0600 (SQLite would make it 0644 under the
+    usual umask; its -wal and -shm files copy the file's mode). An existing file, a
+    memory database or a missing folder are left to SQLite."""
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if path.parent.is_dir():
+            create_private(path)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
