@@ -27,12 +27,13 @@ def test_the_demo_fleet_forecasts_its_alerts() -> None:
     assert {m: round(s, 3) for m, s in f.failing.items()} == {
         Mode.NACK: 0.03, Mode.TIMEOUT: 0.04, Mode.CONFLICT: 0.04, Mode.OFFLINE: 0.03,
     }  # fmt: skip
-    assert round(f.failure_share, 3) == 0.14 and round(f.first_attempt_misses, 2) == 0.38
+    assert round(f.failure_share, 3) == 0.14 and round(f.not_online, 2) == 0.38
     assert f.expected_alerts == DEMO_ALERTS
     lines = explain(f)
     assert lines[0].startswith("demo: 14% of the fleet fails on purpose: ")
     assert "timeout (never answers) 4%" in lines[0]
     assert "Activation failure rate ~14.0% (> 5.0%)" in lines[-1] and "ALERT" in lines[-1]
+    assert "First-attempt success rate at most 86.0% (< 95.0%)" in lines[-1]
     calm = forecast(Scenario(mix={Mode.ONLINE: 1.0}))
     assert calm.expected_alerts == frozenset() and calm.failure_share == 0
     assert explain(calm)[-1] == "demo: no handbook alert is expected from this fleet"
