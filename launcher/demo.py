@@ -28,6 +28,7 @@ import httpx
 
 from launcher import demo_expect, demo_report
 from launcher.demo_traffic import Customer, follow, ops_summary, place_purchases
+from launcher.errors import ServiceFailed
 from launcher.procs import free_port
 from launcher.services import PythonService, run_python
 from launcher.stack import LocalStack, StackOptions
@@ -201,6 +202,8 @@ def seed_customers(platform: Platform) -> tuple[list[Customer], str]:
         ["backend", "seed", "--fleet-manifest", str(manifest_path), "--per-customer", "2"],
         platform.env,
     )
+    if not out.strip():  # exit 1: its vehicles have owners (a database seeded before)
+        raise ServiceFailed("backend seed", "this database was seeded before: use a fresh one")
     write_private(platform.run_dir / CUSTOMERS_FILE, out)
     seeded = json.loads(out)
     manifest = json.loads(manifest_path.read_text())

@@ -17,6 +17,7 @@ import redis
 import yaml
 
 from launcher.demo import CUSTOMERS_FILE, DemoOptions, seed_customers, start_platform, stop_platform
+from launcher.errors import ServiceFailed
 from launcher.stack import LocalStack
 from protocol.topics import Topics
 from tests.conftest import project_root
@@ -30,7 +31,7 @@ def test_locust_purchase_user_buys_as_the_demos_customers(
 ) -> None:
     """customers.json is 0600 and holds every seeded customer's token; PurchaseUser with
     it buys and sees the charge (exit 0, thresholds met); every service's log has info
-    lines."""
+    lines; seeding the demo's database again is refused and customers.json kept."""
     scenario = tmp_path / "fleet.yaml"
     scenario.write_text(yaml.safe_dump({"name": "online", "mix": {"online": 1}}))
     assert stack.redis is not None
@@ -75,6 +76,9 @@ def test_locust_purchase_user_buys_as_the_demos_customers(
             rows = {r["Name"]: r for r in csv.DictReader(f)}
         assert int(rows["purchase/charged"]["Request Count"]) > 0
         assert int(rows["Aggregated"]["Failure Count"]) == 0
+        with pytest.raises(ServiceFailed, match="seeded before"):
+            seed_customers(platform)  # the same database again: a clear refusal
+        assert json.loads(kept.read_text()) == saved  # the first tokens kept
         for log in ("gateway.log", "backend.log", "paysim.log", "vehicle_sim.log"):
             assert " level=INFO " in (platform.run_dir / log).read_text(), log
     finally:
