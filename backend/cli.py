@@ -1,4 +1,5 @@
-"""Command-line entry points: serve (default), migrate, seed, operators, check-invariants."""
+"""Command-line entry points: serve (default), migrate, seed, operators, customers,
+check-invariants."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from backend.audit import money as invariants
 from backend.config import BackendSettings
+from backend.domain.states import PaymentMethod
 from backend.errors import Conflict
-from backend.services import operators
+from backend.services import customers, operators
 from backend.services.seed import FleetEntry, load_fleet_manifest, seed_demo
 from backend.store.db import make_engine, make_sessions, migrate
 from protocol.logsetup import configure_logging
@@ -60,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
         help="vehicles per customer (default 2)",
     )
     _operators_parser(sub)
+    _customers_parser(sub)
     sub.add_parser("check-invariants", help="check the money rules; exit 1 on a violation")
     return p
 
@@ -82,6 +87,62 @@ def _operators_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--name", required=True, type=_name, help='the person\'s name, e.g. "Ana Ruiz"'
     )
     what.add_parser("list", help="every operator's name and token prefix (never a token)")
+
+
+def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    people = sub.add_parser(
+        "customers",
+        help="create a customer (prints their token once) or list them",
+        description="Customers own vehicles and buy features for them (the customer API, "
+        "/me/). The demo's customers come from seed.",
+    )
+    what = people.add_subparsers(dest="customers_command", required=True)
+    create = what.add_parser(
+        "create",
+        help="create a customer; prints their token (shown this once only)",
+        description="Create a customer owning the given vehicles and print their new "
+        "token on stdout; only its hash is stored, so it cannot be shown again.",
+    )
+    create.add_argument(
+        "--name",
+        required=True,
+        type=_checked(operators.person_name, "a customer's"),
+        help='the customer\'s name, e.g. "Marta Gil"',
+    )
+    create.add_argument(
+        "--email",
+        required=True,
+        type=_checked(customers.email_address),
+        help="where their notices go (e-mail)",
+    )
+    create.add_argument(
+        "--vehicle",
+        action="append",
+        default=[],
+        type=_checked(customers.vehicle_entry),
+        metavar="VIN:MODEL[:FIRMWARE]",
+        help="a vehicle they own (repeat for more; default none)",
+    )
+    create.add_argument(
+        "--payment-method",
+        choices=[m.value for m in PaymentMethod],
+        default=PaymentMethod.CARD.value,
+        help="card: a hold captured once the feature is on; direct_debit: charged at once, "
+        "refunded on failure (default card)",
+    )
+    what.add_parser("list", help="every customer, their e-mail and vehicles (never a token)")
+
+
+def _checked(parse: Callable[..., Any], *args: Any) -> Callable[[str], Any]:
+    """An argparse type from a parser raising ValueError: its message, not a traceback."""
+
+    def check(text: str) -> Any:
+        try:
+            return parse(text, *args)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
 
 
 async def _migrate(settings: BackendSettings) -> int:
@@ -126,6 +187,41 @@ async def _list_operators(settings: BackendSettings) -> int:
     return 0
 
 
+async def _create_customer(settings: BackendSettings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    await migrate(engine)
+    method = PaymentMethod(args.payment_method)
+    try:
+        async with make_sessions(engine).begin() as session:
+            made = await customers.create(
+                session, args.name, args.email, args.vehicle, method, SystemClock().now()
+            )
+    except Conflict as exc:
+        print(f"backend: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    print(
+        f"customer {args.name!r} created ({made.customer_id}, {len(made.vehicles)} "
+        "vehicle(s)); their token (shown once):",
+        file=sys.stderr,
+    )
+    print(made.token)
+    return 0
+
+
+async def _list_customers(settings: BackendSettings) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    await migrate(engine)
+    async with make_sessions(engine)() as session:
+        found = await customers.customers(session)
+    await engine.dispose()
+    for c in found:
+        fields = (c.customer_id, c.name, c.email, c.payment_method, ",".join(c.vins) or "-")
+        print("\t".join((*fields, format_ts(c.created_at))))
+    return 0
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -139,10 +235,15 @@ async def _seed(settings: BackendSettings, fleet: list[FleetEntry], per_customer
     engine = make_engine(settings.resolved_database_url())
     await migrate(engine)
     now = SystemClock().now()
-    async with make_sessions(engine).begin() as session:
-        await catalog.seed_catalog(session, now)
-        customers, ops = await seed_demo(session, fleet, per_customer, now)
-    await engine.dispose()
+    try:
+        async with make_sessions(engine).begin() as session:
+            await catalog.seed_catalog(session, now)
+            customers, ops = await seed_demo(session, fleet, per_customer, now)
+    except Conflict as exc:
+        print(f"backend: seed: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
     out = {"ops_token": ops, "customers": [c.__dict__ for c in customers]}
     print(json.dumps(out, indent=2))
     return 0
@@ -199,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_create_operator(settings, args.name))
         case "operators":
             return asyncio.run(_list_operators(settings))
+        case "customers" if args.customers_command == "create":
+            return asyncio.run(_create_customer(settings, args))
+        case "customers":
+            return asyncio.run(_list_customers(settings))
         case "check-invariants":
             return asyncio.run(_check(settings))
         case _:

@@ -5,6 +5,11 @@ provider simulator (paysim) and the backend as their own processes, has every de
 customer buy a feature for each of their vehicles through the backend's public API,
 shows live progress, and ends with a summary and the money check. Exit code 0 only if no
 customer was charged for a failed activation (nor charged twice by the provider).
+
+It explains itself: at the start, the share of its fleet that fails on purpose and the
+handbook alerts that share raises (demo_expect.py); at the end, where to look next. The
+services log at info into the run folder; the customers and their tokens are written to
+``customers.json`` there (0600), for the Locust purchase user (docs/loadtest.md).
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ from typing import Any
 
 import httpx
 
-from launcher import demo_report
+from launcher import demo_expect, demo_report
 from launcher.demo_traffic import Customer, follow, ops_summary, place_purchases
+from launcher.errors import ServiceFailed
 from launcher.procs import free_port
 from launcher.services import PythonService, run_python
 from launcher.stack import LocalStack, StackOptions
+from vehicle_sim.scenario import load_scenario
 
 FLEET_SCENARIO = Path(__file__).with_name("demo_fleet.yaml")
+CUSTOMERS_FILE = "customers.json"  # in the run folder: `python -m backend seed`'s JSON
+LOGS = ("vehicle_sim.log", "gateway.log", "paysim.log", "backend.log")  # in the run folder
 # The handbook's retry policy, compressed from minutes to seconds (CAAS_RETRY_* set in
 # the environment override it).
 DEMO_RETRY = {
@@ -105,6 +114,8 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         "--no-live",
         "--control-port",
         str(sim_port),
+        "--log-level",
+        "INFO",
     ]
     services = [
         PythonService(
@@ -116,7 +127,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         ),
         PythonService(
             "gateway",
-            ["gateway", "--port", str(gw_port), "--log-level", "warning"],
+            ["gateway", "--port", str(gw_port), "--log-level", "info"],
             env,
             run / "gateway.log",
             f"http://127.0.0.1:{gw_port}/readyz",
@@ -125,14 +136,22 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         # wait (retried) until the backend is up
         PythonService(
             "paysim",
-            ["paysim", "--port", str(pay_port), "--db", str(run / "paysim.sqlite3")],
+            [
+                "paysim",
+                "--port",
+                str(pay_port),
+                "--db",
+                str(run / "paysim.sqlite3"),
+                "--log-level",
+                "info",
+            ],
             env,
             run / "paysim.log",
             f"{paysim_url}/healthz",
         ),
         PythonService(
             "backend",
-            ["backend", "--port", str(be_port), "--log-level", "warning"],
+            ["backend", "--port", str(be_port), "--log-level", "info"],
             env,
             run / "backend.log",
             f"{backend_url}/healthz",
@@ -166,14 +185,26 @@ def stop_platform(platform: Platform) -> None:
             service.stop()
 
 
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner reads (0600 from its creation on): it holds tokens."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that existed keeps its mode through os.open
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def seed_customers(platform: Platform) -> tuple[list[Customer], str]:
     """Customers owning the simulator's vehicles, two each: the backend seeds them from
-    the fleet manifest the simulator wrote at start."""
+    the fleet manifest the simulator wrote at start. Their tokens are shown once: kept
+    in the run folder's customers.json (the Locust purchase user reads it)."""
     manifest_path = platform.run_dir / "manifest.json"
     out = run_python(
         ["backend", "seed", "--fleet-manifest", str(manifest_path), "--per-customer", "2"],
         platform.env,
     )
+    if not out.strip():  # exit 1: its vehicles have owners (a database seeded before)
+        raise ServiceFailed("backend seed", "this database was seeded before: use a fresh one")
+    write_private(platform.run_dir / CUSTOMERS_FILE, out)
     seeded = json.loads(out)
     manifest = json.loads(manifest_path.read_text())
     firmware = {v["vin"]: set(v["installed_features"]) for v in manifest["fleet"]}
@@ -203,7 +234,8 @@ async def drive(
     )
     check = run_python(["backend", "check-invariants"], platform.env)
     provider = await provider_stats(platform)
-    demo_report.render(outcomes, summary, check, check.strip().startswith("0 violation"))
+    expected = demo_expect.forecast(load_scenario(opts.scenario)).expected_alerts
+    demo_report.render(outcomes, summary, check, check.strip().startswith("0 violation"), expected)
     demo_report.render_provider(provider)
     # a payment the provider captured twice would be a customer charged twice
     holds = check.strip().startswith("0 violation") and provider["captured_more_than_once"] == 0
@@ -218,19 +250,35 @@ async def provider_stats(platform: Platform) -> dict[str, Any]:
     return stats
 
 
-async def wait_for_ctrl_c(platform: Platform, customers: list[Customer], ops_token: str) -> None:
-    print(
-        f"\nservices keep running (Ctrl-C stops them):\n  backend  {platform.backend_url}/docs"
-        f"  (customer token {customers[0].token}, ops token {ops_token})\n"
-        f"  console  {platform.backend_url}/ops/  (sign in with the ops token: demo-operator)\n"
-        f"  customer {platform.backend_url}/me/  (sign in with the customer token)\n"
-        f"  metrics  {platform.backend_url}/metrics, {platform.gateway_url}/metrics\n"
-        f"  gateway  {platform.gateway_url}/docs  (token {platform.env['CAAS_GATEWAY_TOKEN']})"
-        f"\n  paysim   {platform.paysim_url}/docs  (key "
-        f"{platform.env['CAAS_PAYMENT_PROVIDER_KEY']})"
-        f"\n  env      {platform.env.get('CAAS_DATABASE_URL')}",
-        flush=True,
+def where_next(platform: Platform, ops_token: str, running: bool) -> str:
+    """Where to look after the summary: the consoles, every service's API docs and
+    metrics while the services run; the run folder's logs and customers.json always."""
+    be, gw, pay, sim = (
+        platform.backend_url, platform.gateway_url, platform.paysim_url, platform.simulator_url
+    )  # fmt: skip
+    logs = "\n".join(f"  log      {platform.run_dir / name}" for name in LOGS)
+    kept = (
+        f"  customers and tokens  {platform.run_dir / CUSTOMERS_FILE} (Locust's purchase "
+        "user reads it: docs/loadtest.md)"
     )
+    if not running:
+        return (
+            "\nwhere to look next: the services have stopped (python -m launcher demo "
+            "--keep-running keeps them up, with the console /ops/, /me/, each service's "
+            f"/docs and /metrics)\n{logs}\n{kept}"
+        )
+    return (
+        f"\nwhere to look next (the services keep running; Ctrl-C stops them):\n"
+        f"  console  {be}/ops/  (operator demo-operator, ops token {ops_token})\n"
+        f"  customer {be}/me/  (a customer's token from {CUSTOMERS_FILE} below)\n"
+        f"  API docs {be}/docs  {gw}/docs  (gateway token "
+        f"{platform.env['CAAS_GATEWAY_TOKEN']})  {pay}/docs  {sim}/docs\n"
+        f"  metrics  {be}/metrics  {gw}/metrics  {pay}/metrics  {sim}/metrics\n"
+        f"  database {platform.env.get('CAAS_DATABASE_URL')}\n{logs}\n{kept}"
+    )
+
+
+async def wait_for_ctrl_c() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -242,12 +290,15 @@ async def run_demo(opts: DemoOptions) -> int:
     shutil.rmtree(opts.run_dir, ignore_errors=True)  # every demo starts from nothing
     with LocalStack(StackOptions(run_dir=opts.run_dir)) as stack:
         print(f"demo: broker and Redis up; logs and data in {stack.run_dir}", flush=True)
+        for line in demo_expect.explain(demo_expect.forecast(load_scenario(opts.scenario))):
+            print(line, flush=True)
         platform = start_platform(stack, opts)
         try:
             customers, ops_token = seed_customers(platform)
             code = await drive(platform, opts, customers, ops_token)
+            print(where_next(platform, ops_token, opts.keep_running), flush=True)
             if opts.keep_running:
-                await wait_for_ctrl_c(platform, customers, ops_token)
+                await wait_for_ctrl_c()
             return code
         finally:
             stop_platform(platform)

@@ -58,7 +58,11 @@ async def collect(gateway_url: str, gateway_token: str, activation_ids: list[str
 
 
 def render(
-    outcomes: Outcomes, summary: dict[str, Any], invariants_text: str, invariants_ok: bool
+    outcomes: Outcomes,
+    summary: dict[str, Any],
+    invariants_text: str,
+    invariants_ok: bool,
+    expected_alerts: frozenset[str] = frozenset(),
 ) -> None:
     console = Console()
     results = Table(title="Activations (gateway)")
@@ -83,7 +87,7 @@ def render(
     timing.add_row(*(f"{outcomes.percentile_s(q):.2f} s" for q in (50, 90, 99, 100)))
     console.print(timing)
 
-    console.print(handbook_table(summary))
+    console.print(handbook_table(summary, expected_alerts))
     console.print(breakdown_table(summary))
     tickets = summary["breakdowns"]["support_resolution"]
     console.print(
@@ -105,23 +109,25 @@ def render(
     console.print(f"Money invariants {verdict}: {invariants_text.strip()}")
 
 
-def _shown(value: float, unit: str) -> str:
+def shown(value: float, unit: str) -> str:
     if unit == "ratio":
         return f"{value:.1%}"
     return f"{value:.1f} s" if unit == "seconds" else f"{value:.2f}"
 
 
-def handbook_table(summary: dict[str, Any]) -> Table:
-    """The handbook's six metrics against their alert thresholds (the backend's summary)."""
+def handbook_table(summary: dict[str, Any], expected_alerts: frozenset[str] = frozenset()) -> Table:
+    """The handbook's six metrics against their alert thresholds (the backend's summary);
+    an alert the fleet mix makes on purpose is marked expected (demo_expect.py)."""
     table = Table(title="Handbook metrics (activations finished in the run)")
-    for column in ("metric", "value", "alert threshold", "status", "samples"):
+    for column in ("metric", "value", "alert threshold", "status", "samples", "fleet mix"):
         table.add_column(column)
     for m in summary["handbook"]:
         sign = ">" if m["alert_when"] == "above" else "<"
-        value = "-" if m["value"] is None else _shown(m["value"], m["unit"])
+        value = "-" if m["value"] is None else shown(m["value"], m["unit"])
         status = "no sample" if m["value"] is None else ("ALERT" if m["alerting"] else "ok")
-        threshold = f"{sign} {_shown(m['threshold'], m['unit'])}"
-        table.add_row(m["name"], value, threshold, status, str(m["samples"]))
+        threshold = f"{sign} {shown(m['threshold'], m['unit'])}"
+        expected = "ALERT expected" if m["key"] in expected_alerts else ""
+        table.add_row(m["name"], value, threshold, status, str(m["samples"]), expected)
     return table
 
 

@@ -10,7 +10,13 @@ One activation is three request events in Locust's statistics:
 
 Outcomes come from the ``caas:events`` stream, read by one watcher greenlet per Locust
 process. The pending id is registered **before** the POST is sent (an event can beat the
-HTTP answer) and every duration is measured on the monotonic clock.
+HTTP answer) and every duration is measured on the monotonic clock, up to the moment the
+watcher read the outcome.
+
+Every accepted activation ends as one ack and one final event, also when the run stops
+while it is in flight (its user is killed): the watcher keeps it, waits a bounded drain
+time for its outcome at the stop, and reports what is still missing as the failure
+``in flight at stop``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import requests
 from gevent.event import AsyncResult
 
 OUTCOME_TIMEOUT_S = 300.0
+IN_FLIGHT_AT_STOP = "in flight at stop"
+ACK, FINAL = "activation/ack", "activation/final"
 
 
 class ActivationFailure(Exception):
@@ -36,8 +44,33 @@ class ActivationFailure(Exception):
 
 @dataclass
 class Pending:
-    first: AsyncResult = field(default_factory=AsyncResult)  # (ok, reason)
-    final: AsyncResult = field(default_factory=AsyncResult)  # (ok, category)
+    first: AsyncResult = field(default_factory=AsyncResult)  # (ok, reason, monotonic at)
+    final: AsyncResult = field(default_factory=AsyncResult)  # (ok, category, monotonic at)
+    started: float = 0.0  # monotonic, when the POST was sent
+    reported: set[str] = field(default_factory=set)  # ACK, FINAL once fired
+
+
+def fire(
+    environment: Any, name: str, started: float, ended: float, error: Exception | None
+) -> None:
+    """One request event in Locust's statistics."""
+    environment.events.request.fire(
+        request_type="OTA",
+        name=name,
+        response_time=(ended - started) * 1000,
+        response_length=0,
+        exception=error,
+        context={},
+    )
+
+
+def report(environment: Any, pending: Pending, name: str, result: AsyncResult) -> None:
+    """Fire ``name``'s event from its outcome; not there yet: failed, in flight at stop."""
+    ok, reason, at = result.get(block=False) if result.ready() else (
+        False, IN_FLIGHT_AT_STOP, time.monotonic()
+    )  # fmt: skip
+    pending.reported.add(name)
+    fire(environment, name, pending.started, at, None if ok else ActivationFailure(reason))
 
 
 class OutcomeWatcher:
@@ -46,7 +79,8 @@ class OutcomeWatcher:
     def __init__(self, redis_url: str, stream: str = "caas:events") -> None:
         self.redis = redis.Redis.from_url(redis_url)
         self.stream = stream
-        self.pending: dict[str, Pending] = {}
+        self.pending: dict[str, Pending] = {}  # registered, outcome not read yet
+        self.in_flight: dict[str, Pending] = {}  # accepted, ack or final not reported yet
         self._lock = threading.Lock()
         self._greenlet: gevent.Greenlet | None = None
 
@@ -68,24 +102,40 @@ class OutcomeWatcher:
                     last = entry_id
                     self.resolve(fields[b"type"].decode(), json.loads(fields[b"data"]))
 
-    def resolve(self, kind: str, data: dict[str, Any]) -> None:
+    def resolve(self, kind: str, data: dict[str, Any], at: float | None = None) -> None:
         pending = self.pending.get(str(data.get("activation_id")))
         if pending is None:
             return
+        at = time.monotonic() if at is None else at
         if kind == "activation.attempt_failed" and not pending.first.ready():
             code = data.get("response_code") or "failed"
             reason = data.get("response_message") or ""
-            pending.first.set((False, f"{code}: {reason}" if code == "nack" else code))
+            pending.first.set((False, f"{code}: {reason}" if code == "nack" else code, at))
         elif kind == "activation.succeeded":
             if not pending.first.ready():
-                pending.first.set((True, ""))
-            pending.final.set((True, ""))
+                pending.first.set((True, "", at))
+            pending.final.set((True, "", at))
         elif kind in ("activation.failed", "activation.cancelled"):
             if not pending.first.ready():
-                pending.first.set((False, kind.removeprefix("activation.")))
-            pending.final.set((False, str(data.get("failure_category") or kind)))
+                pending.first.set((False, kind.removeprefix("activation."), at))
+            pending.final.set((False, str(data.get("failure_category") or kind), at))
         if pending.final.ready():
             self.pending.pop(str(data.get("activation_id")), None)
+
+    def report_in_flight(self, environment: Any, drain_s: float) -> int:
+        """At the stop: wait up to ``drain_s`` for the outcomes of the accepted
+        activations whose users were stopped, then fire their missing events (what is
+        still unknown as failed, in flight at stop). How many were still in flight."""
+        deadline = time.monotonic() + drain_s
+        still = 0
+        while self.in_flight:
+            _, pending = self.in_flight.popitem()
+            pending.final.wait(timeout=max(0.0, deadline - time.monotonic()))
+            still += not pending.final.ready()
+            for name, result in ((ACK, pending.first), (FINAL, pending.final)):
+                if name not in pending.reported:
+                    report(environment, pending, name, result)
+        return still
 
 
 class ActivationClient:
@@ -97,14 +147,7 @@ class ActivationClient:
         self.watcher = watcher
 
     def _fire(self, name: str, started: float, error: Exception | None) -> None:
-        self.environment.events.request.fire(
-            request_type="OTA",
-            name=name,
-            response_time=(time.monotonic() - started) * 1000,
-            response_length=0,
-            exception=error,
-            context={},
-        )
+        fire(self.environment, name, started, time.monotonic(), error)
 
     def activate(self, vin: str, feature: str) -> None:
         activation_id = str(uuid.uuid4())
@@ -115,7 +158,7 @@ class ActivationClient:
             "feature": feature,
             "action": "activate",
         }
-        started = time.monotonic()
+        started = pending.started = time.monotonic()
         try:
             answer = self.session.post(f"{self.base_url}/v1/activations", json=body, timeout=30)
         except requests.RequestException as exc:
@@ -126,13 +169,16 @@ class ActivationClient:
                 "activation/accepted", started, ActivationFailure(f"HTTP {answer.status_code}")
             )
             return
+        self.watcher.in_flight[activation_id] = pending  # reported at the stop if cut short
         self._fire("activation/accepted", started, None)
-        self._outcome("activation/ack", pending.first, started)
-        self._outcome("activation/final", pending.final, started)
+        self._outcome(ACK, pending, pending.first)
+        self._outcome(FINAL, pending, pending.final)
+        self.watcher.in_flight.pop(activation_id, None)
 
-    def _outcome(self, name: str, result: AsyncResult, started: float) -> None:
-        try:
-            ok, reason = result.get(timeout=OUTCOME_TIMEOUT_S)
-        except gevent.Timeout:
-            ok, reason = False, "no outcome event"
-        self._fire(name, started, None if ok else ActivationFailure(reason))
+    def _outcome(self, name: str, pending: Pending, result: AsyncResult) -> None:
+        result.wait(timeout=OUTCOME_TIMEOUT_S)  # killed here at the stop: the drain reports it
+        if result.ready():
+            report(self.environment, pending, name, result)
+        else:
+            pending.reported.add(name)
+            self._fire(name, pending.started, ActivationFailure("no outcome event"))

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:  # one line, never a traceback
         print(f"paysim: {problem_line(exc)}", file=sys.stderr)
         return 2
+    logging.getLogger("paysim").info(
+        "paysim.started host=%s port=%d db=%s", args.host, args.port, args.db
+    )  # at info and above, its log says it ran (a quiet provider logs nothing else)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -25,12 +25,16 @@ class OperatorToken:
     created_at: float
 
 
-def operator_name(text: str) -> str:
+def person_name(text: str, whose: str = "an operator's") -> str:
     """The name as stored (surrounding spaces dropped); ValueError when unusable."""
     name = text.strip()
     if not _NAME.fullmatch(name):
-        raise ValueError("an operator's name is 1 to 64 printable characters")
+        raise ValueError(f"{whose} name is 1 to 64 printable characters")
     return name
+
+
+def operator_name(text: str) -> str:
+    return person_name(text)
 
 
 async def create_operator(session: AsyncSession, name: str, now: float) -> str:

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.domain.catalog import FIRMWARE
 from backend.domain.states import PaymentMethod
+from backend.errors import Conflict
 from backend.services.auth import issue_token
 from backend.store.models import Customer, Vehicle
 from protocol.models import VIN_RE
@@ -73,6 +75,15 @@ async def create_customer(
     return SeededCustomer(customer.id, token, ids)
 
 
+async def owned_vins(session: AsyncSession, vins: Sequence[str]) -> list[str]:
+    """The VINs among ``vins`` that a customer owns already (a VIN has one owner)."""
+    owned: list[str] = []
+    for start in range(0, len(vins), 500):  # bounded IN lists
+        chunk = vins[start : start + 500]
+        owned += await session.scalars(select(Vehicle.vin).where(Vehicle.vin.in_(chunk)))
+    return owned
+
+
 def load_fleet_manifest(path: Path, option: str = "--fleet-manifest") -> list[FleetEntry]:
     """(vin, model, firmware) of every vehicle of a fleet manifest, in its order;
     ConfigError naming ``option`` when the file cannot be read or is not a fleet
@@ -116,7 +127,16 @@ async def seed_demo(
     """Customers owning the fleet's vehicles (``per_customer`` each, in the fleet's
     order) + a token of the operator ``demo-operator`` (another one on every seed).
     Every third customer pays by direct debit, the others by card, so that a demo shows
-    both payment flows."""
+    both payment flows. 409 ``already_seeded`` when a vehicle of the fleet has an owner:
+    the first seed's tokens were shown once and cannot be shown again."""
+    owned = await owned_vins(session, [entry.vin for entry in fleet])
+    if owned:
+        raise Conflict(
+            "already_seeded",
+            f"{len(owned)} of the fleet's vehicles have an owner already (VIN {owned[0]}): "
+            "this database was seeded before; use the tokens that seed printed (the demo "
+            "keeps them in its run folder, customers.json) or seed a fresh database",
+        )
     out = []
     for start in range(0, len(fleet), per_customer):
         chunk = fleet[start : start + per_customer]

@@ -74,3 +74,23 @@ def test_seed_refuses_a_manifest_it_cannot_use(
     assert err.startswith("backend: --fleet-manifest: ") and problem in err, err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "b.sqlite3").exists()  # refused before touching the database
+
+
+def test_seeding_again_is_one_line(
+    tmp_path: Path, sqlite_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second seed of the same vehicles is refused in one line (exit 1) saying where the
+    first seed's tokens are, never an IntegrityError; the first seed's data is intact."""
+    path = tmp_path / "manifest.json"
+    write_manifest(path, manifest(7, build_fleet(7, 4, {Mode.ONLINE: 1}), "multiplexed"))
+    assert cli.main(["seed", "--fleet-manifest", str(path)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert cli.main(["seed", "--fleet-manifest", str(path), "--per-customer", "1"]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("backend:")]
+    assert captured.out == "" and len(lines) == 1, captured.err
+    assert "seeded before" in lines[0] and "customers.json" in lines[0]
+    assert "Traceback" not in captured.err and "IntegrityError" not in captured.err
+    with closing(sqlite3.connect(tmp_path / "b.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM customers").fetchone() == (len(first["customers"]),)
+        assert db.execute("SELECT count(*) FROM api_tokens WHERE role = 'ops'").fetchone() == (1,)

@@ -71,11 +71,22 @@ def test_micro_benchmark_reports_ratios() -> None:
     assert all(row["speedup"] > 0 for row in report.values())
 
 
-async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
+def counts(csv_prefix: Path) -> dict[str, tuple[int, int]]:
+    """(requests, failures) by request name from a Locust run's ``_stats.csv``."""
+    import csv
+
+    with Path(f"{csv_prefix}_stats.csv").open() as f:
+        return {
+            r["Name"]: (int(r["Request Count"]), int(r["Failure Count"])) for r in csv.DictReader(f)
+        }
+
+
+def test_locust_headless_exit_code_is_the_verdict_and_counts_activations_in_flight(
     tmp_path: Path,
 ) -> None:
-    """Locust against a real gateway + fleet: accepted/ack/final in the CSV; exit 1 past a limit."""
-    import csv
+    """Locust against a real gateway + fleet: accepted/ack/final in the CSV, as many finals
+    as accepted; exit 0 when the thresholds hold, 1 past a limit; activations still in
+    flight at the stop (vehicles that never answer, no drain time) are failures."""
     import os
     import tempfile
 
@@ -92,6 +103,11 @@ async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
             tmp_path / "fleet.json",
             manifest(3, build_fleet(3, 200, parse_mix("online=1")), "multiplexed"),
         )
+        # another seed's VINs: vehicles the running simulator does not have, never online
+        write_manifest(
+            tmp_path / "absent.json",
+            manifest(4, build_fleet(4, 50, parse_mix("online=1")), "multiplexed"),
+        )
         sim = start_fleet(stack, 200)
         gateways, urls = start_gateways(stack, 1)
         env = {
@@ -103,41 +119,35 @@ async def test_locust_headless_fires_the_three_events_and_applies_thresholds(
         }
 
         def locust(csv_prefix: Path, extra: dict[str, str]) -> int:
-            return subprocess.run(
+            run = subprocess.run(
                 [
-                    sys.executable,
-                    "-m",
-                    "locust",
-                    "-f",
-                    "loadtest/locustfile.py",
-                    "--headless",
-                    "-u",
-                    "4",
-                    "-r",
-                    "4",
-                    "-t",
-                    "4s",
-                    "--host",
-                    urls[0],
-                    "--csv",
-                    str(csv_prefix),
-                    "--only-summary",
-                    "ActivationUser",
+                    sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py",
+                    "--headless", "-u", "4", "-r", "4", "-t", "4s", "--host", urls[0],
+                    "--csv", str(csv_prefix), "--only-summary", "ActivationUser",
                 ],
                 cwd=project_root(),
                 env={**env, **extra},
                 capture_output=True,
+                text=True,
                 timeout=60,
-            ).returncode
+            )  # fmt: skip
+            print(run.stderr[-3000:])  # shown when an assertion fails
+            return run.returncode
 
         try:
             assert locust(tmp_path / "ok", {}) == 0
-            with (tmp_path / "ok_stats.csv").open() as f:
-                rows = {r["Name"]: r for r in csv.DictReader(f)}
+            ok = counts(tmp_path / "ok")
+            assert ok["activation/accepted"][0] > 0
             for name in ("activation/accepted", "activation/ack", "activation/final"):
-                assert int(rows[name]["Request Count"]) > 0
-                assert int(rows[name]["Failure Count"]) == 0
+                assert ok[name] == (ok["activation/accepted"][0], 0), (name, ok)
             assert locust(tmp_path / "strict", {"CAAS_LOAD_MAX_P95_MS": "0.001"}) == 1
+            cut = {"CAAS_LOAD_MANIFEST": str(tmp_path / "absent.json"), "CAAS_LOAD_DRAIN_S": "0"}
+            assert locust(tmp_path / "cut", cut) == 1
+            stopped = counts(tmp_path / "cut")
+            accepted = stopped["activation/accepted"][0]
+            assert accepted > 0 and stopped["activation/final"] == (accepted, accepted)
+            failures = Path(f"{tmp_path / 'cut'}_failures.csv").read_text()
+            assert "in flight at stop" in failures
         finally:
             for service in (*gateways, sim):
                 service.stop()
