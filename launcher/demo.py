@@ -32,6 +32,7 @@ from launcher.errors import ServiceFailed
 from launcher.procs import free_port
 from launcher.services import PythonService, run_python
 from launcher.stack import LocalStack, StackOptions
+from protocol.private_files import write_private
 from vehicle_sim.scenario import load_scenario
 
 FLEET_SCENARIO = Path(__file__).with_name("demo_fleet.yaml")
@@ -183,14 +184,6 @@ def stop_platform(platform: Platform) -> None:
     for service in reversed(platform.services):
         with contextlib.suppress(Exception):
             service.stop()
-
-
-def write_private(path: Path, text: str) -> None:
-    """A file only its owner reads (0600 from its creation on): it holds tokens."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a file that existed keeps its mode through os.open
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def seed_customers(platform: Platform) -> tuple[list[Customer], str]:

@@ -5,12 +5,11 @@ customers file is private."""
 from __future__ import annotations
 
 import io
-import stat
 from pathlib import Path
 
 from rich.console import Console
 
-from launcher.demo import FLEET_SCENARIO, LOGS, Platform, where_next, write_private
+from launcher.demo import FLEET_SCENARIO, LOGS, Platform, where_next
 from launcher.demo_expect import explain, forecast
 from launcher.demo_report import handbook_table
 from vehicle_sim.fleet import Mode
@@ -75,13 +74,3 @@ def test_where_next(tmp_path: Path) -> None:
     stopped = where_next(platform(tmp_path), "ops-token", running=False)
     assert "--keep-running" in stopped and "ops-token" not in stopped
     assert all(str(tmp_path / log) in stopped for log in (*LOGS, "customers.json"))
-
-
-def test_write_private_is_0600_even_over_a_wider_file(tmp_path: Path) -> None:
-    """Only the owner reads the file, from its creation on and when it existed wider."""
-    path = tmp_path / "customers.json"
-    write_private(path, "{}")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    path.chmod(0o644)
-    write_private(path, '{"a": 1}')
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == '{"a": 1}'
