@@ -1,7 +1,7 @@
 """paho-mqtt clients driven by the asyncio event loop.
 
 Why not aiomqtt: measured here, it stalled on pipelined QoS 1 publishes; raw paho
-with its socket callbacks does not (DESIGN.md). So each ``MqttConnection`` registers
+with its socket callbacks does not (docs/architecture.md). So each ``MqttConnection`` registers
 paho's socket with ``loop.add_reader`` / ``add_writer`` and one shared ticker calls
 ``loop_misc`` (keepalive, retries) for every connection of the loop: no thread per
 connection, so one process can hold thousands of them.
