@@ -25,7 +25,7 @@ from protocol.errors import KeyFileError, ProtocolError
 from protocol.logsetup import configure_logging
 from protocol.probes import wait_for_broker, wait_for_redis
 from protocol.settings import redis_url
-from protocol.startup import EXIT_CODES_EPILOG, refuse
+from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CAAS_GATEWAY_SHARE_GROUP, CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM, CAAS_STARTUP_WAIT_S "
         "and CAAS_RETRY_<FIELD> (docs/gateway.md).",
         epilog=EXIT_CODES_EPILOG,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
     parser.add_argument("--port", type=int, default=8081, help="listen port")

@@ -45,9 +45,12 @@ async def wait_for_redis(url: str, setting: str, wait_s: float) -> None:
         await client.aclose()
 
 
-async def wait_for_broker(broker: BrokerAddress, setting: str, wait_s: float) -> None:
-    """The broker accepts TCP connections within ``wait_s``, then accepts our MQTT
-    CONNECT; raises DependencyUnreachable or CredentialsRefused naming ``setting``."""
+async def wait_for_broker(
+    broker: BrokerAddress, setting: str, wait_s: float, log_in: bool = True
+) -> None:
+    """The broker accepts TCP connections within ``wait_s``, then (``log_in``) our MQTT
+    CONNECT with the address's credentials; raises DependencyUnreachable or
+    CredentialsRefused naming ``setting``."""
     where = f"{broker.host}:{broker.port}"
     dep = Dependency("MQTT broker", where, setting, (OSError,), lambda _: False)
 
@@ -58,6 +61,8 @@ async def wait_for_broker(broker: BrokerAddress, setting: str, wait_s: float) ->
     loop = asyncio.get_running_loop()
     started = loop.time()
     await dep.wait(tcp, wait_s)
+    if not log_in:
+        return
     options = ConnectionOptions(client_id=f"probe-{uuid.uuid4().hex[:8]}")
     conn = MqttConnection(broker, options)
     try:

@@ -19,6 +19,7 @@ Exit codes (docs/operations.md, "Configuration errors"):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,17 @@ EXIT_CODES_EPILOG = (
     "did not answer within CAAS_STARTUP_WAIT_S; 4 a dependency refused the credentials. "
     "Each error is one line on stderr naming the variable or host (docs/operations.md)."
 )
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command line's ``--help``: each option's default shown, except where there
+    is none to show (None, a flag's False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class DependencyUnreachable(ProtocolError):
@@ -90,7 +102,8 @@ def refuse(prog: str, exc: BaseException) -> int:
 
 class Dependency:
     """A dependency probed at start-up: what it is, where (no password), which setting
-    names it, and which of its exceptions mean "try again" and "credentials refused"."""
+    names it, and which of its exceptions mean "try again" (``transient`` types, or
+    ``also_transient`` true) and "credentials refused"."""
 
     def __init__(
         self,
@@ -99,12 +112,14 @@ class Dependency:
         setting: str,
         transient: tuple[type[BaseException], ...],
         refused: Callable[[BaseException], bool],
+        also_transient: Callable[[BaseException], bool] = lambda _: False,
     ) -> None:
         self.what = what
         self.address = address
         self.setting = setting
         self.transient = transient
         self.refused = refused
+        self.also_transient = also_transient
 
     async def wait(self, probe: Callable[[], Awaitable[T]], wait_s: float) -> T:
         """``probe()``'s result, retried while it fails transiently for up to ``wait_s``;
@@ -123,7 +138,7 @@ class Dependency:
                         self.what, self.address, self.setting, first_line(exc)
                     ) from None
                 last = exc
-                if not isinstance(exc, (*self.transient, TimeoutError)):
+                if not self._transient(exc):
                     raise
             if loop.time() + delay >= deadline:
                 raise DependencyUnreachable(
@@ -132,8 +147,12 @@ class Dependency:
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
 
+    def _transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, (*self.transient, TimeoutError)) or self.also_transient(exc)
+
 
 def first_line(exc: BaseException, max_chars: int = 120) -> str:
-    text = str(exc).strip()
+    """The exception's first line, or its driver's (SQLAlchemy's ``orig``): short."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if len(line) <= max_chars else line[: max_chars - 1] + "…"
