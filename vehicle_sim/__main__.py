@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--topic-root",
         default=env("CAAS_TOPIC_ROOT", "caas/v1"),
-        help="topic prefix shared with the gateway ($CAAS_TOPIC_ROOT when set)",
+        help="topic prefix shared with the gateway (default: $CAAS_TOPIC_ROOT, else caas/v1)",
     )
     run.add_argument(
         "--control-port", type=int, help="serve the control API and /metrics on 127.0.0.1:PORT"
