@@ -73,6 +73,20 @@ class DependencyUnreachable(ProtocolError):
         self.setting = setting
 
 
+class DependencyFailed(ProtocolError):
+    """``what`` at ``address`` answered, with an error that waiting will not cure
+    (the original exception is the ``__cause__``): a configuration error, exit 2."""
+
+    def __init__(self, what: str, address: str, setting: str, cause: str) -> None:
+        super().__init__(
+            f"{setting}: {what} at {address} answered with an error ({cause}); "
+            f"check that {setting} points at the {what}"
+        )
+        self.what = what
+        self.address = address
+        self.setting = setting
+
+
 class CredentialsRefused(ProtocolError):
     """``what`` at ``address`` refused the credentials ``setting`` holds."""
 
@@ -124,7 +138,8 @@ class Dependency:
     async def wait(self, probe: Callable[[], Awaitable[T]], wait_s: float) -> T:
         """``probe()``'s result, retried while it fails transiently for up to ``wait_s``;
         CredentialsRefused at once when the dependency refuses the credentials,
-        DependencyUnreachable when the wait runs out."""
+        DependencyFailed at once on any other error, DependencyUnreachable when the
+        wait runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         delay = 0.1
@@ -139,7 +154,8 @@ class Dependency:
                     ) from None
                 last = exc
                 if not self._transient(exc):
-                    raise
+                    cause = first_line(exc)
+                    raise DependencyFailed(self.what, self.address, self.setting, cause) from exc
             if loop.time() + delay >= deadline:
                 raise DependencyUnreachable(
                     self.what, self.address, self.setting, wait_s, first_line(last)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from protocol.settings import ConfigError
-from protocol.startup import Dependency
+from protocol.startup import Dependency, DependencyFailed
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DATABASE_SETTING = "CAAS_DATABASE_URL"
@@ -146,7 +146,10 @@ async def wait_for_database(engine: AsyncEngine, wait_s: float) -> None:
 
     try:
         await database.wait(select_one, wait_s)
-    except DBAPIError as exc:  # neither transient nor refused credentials
-        problem = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    except DependencyFailed as exc:  # the server's own words: no such database...
+        driver = exc.__cause__
+        if not isinstance(driver, DBAPIError) or driver.orig is None:
+            raise
+        problem = str(driver.orig).strip().splitlines()[0]
         what_to_do = f"create it or fix {DATABASE_SETTING}"
         raise ConfigError(DATABASE_SETTING, f"{problem} ({where}): {what_to_do}") from None

@@ -13,6 +13,7 @@ from protocol.settings import ConfigError, redis_url
 from protocol.startup import (
     CredentialsRefused,
     Dependency,
+    DependencyFailed,
     DependencyUnreachable,
     ExitCode,
     exit_code,
@@ -107,3 +108,16 @@ def test_backend_options_after_the_subcommand() -> None:
     assert parser().parse_args(["--port", "8099", "serve"]).port == 8099
     assert parser().parse_args(["serve"]).port == 8080
     assert parser().parse_args(["migrate", "--log-level", "debug"]).log_level == "debug"
+
+
+async def test_any_other_error_is_one_configuration_line() -> None:
+    """An answer that waiting will not cure (not transient, not a refusal): at once,
+    exit 2, naming the setting and the address."""
+
+    async def probe() -> None:
+        raise RuntimeError("protocol error: unexpected reply")
+
+    with pytest.raises(DependencyFailed) as caught:
+        await _dependency().wait(probe, wait_s=5.0)
+    assert exit_code(caught.value) == ExitCode.CONFIG
+    assert str(caught.value).startswith("CAAS_THING_URL: thing at h:1 answered with an error")
