@@ -55,7 +55,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        nothing = action.default is None or action.default is False  # not 0: a default
+        if nothing or action.default == argparse.SUPPRESS or "default" in text:
             return text
         return super()._get_help_string(action)
 
