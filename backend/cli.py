@@ -11,33 +11,73 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from backend.audit import money as invariants
 from backend.config import BackendSettings
 from backend.domain.states import PaymentMethod
 from backend.errors import Conflict
 from backend.services import customers, operators
 from backend.services.seed import FleetEntry, load_fleet_manifest, seed_demo
-from backend.store.db import make_engine, make_sessions, migrate
+from backend.store.db import make_engine, make_sessions, migrate, wait_for_database
+from protocol.errors import ProtocolError
 from protocol.logsetup import configure_logging
-from protocol.settings import ConfigError, problem_line
+from protocol.probes import wait_for_redis
+from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 from protocol.timeutil import SystemClock, format_ts
+
+DESCRIPTION = (
+    "CaaS business backend: HTTP API + outbox relay + event consumer (configured by "
+    "CAAS_* environment variables: docs/backend.md; CAAS_STARTUP_WAIT_S bounds the wait "
+    "for the database and Redis at start)."
+)
+LOG_LEVELS = ("debug", "info", "warning")
+SERVE_OPTIONS: tuple[tuple[str, type, object, str], ...] = (
+    ("--host", str, "127.0.0.1", "listen address"),
+    ("--port", int, 8080, "listen port"),
+    ("--log-level", str, "info", "log level"),
+)
+
+
+def _serve_options(p: argparse.ArgumentParser, shown_defaults: bool) -> None:
+    """--host/--port/--log-level, before the command (the default: serve) and after
+    it. After it they default to SUPPRESS, so they override only when given; the help
+    then says the default itself (the formatter leaves SUPPRESSed defaults out)."""
+    for flag, kind, value, text in SERVE_OPTIONS:
+        extra: dict[str, Any] = {"choices": LOG_LEVELS} if flag == "--log-level" else {}
+        if shown_defaults:
+            p.add_argument(flag, type=kind, default=value, help=text, **extra)
+        else:
+            helped = f"{text} (default: {value})"
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=helped, **extra)
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, **kw: Any
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, help=text, description=kw.pop("description", text), epilog=EXIT_CODES_EPILOG,
+        formatter_class=DefaultsHelpFormatter, **kw,
+    )  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m backend",
-        description="CaaS business backend: HTTP API + outbox relay + event consumer "
-        "(configured by CAAS_* environment variables, SPEC §6).",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
-    p.add_argument("--log-level", default="info", help="debug | info | warning")
-    sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the API and the background loops (the default)")
-    sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
-    seed = sub.add_parser(
+    _serve_options(p, shown_defaults=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_options(_command(sub, "serve", "run the API and the background loops (the default)"),
+                   shown_defaults=False)  # fmt: skip
+    _serve_options(_command(sub, "migrate", "upgrade the database schema to the latest "
+                            "revision"), shown_defaults=False)  # fmt: skip
+    seed = _command(
+        sub,
         "seed",
-        help="create demo customers owning the vehicles of a fleet manifest; prints their tokens",
+        "create demo customers owning the vehicles of a fleet manifest; prints their tokens",
         description="Create demo customers owning the vehicles of the simulator's fleet "
         "manifest (python -m vehicle_sim run --manifest PATH, or python -m vehicle_sim "
         "manifest > PATH) and an ops token; print them as JSON.",
@@ -57,52 +97,52 @@ def parser() -> argparse.ArgumentParser:
         help="only the manifest's first N vehicles (default: all of them)",
     )
     seed.add_argument(
-        "--per-customer",
-        type=positive_int,
-        default=2,
-        metavar="N",
-        help="vehicles per customer (default 2)",
+        "--per-customer", type=positive_int, default=2, metavar="N", help="vehicles per customer"
     )
+    _serve_options(seed, shown_defaults=False)
     _operators_parser(sub)
     _customers_parser(sub)
-    sub.add_parser("check-invariants", help="check the money rules; exit 1 on a violation")
+    _serve_options(
+        _command(sub, "check-invariants", "check the money rules; exit 1 on a violation"),
+        shown_defaults=False,
+    )
     return p
 
 
 def _operators_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ops = sub.add_parser(
+    ops = _command(
+        sub,
         "operators",
-        help="create an operator (a person with their own ops token) or list them",
+        "create an operator (a person with their own ops token) or list them",
         description="Operators are people: each has a name and an ops token of their own; "
         "what they do is audited under that name (GET /v1/ops/audit).",
     )
     what = ops.add_subparsers(dest="operators_command", required=True)
-    create = what.add_parser(
+    create = _command(
+        what,
         "create",
-        help="create an operator; prints their ops token (shown this once only)",
+        "create an operator; prints their ops token (shown this once only)",
         description="Create an operator and print their new ops token on stdout; only "
         "its hash is stored, so it cannot be shown again.",
     )
     create.add_argument(
         "--name", required=True, type=_name, help='the person\'s name, e.g. "Ana Ruiz"'
     )
-    what.add_parser("list", help="every operator's name and token prefix (never a token)")
+    _command(what, "list", "every operator's name and token prefix (never a token)")
 
 
 def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    people = sub.add_parser(
-        "customers",
-        help="create a customer (prints their token once) or list them",
+    people = _command(
+        sub, "customers", "create a customer (prints their token once) or list them",
         description="Customers own vehicles and buy features for them (the customer API, "
         "/me/). The demo's customers come from seed.",
-    )
+    )  # fmt: skip
     what = people.add_subparsers(dest="customers_command", required=True)
-    create = what.add_parser(
-        "create",
-        help="create a customer; prints their token (shown this once only)",
+    create = _command(
+        what, "create", "create a customer; prints their token (shown this once only)",
         description="Create a customer owning the given vehicles and print their new "
         "token on stdout; only its hash is stored, so it cannot be shown again.",
-    )
+    )  # fmt: skip
     create.add_argument(
         "--name",
         required=True,
@@ -121,16 +161,16 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         type=_checked(customers.vehicle_entry),
         metavar="VIN:MODEL[:FIRMWARE]",
-        help="a vehicle they own (repeat for more; default none)",
+        help="a vehicle they own (repeat for more)",
     )
     create.add_argument(
         "--payment-method",
         choices=[m.value for m in PaymentMethod],
         default=PaymentMethod.CARD.value,
         help="card: a hold captured once the feature is on; direct_debit: charged at once, "
-        "refunded on failure (default card)",
+        "refunded on failure",
     )
-    what.add_parser("list", help="every customer, their e-mail and vehicles (never a token)")
+    _command(what, "list", "every customer, their e-mail and vehicles (never a token)")
 
 
 def _checked(parse: Callable[..., Any], *args: Any) -> Callable[[str], Any]:
@@ -146,7 +186,7 @@ def _checked(parse: Callable[..., Any], *args: Any) -> Callable[[str], Any]:
 
 
 async def _migrate(settings: BackendSettings) -> int:
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     await migrate(engine)
     await engine.dispose()
     print("migrated")
@@ -161,7 +201,7 @@ def _name(text: str) -> str:
 
 
 async def _create_operator(settings: BackendSettings, name: str) -> int:
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     await migrate(engine)
     try:
         async with make_sessions(engine).begin() as session:
@@ -177,7 +217,7 @@ async def _create_operator(settings: BackendSettings, name: str) -> int:
 
 
 async def _list_operators(settings: BackendSettings) -> int:
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     await migrate(engine)
     async with make_sessions(engine)() as session:
         found = await operators.operators(session)
@@ -232,7 +272,7 @@ def positive_int(text: str) -> int:
 async def _seed(settings: BackendSettings, fleet: list[FleetEntry], per_customer: int) -> int:
     from backend.store import catalog
 
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     await migrate(engine)
     now = SystemClock().now()
     try:
@@ -250,7 +290,7 @@ async def _seed(settings: BackendSettings, fleet: list[FleetEntry], per_customer
 
 
 async def _check(settings: BackendSettings) -> int:
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     async with make_sessions(engine)() as session:
         found = await invariants.check(session, SystemClock().now())
     await engine.dispose()
@@ -260,41 +300,46 @@ async def _check(settings: BackendSettings) -> int:
     return 1 if found else 0
 
 
+async def _open_database(settings: BackendSettings) -> AsyncEngine:
+    """An engine on CAAS_DATABASE_URL once the database answers (bounded wait)."""
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        await wait_for_database(engine, settings.startup_wait_s)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+async def _wait_for_dependencies(settings: BackendSettings) -> None:
+    """The database and Redis (when configured) answer and take our credentials; after
+    the start, their outages are ridden out by the loops."""
+    await (await _open_database(settings)).dispose()
+    redis_url = settings.resolved_redis_url()
+    if redis_url:
+        await wait_for_redis(redis_url, "CAAS_REDIS_URL", settings.startup_wait_s)
+
+
 def _serve(settings: BackendSettings, host: str, port: int, level: str) -> int:
     import uvicorn
 
     from backend.http.app import create_app
     from backend.service import Backend
 
-    try:  # the payment provider's URL, key and webhook secret are checked here
-        app = create_app(Backend(settings))
-    except ConfigError as exc:
-        return _misconfigured(exc)
+    # the provider's URL, key and webhook secret are checked by Backend(); the database
+    # and Redis here, before uvicorn: its start-up failure would be a traceback
+    asyncio.run(_wait_for_dependencies(settings))
+    app = create_app(Backend(settings))
     uvicorn.run(app, host=host, port=port, log_level=level)
     return 0
 
 
-def _misconfigured(exc: Exception) -> int:
-    """One line naming the variable, exit 2, never a traceback (like the gateway)."""
-    print(f"backend: {problem_line(exc)}", file=sys.stderr)
-    return 2
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    configure_logging(args.log_level)
-    try:
-        settings = BackendSettings()
-    except ValueError as exc:  # a variable pydantic cannot read (ValidationError)
-        return _misconfigured(exc)
+def _run(args: argparse.Namespace, settings: BackendSettings) -> int:
     match args.command:
         case "migrate":
             return asyncio.run(_migrate(settings))
         case "seed":
-            try:
-                fleet = load_fleet_manifest(args.fleet_manifest)[: args.vehicles]
-            except ConfigError as exc:
-                return _misconfigured(exc)
+            fleet = load_fleet_manifest(args.fleet_manifest)[: args.vehicles]
             return asyncio.run(_seed(settings, fleet, args.per_customer))
         case "operators" if args.operators_command == "create":
             return asyncio.run(_create_operator(settings, args.name))
@@ -307,7 +352,20 @@ def main(argv: list[str] | None = None) -> int:
         case "check-invariants":
             return asyncio.run(_check(settings))
         case _:
-            return _serve(settings, args.host, args.port, args.log_level.lower())
+            return _serve(settings, args.host, args.port, args.log_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:  # each problem one line with its exit code (protocol/startup.py), no traceback
+        settings = BackendSettings()
+    except ValueError as exc:  # a variable pydantic cannot read (ValidationError)
+        return refuse("backend", exc)
+    try:
+        return _run(args, settings)
+    except ProtocolError as exc:  # ConfigError, a dependency unreachable or refusing
+        return refuse("backend", exc)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocol.settings import http_url, required_secret
+from protocol.settings import http_url, redis_url, required_secret
+from protocol.startup import DEFAULT_STARTUP_WAIT_S
 
 DEFAULT_DB_PATH = Path("run/dev/backend.sqlite3")
 
@@ -27,6 +28,9 @@ class BackendSettings(BaseSettings):
     payment_provider_url: str | None = None
     payment_provider_key: SecretStr | None = None  # our bearer key at the provider
     payment_webhook_secret: SecretStr | None = None  # the provider signs webhooks with it
+
+    # how long a command waits at start for the database and Redis (exit 3 after it)
+    startup_wait_s: float = Field(default=DEFAULT_STARTUP_WAIT_S, gt=0)
 
     # internals (not in SPEC)
     backend_consumer_group: str = "backend"
@@ -68,7 +72,8 @@ class BackendSettings(BaseSettings):
         return f"sqlite+aiosqlite:///{DEFAULT_DB_PATH}"
 
     def resolved_redis_url(self) -> str | None:
-        return self.redis_url
+        """None when unset; ConfigError (one line) when it is not a Redis URL."""
+        return redis_url("CAAS_REDIS_URL", self.redis_url) if self.redis_url else None
 
     def resolved_webhook_secret(self) -> str:
         """ConfigError (one line: the variable) when missing or under 16 characters."""

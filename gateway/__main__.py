@@ -13,18 +13,19 @@ import asyncio
 import sys
 
 import redis.asyncio as aioredis
-import redis.exceptions
 import uvicorn
 
 from gateway.api import create_app
-from gateway.config import GatewaySettings
+from gateway.config import GatewaySettings, ResolvedSettings
 from gateway.errors import ConfigError
 from gateway.keys import Keys
 from gateway.service import Gateway
 from gateway.store import Store
-from protocol.errors import KeyFileError
+from protocol.errors import KeyFileError, ProtocolError
 from protocol.logsetup import configure_logging
-from protocol.settings import problem_line
+from protocol.probes import wait_for_broker, wait_for_redis
+from protocol.settings import redis_url
+from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gateway",
         description="CaaS OTA gateway worker: HTTP API (SPEC §3) + MQTT activation engine. "
         "Configured by CAAS_MQTT_URL, CAAS_REDIS_URL, CAAS_GATEWAY_TOKEN, CAAS_SIGNING_KEY, "
-        "CAAS_GATEWAY_SHARE_GROUP, CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM and CAAS_RETRY_<FIELD>.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "CAAS_GATEWAY_SHARE_GROUP, CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM, CAAS_STARTUP_WAIT_S "
+        "and CAAS_RETRY_<FIELD> (docs/gateway.md).",
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    parser.add_argument("--port", type=int, default=8081, help="listen port")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"], help="log level"
+    )
     parser.add_argument(
         "--reindex",
         action="store_true",
@@ -49,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def reindex(settings: GatewaySettings) -> int:
-    if not settings.redis_url:
-        raise ConfigError("CAAS_REDIS_URL", "not set")
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    url = redis_url("CAAS_REDIS_URL", settings.redis_url)
+    await wait_for_redis(url, "CAAS_REDIS_URL", settings.startup_wait_s)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         keys = Keys(settings.gateway_key_prefix, settings.events_stream)
         return await Store(client, keys).reindex()
@@ -62,11 +67,26 @@ async def reindex(settings: GatewaySettings) -> int:
 def reindex_main() -> int:
     try:
         indexed = asyncio.run(reindex(GatewaySettings()))
-    except (ConfigError, ValueError, redis.exceptions.ConnectionError) as exc:
-        print(f"gateway: {problem_line(exc)}", file=sys.stderr)
-        return 2
+    except (ProtocolError, ValueError) as exc:  # ConfigError, ValidationError, probes
+        return refuse("gateway", exc)
     print(f"gateway: {indexed} activations indexed")
     return 0
+
+
+async def wait_for_dependencies(gateway: Gateway) -> None:
+    """Redis and the broker answer and take our credentials, within the start-up wait
+    (after the start, their outages are ridden out: gateway/retry.py, the reconnect)."""
+    wait_s = gateway.cfg.base.startup_wait_s
+    await wait_for_redis(gateway.cfg.redis_url, "CAAS_REDIS_URL", wait_s)
+    await wait_for_broker(gateway.broker, "CAAS_MQTT_URL", wait_s)
+
+
+def load_gateway(settings: ResolvedSettings) -> Gateway:
+    try:
+        return Gateway(settings)
+    except KeyFileError as exc:
+        problem = f"{exc.problem}: {exc.path}; point it at the gateway's Ed25519 private key (PEM)"
+        raise ConfigError("CAAS_SIGNING_KEY", problem) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.reindex:
         return reindex_main()
-    try:
-        settings = GatewaySettings().require()
-        app = create_app(Gateway(settings))
-    except (ConfigError, KeyFileError, ValueError) as exc:  # one line, never a traceback
-        print(f"gateway: {problem_line(exc)}", file=sys.stderr)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    try:  # each problem one line with its exit code (protocol/startup.py), no traceback
+        gateway = load_gateway(GatewaySettings().require())
+        asyncio.run(wait_for_dependencies(gateway))
+    except (ProtocolError, ValueError) as exc:
+        return refuse("gateway", exc)
+    uvicorn.run(
+        create_app(gateway), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
     return 0
 
 

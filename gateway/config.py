@@ -12,7 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.errors import ConfigError
 from gateway.keys import DEFAULT_PREFIX
 from gateway.policy import RetryPolicy
+from protocol.settings import redis_url as checked_redis_url
+from protocol.settings import service_url
+from protocol.startup import DEFAULT_STARTUP_WAIT_S
 from protocol.topics import DEFAULT_TOPIC_ROOT
+
+MQTT_URL_FORM = "mqtt://user:password@host:port"
 
 _DEFAULT_POLICY = RetryPolicy()
 SHARE_GROUP_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -41,6 +46,9 @@ class GatewaySettings(BaseSettings):
     retry_ack_timeout_s: float = _DEFAULT_POLICY.ack_timeout_s
     retry_ready_wait_s: float = _DEFAULT_POLICY.ready_wait_s
     retry_outcome_wait_s: float = _DEFAULT_POLICY.outcome_wait_s
+
+    # how long the start-up waits for the broker and Redis before it gives up (exit 3)
+    startup_wait_s: float = Field(default=DEFAULT_STARTUP_WAIT_S, gt=0)
 
     # internals (not in SPEC; tuned by tests and operations)
     gateway_key_prefix: str = DEFAULT_PREFIX
@@ -86,6 +94,8 @@ class GatewaySettings(BaseSettings):
                 raise ConfigError(
                     name, "not set (local stack: `python -m launcher run gateway` sets them all)"
                 )
+        service_url("CAAS_MQTT_URL", mqtt, ("mqtt", "tcp"), MQTT_URL_FORM)
+        checked_redis_url("CAAS_REDIS_URL", redis_url)
         if not SHARE_GROUP_PATTERN.fullmatch(str(group)):
             raise ConfigError(
                 "CAAS_GATEWAY_SHARE_GROUP", "must be 8-64 characters of A-Z a-z 0-9 _ -"

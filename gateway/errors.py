@@ -12,16 +12,15 @@ GatewayError
 
 from __future__ import annotations
 
+from protocol.settings import ConfigError as SettingsError
+
 
 class GatewayError(Exception):
     """Base class of every error raised by ``gateway``."""
 
 
-class ConfigError(GatewayError):
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
-        self.setting = setting
-        self.problem = problem
+class ConfigError(GatewayError, SettingsError):
+    """protocol.settings.ConfigError (one line, exit code 2) raised by the gateway."""
 
 
 class ActivationConflict(GatewayError):

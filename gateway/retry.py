@@ -1,4 +1,5 @@
-"""Riding out Redis outages (a restart with AOF replay takes a moment)."""
+"""Riding out Redis outages (a restart with AOF replay takes a moment). A refused
+password is no outage: it is raised at once, never retried."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ TRANSIENT = (
 async def with_redis(
     fn: Callable[[], Awaitable[T]], what: str, budget_s: float = 60.0, first_s: float = 0.05
 ) -> T:
-    """Run ``fn``, retrying transient Redis errors with backoff for up to ``budget_s``."""
+    """Run ``fn``, retrying transient Redis errors with backoff for up to ``budget_s``;
+    an authentication error (WRONGPASS, NOAUTH: a ConnectionError in redis-py) is
+    raised at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_s
     delay = first_s
@@ -34,6 +37,8 @@ async def with_redis(
         try:
             return await fn()
         except TRANSIENT as exc:
+            if isinstance(exc, redis.exceptions.AuthenticationError):
+                raise
             if cancel_requested():
                 raise asyncio.CancelledError from exc
             if loop.time() + delay > deadline:

@@ -28,6 +28,7 @@ from launcher.stack import (
     redacted,
 )
 from protocol.credentials import vehicle_password
+from protocol.startup import DefaultsHelpFormatter
 from vehicle_sim.fleet import build_fleet, parse_mix
 
 CONTAINER_PLUGIN_PATH = Path("/usr/lib/mosquitto/caas_auth.so")  # mosquitto/Dockerfile
@@ -43,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up",
         help="start mosquitto + redis-server until Ctrl-C",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    up.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR)
+    up.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR, help="the stack's run folder")
     up.add_argument("--mqtt-port", type=int, default=0, help="vehicle listener (0: a free port)")
     up.add_argument(
         "--mqtt-service-port",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     pw = sub.add_parser(
         "passwd",
         help="write the vehicle listener's password file for a fleet's VINs",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     pw.add_argument("--out", type=Path, required=True)
     pw.add_argument(
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "render",
         help="docker-compose's config job: broker config with TLS, ACLs, passwords, keys, "
         "certificates and each service's secrets, one folder per consumer (docs/deploy.md)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     render.add_argument("--out", type=Path, required=True)
     render.add_argument("--vehicle-port", type=int, default=8883, help="TLS vehicle listener")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the whole platform end to end: fleet, gateway, payment provider, backend, "
         "purchases, summary",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     demo.add_argument(
         "--run-dir",
@@ -167,7 +168,7 @@ def add_dev_env_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "`python -m launcher up --run-dir RUN_DIR` started (RUN_DIR/stack.env); a variable "
         "already set in the environment wins. Example: python -m launcher run gateway -- "
         "--port 8081",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     run.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR, help="the stack's run folder")
     run.add_argument("service", metavar="SERVICE", help=f"one of {', '.join(SERVICES)}")
@@ -182,7 +183,7 @@ def add_dev_env_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help='print the local stack\'s variables as export lines: eval "$(python -m launcher env)"',
         description="Print RUN_DIR/stack.env's variables as `export NAME=value` lines, for "
         '`eval "$(python -m launcher env)"` in a shell that then runs the services.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     env.add_argument("--run-dir", type=Path, default=DEV_RUN_DIR, help="the stack's run folder")
 

@@ -14,7 +14,8 @@ import uvicorn
 from paysim.app import build
 from paysim.config import DEFAULT_DB_PATH, PaysimSettings
 from protocol.logsetup import configure_logging
-from protocol.settings import ConfigError, problem_line
+from protocol.settings import ConfigError
+from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 
 ENV_HELP = (
     "Configured by CAAS_PAYMENT_PROVIDER_KEY (the bearer key clients send, required, "
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m paysim",
         description="Payment provider simulator: authorizations, captures, cancels, charges, "
         "refunds, signed settlement webhooks, failure modes; all state in SQLite. " + ENV_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
     parser.add_argument("--port", type=int, default=8082, help="listen port")
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         type=Path,
         default=Path(os.environ.get("CAAS_PAYSIM_DB") or DEFAULT_DB_PATH),
-        help="SQLite file with all the provider's state (CAAS_PAYSIM_DB when set)",
+        help="SQLite file with all the provider's state (default: $CAAS_PAYSIM_DB, else "
+        f"{DEFAULT_DB_PATH})",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning"], help="log level"
@@ -55,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = PaysimSettings().require(db=args.db, db_option="--db (CAAS_PAYSIM_DB)")
         app = build(settings)
     except (ConfigError, ValueError) as exc:  # one line, never a traceback
-        print(f"paysim: {problem_line(exc)}", file=sys.stderr)
-        return 2
+        return refuse("paysim", exc)
     logging.getLogger("paysim").info(
         "paysim.started host=%s port=%d db=%s", args.host, args.port, args.db
     )  # at info and above, its log says it ran (a quiet provider logs nothing else)

@@ -83,7 +83,10 @@ def write_keypair(private_path: Path, public_path: Path) -> Ed25519PrivateKey:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(_read(path), password=None)
+    try:
+        key = serialization.load_pem_private_key(_read(path), password=None)
+    except (ValueError, TypeError) as exc:  # not PEM, a public key, or encrypted
+        raise KeyFileError(str(path), "not an unencrypted PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(str(path), "not an Ed25519 private key")
     return key

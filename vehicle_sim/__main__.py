@@ -9,15 +9,26 @@ import json
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from urllib.parse import urlparse
 
 import uvloop
 
-from protocol.errors import KeyFileError, MqttError
+from protocol.errors import KeyFileError, MqttError, ProtocolError
 from protocol.fdlimit import raise_fd_limit
 from protocol.logsetup import configure_logging
 from protocol.mqtt import BrokerAddress
+from protocol.probes import wait_for_broker
+from protocol.settings import ConfigError, service_url
+from protocol.signing import load_public_key
+from protocol.startup import (
+    DEFAULT_STARTUP_WAIT_S,
+    EXIT_CODES_EPILOG,
+    DefaultsHelpFormatter,
+    ExitCode,
+    refuse,
+)
 from vehicle_sim.app import RunConfig, Simulator
 from vehicle_sim.errors import SimulatorError
 from vehicle_sim.fleet import Mode, build_fleet, parse_mix, validate_mix
@@ -33,25 +44,30 @@ examples:
   python -m vehicle_sim manifest --vehicles 10 --seed 7
 
 Defaults come from the environment when set: CAAS_FLEET_MQTT_URL (or CAAS_MQTT_URL),
-CAAS_PUBLIC_KEY, CAAS_FLEET_SECRET, CAAS_TOPIC_ROOT. Pass secrets that way (or
+CAAS_PUBLIC_KEY, CAAS_FLEET_SECRET, CAAS_TOPIC_ROOT; CAAS_STARTUP_WAIT_S (default
+15) bounds the wait for the broker at start. Pass secrets through the environment (or
 --fleet-secret-file), not on the command line: every user of the machine can read a
 process's arguments (ps, /proc/PID/cmdline). With the local stack (`python -m
 launcher up`): python -m launcher run vehicle_sim -- run --vehicles 1000 ...
+
 """
+BROKER_OPTION = "--broker (CAAS_FLEET_MQTT_URL)"
+KEY_OPTION = "--public-key (CAAS_PUBLIC_KEY)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vehicle_sim",
         description="Deterministic fleet of simulated vehicles answering over MQTT 5.",
-        epilog=EPILOG,
+        epilog=EPILOG + textwrap.fill(EXIT_CODES_EPILOG, 88),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
         help="connect the fleet and answer commands until interrupted",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=DefaultsHelpFormatter,
     )
     _fleet_args(run)
     env = os.environ.get
@@ -59,18 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         default=env("CAAS_FLEET_MQTT_URL") or env("CAAS_MQTT_URL"),
         help="mqtt://user:pass@host:port (fleet identity in multiplexed mode; "
-        "the vehicle listener in per-vehicle mode). A password here is visible in ps: "
-        "prefer CAAS_FLEET_MQTT_URL",
+        "the vehicle listener in per-vehicle mode); default: $CAAS_FLEET_MQTT_URL, "
+        "else $CAAS_MQTT_URL (a password here is visible in ps: prefer the variable)",
     )
     run.add_argument(
         "--public-key",
         type=Path,
         default=env("CAAS_PUBLIC_KEY"),
-        help="gateway Ed25519 public key (PEM) that commands must verify against",
+        help="gateway Ed25519 public key (PEM) that commands must verify against "
+        "(default: $CAAS_PUBLIC_KEY)",
     )
     run.add_argument("--manifest", type=Path, help="write the fleet manifest (JSON) here")
     run.add_argument(
-        "--connection-mode", choices=["multiplexed", "per-vehicle"], default="multiplexed"
+        "--connection-mode",
+        choices=["multiplexed", "per-vehicle"],
+        default="multiplexed",
+        help="a few shared connections, or one per vehicle (its own login)",
     )
     run.add_argument(
         "--shards",
@@ -81,15 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fleet-secret",
         default=env("CAAS_FLEET_SECRET"),
-        help="per-vehicle mode: secret the vehicle passwords derive from (deprecated on "
-        "the command line, where ps shows it: set CAAS_FLEET_SECRET or --fleet-secret-file)",
+        help="per-vehicle mode: secret the vehicle passwords derive from (default: "
+        "$CAAS_FLEET_SECRET; deprecated on the command line, where ps shows it: set "
+        "CAAS_FLEET_SECRET or --fleet-secret-file)",
     )
     run.add_argument(
         "--fleet-secret-file",
         type=Path,
         help="per-vehicle mode: read the fleet secret from this file (mode 0600)",
     )
-    run.add_argument("--topic-root", default=env("CAAS_TOPIC_ROOT", "caas/v1"))
+    run.add_argument(
+        "--topic-root",
+        default=env("CAAS_TOPIC_ROOT", "caas/v1"),
+        help="topic prefix shared with the gateway (default: $CAAS_TOPIC_ROOT, else caas/v1)",
+    )
     run.add_argument(
         "--control-port", type=int, help="serve the control API and /metrics on 127.0.0.1:PORT"
     )
@@ -97,15 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-live", action="store_true", help="plain progress lines instead of the live table"
     )
-    run.add_argument("--log-level", default="WARNING")
-    show = sub.add_parser("manifest", help="print the fleet manifest without connecting")
+    run.add_argument("--log-level", default="WARNING", help="log level")
+    show = sub.add_parser(
+        "manifest",
+        help="print the fleet manifest without connecting",
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=DefaultsHelpFormatter,
+    )
     _fleet_args(show)
     return parser
 
 
 def _fleet_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vehicles", type=int, help="fleet size (default 100, or the scenario's)")
-    parser.add_argument("--seed", type=int, help="fleet seed (default 1, or the scenario's)")
+    parser.add_argument("--vehicles", type=int, help="fleet size (default: 100, or the scenario's)")
+    parser.add_argument("--seed", type=int, help="fleet seed (default: 1, or the scenario's)")
     parser.add_argument("--scenario", type=Path, help="YAML scenario file (docs/simulator.md)")
     parser.add_argument("--mix", help="mode weights, e.g. online=0.7,busy=0.1,timeout=0.2")
 
@@ -142,12 +172,22 @@ def fleet_secret(args: argparse.Namespace) -> str | None:
 
 async def run(args: argparse.Namespace) -> int:
     scenario, vehicles, seed, mix = resolve(args)
-    if not args.broker:
-        raise SimulatorError("--broker is required (or set CAAS_FLEET_MQTT_URL)")
+    broker = BrokerAddress.from_url(
+        service_url(BROKER_OPTION, args.broker, ("mqtt", "tcp"), "mqtt://user:password@host:port")
+    )
     if not args.public_key:
-        raise SimulatorError("--public-key is required (or set CAAS_PUBLIC_KEY)")
+        raise ConfigError(KEY_OPTION, "not set (the gateway's Ed25519 public key, PEM)")
+    try:
+        load_public_key(args.public_key)
+    except KeyFileError as exc:
+        problem = f"{exc.problem}: {exc.path}; point it at the gateway's Ed25519 public key"
+        raise ConfigError(KEY_OPTION, problem) from None
+    # multiplexed: the URL's credentials are the fleet's, checked here; per-vehicle:
+    # each vehicle logs in with its own, so only the listener is waited for
+    log_in = args.connection_mode == "multiplexed"
+    await wait_for_broker(broker, BROKER_OPTION, startup_wait_s(), log_in)
     cfg = RunConfig(
-        broker=BrokerAddress.from_url(args.broker),
+        broker=broker,
         public_key=args.public_key,
         vehicles=vehicles,
         seed=seed,
@@ -194,9 +234,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         raise_fd_limit()
         return uvloop.run(run(args))
-    except (SimulatorError, KeyFileError, MqttError, ValueError) as exc:
-        print(f"vehicle_sim: error: {exc}", file=sys.stderr)
-        return 2
+    except (ProtocolError, ValueError) as exc:  # one line with its exit code
+        return refuse("vehicle_sim", exc)
+    except (SimulatorError, MqttError) as exc:  # a scenario, or the fleet's own connects
+        print(f"vehicle_sim: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+
+
+def startup_wait_s() -> float:
+    """CAAS_STARTUP_WAIT_S (the services' variable; this CLI has no settings class)."""
+    text = os.environ.get("CAAS_STARTUP_WAIT_S") or str(DEFAULT_STARTUP_WAIT_S)
+    try:
+        wait_s = float(text)
+    except ValueError:
+        wait_s = -1.0
+    if not wait_s > 0:
+        raise ConfigError("CAAS_STARTUP_WAIT_S", "expected a number of seconds above 0")
+    return wait_s
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Engine, sessions and migrations. SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
+"""Engine, sessions and migrations. SQLite (aiosqlite) by default, PostgreSQL (asyncpg).
+
+``CAAS_DATABASE_URL`` may be written in any common spelling (``postgres://``,
+``postgresql://``, ``postgresql+psycopg://``, ``sqlite:///``...): ``async_database_url``
+maps it to the async driver this project uses, and every engine is made through it."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,13 +21,47 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from protocol.private_files import create_private
+from protocol.settings import ConfigError
+from protocol.startup import Dependency, DependencyFailed
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DATABASE_SETTING = "CAAS_DATABASE_URL"
+DATABASE_URL_FORM = "postgresql://user:password@host:port/db or sqlite:///path"
+# every spelling of a scheme we accept → the driver the project runs on
+ASYNC_SCHEMES = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+pg8000": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+}
+# PostgreSQL SQLSTATEs: credentials refused (28P01 password, 28000 no pg_hba entry /
+# role), and the server is starting or shutting down (57P03, 57P01: wait for it)
+PG_REFUSED = ("28P01", "28000")
+PG_NOT_YET = ("57P03", "57P01", "53300")
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
+def async_database_url(url: str) -> str:
+    """``url`` with its scheme mapped to the async driver (ASYNC_SCHEMES); ConfigError
+    naming CAAS_DATABASE_URL for any other scheme. The URL is never quoted back."""
+    scheme, separator, rest = url.partition("://")
+    driver = ASYNC_SCHEMES.get(scheme.lower()) if separator else None
+    if driver is None:
+        shown = f"{scheme}://" if separator else "no scheme"
+        raise ConfigError(
+            DATABASE_SETTING, f"{shown} is not supported (expected {DATABASE_URL_FORM})"
+        )
+    return f"{driver}://{rest}"
+
+
 def make_engine(url: str) -> AsyncEngine:
+    url = async_database_url(url)
     if url.startswith("sqlite"):
         _create_private_db_file(url)
         # One connection, so the transactions (all BEGIN IMMEDIATE: SQLite has one
@@ -89,3 +128,41 @@ async def migrate(engine: AsyncEngine) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(upgrade)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+def _database_refused(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and _sqlstate(exc) in PG_REFUSED
+
+
+def _not_yet(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and _sqlstate(exc) in PG_NOT_YET
+
+
+async def wait_for_database(engine: AsyncEngine, wait_s: float) -> None:
+    """The database answers ``SELECT 1`` within ``wait_s`` (a server still starting is
+    waited for); DependencyUnreachable, CredentialsRefused or ConfigError (a database
+    that does not exist, a SQLite file that cannot be opened) otherwise, naming
+    CAAS_DATABASE_URL."""
+    url = engine.url
+    where = f"{url.host}:{url.port or 5432}/{url.database}" if url.host else str(url.database)
+    database = Dependency(
+        "database", where, DATABASE_SETTING, (OSError,), _database_refused, _not_yet
+    )
+
+    async def select_one() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    try:
+        await database.wait(select_one, wait_s)
+    except DependencyFailed as exc:  # the server's own words: no such database...
+        driver = exc.__cause__
+        if not isinstance(driver, DBAPIError) or driver.orig is None:
+            raise
+        problem = str(driver.orig).strip().splitlines()[0]
+        what_to_do = f"create it or fix {DATABASE_SETTING}"
+        raise ConfigError(DATABASE_SETTING, f"{problem} ({where}): {what_to_do}") from None

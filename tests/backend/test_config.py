@@ -57,7 +57,7 @@ def test_an_unreadable_variable_is_one_line_too(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "backend: CAAS_BACKEND_POLL_S: Input should be a valid number, unable to parse string "
-        "as a number"
+        "as a number (fix or unset CAAS_BACKEND_POLL_S)"
     ]
 
 

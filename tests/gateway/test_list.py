@@ -257,7 +257,8 @@ async def test_reindex_lists_activations_stored_before_the_indexes(
         assert (await walk(gw.client, state="SUCCEEDED")) == ([], 0)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAAS_")}
     refused = await asyncio.to_thread(reindex, clean)
-    assert (refused.returncode, refused.stderr) == (2, "gateway: CAAS_REDIS_URL: not set\n")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("gateway: CAAS_REDIS_URL: not set (expected redis://")
 
 
 async def test_vin_with_another_filter_walks_past_one_chunk(make_gateway: GatewayFactory) -> None:

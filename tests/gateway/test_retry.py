@@ -43,3 +43,17 @@ async def test_a_cancel_turned_into_a_connection_error_still_cancels() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 1.0)
     assert calls == 1
+
+
+async def test_a_refused_password_is_not_retried() -> None:
+    """WRONGPASS / NOAUTH (a ConnectionError in redis-py) is raised at the first call."""
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise redis.exceptions.AuthenticationError("WRONGPASS invalid username-password pair")
+
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        await with_redis(refused, "test", budget_s=5.0, first_s=0.001)
+    assert calls == 1
