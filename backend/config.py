@@ -1,4 +1,4 @@
-"""Backend settings from the environment (SPEC §6). One class, read once at start."""
+"""Backend settings from the environment (docs/spec.md §6). One class, read once at start."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DEFAULT_DB_PATH = Path("run/dev/backend.sqlite3")
 
 
 class BackendSettings(BaseSettings):
-    """``CAAS_*`` variables (SPEC §6) and ``CAAS_BACKEND_*`` internals."""
+    """``CAAS_*`` variables (docs/spec.md §6) and ``CAAS_BACKEND_*`` internals."""
 
     model_config = SettingsConfigDict(env_prefix="CAAS_", extra="ignore")
 
@@ -32,7 +32,7 @@ class BackendSettings(BaseSettings):
     # how long a command waits at start for the database and Redis (exit 3 after it)
     startup_wait_s: float = Field(default=DEFAULT_STARTUP_WAIT_S, gt=0)
 
-    # internals (not in SPEC)
+    # internals (docs/spec.md §6 lists them)
     backend_consumer_group: str = "backend"
     backend_consumer_name: str = "backend-1"
     backend_public_url: str = "http://127.0.0.1:8080"

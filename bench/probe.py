@@ -2,7 +2,7 @@
 them with the MQTT 5 request/response properties, and matches answers by correlation.
 
 Used by the fleet scale benchmark, the demo's traffic and the integration tests. It
-is deliberately independent of the simulator's code: it only speaks SPEC §2.
+is deliberately independent of the simulator's code: it only speaks docs/spec.md §2.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The IoT gateway: delivers activation commands to vehicles over MQTT 5 (SPEC §2-§4).
+"""The IoT gateway: delivers activation commands to vehicles over MQTT 5 (docs/spec.md §2-§4).
 
 Modules:
-    config       GatewaySettings (environment, SPEC §6)
+    config       GatewaySettings (environment, docs/spec.md §6)
     errors       the package's exceptions
     keys         every Redis key and TTL
     policy       RetryPolicy and the pure backoff function
@@ -21,6 +21,6 @@ Modules:
     metrics      Prometheus metrics (caas_gateway_*)
     service      the running worker: connections and background loops
     schemas      what the HTTP API takes and gives (request and response models)
-    api          the FastAPI app (SPEC §3)
+    api          the FastAPI app (docs/spec.md §3)
     __main__     ``python -m gateway``
 """

@@ -1,6 +1,6 @@
 """``python -m gateway [--host H] [--port P]``: one gateway worker (uvicorn inside).
 
-Configured by the environment (SPEC §6); run as many workers as you like against the
+Configured by the environment (docs/spec.md §6); run as many workers as you like against the
 same broker and Redis. ``python -m gateway --reindex`` puts every stored activation in
 exactly the list route's indexes it belongs in (those stored before the route existed,
 or changed by an older worker), and exits (safe while workers run).
@@ -31,7 +31,7 @@ from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway",
-        description="CaaS OTA gateway worker: HTTP API (SPEC §3) + MQTT activation engine. "
+        description="CaaS OTA gateway worker: HTTP API (docs/spec.md §3) + MQTT activation engine. "
         "Configured by CAAS_MQTT_URL, CAAS_REDIS_URL, CAAS_GATEWAY_TOKEN, CAAS_SIGNING_KEY, "
         "CAAS_GATEWAY_SHARE_GROUP, CAAS_TOPIC_ROOT, CAAS_EVENTS_STREAM, CAAS_STARTUP_WAIT_S "
         "and CAAS_RETRY_<FIELD> (docs/gateway.md).",

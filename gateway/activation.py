@@ -1,4 +1,4 @@
-"""The Activation record (SPEC §3) as immutable dataclasses, and its JSON forms.
+"""The Activation record (docs/spec.md §3) as immutable dataclasses, and its JSON forms.
 
 ``to_record``/``from_record`` is the stored form (floats for times, internal fields
 included); ``to_public`` is the API form (RFC 3339 times, internals left out).

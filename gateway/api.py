@@ -1,4 +1,4 @@
-"""The gateway HTTP API (SPEC §3). Bearer token on every route but health and metrics.
+"""The gateway HTTP API (docs/spec.md §3). Bearer token on every route but health and metrics.
 
 ``GET /v1/activations`` lists them, filtered and paginated like every list route of the
 project (docs/protocol.md, "Listing activations"; the indexes: ``listing.py``).

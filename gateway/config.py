@@ -1,4 +1,4 @@
-"""Gateway settings from the environment (SPEC §6). One class, read once at start."""
+"""Gateway settings from the environment (docs/spec.md §6). One class, read once at start."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class GatewaySettings(BaseSettings):
     # how long the start-up waits for the broker and Redis before it gives up (exit 3)
     startup_wait_s: float = Field(default=DEFAULT_STARTUP_WAIT_S, gt=0)
 
-    # internals (not in SPEC; tuned by tests and operations)
+    # internals (docs/spec.md §6 lists them; tuned by tests and operations)
     gateway_key_prefix: str = DEFAULT_PREFIX
     gateway_worker_id: str = Field(default_factory=lambda: f"gw-{os.getpid()}")
     gateway_lease_s: float = Field(default=30.0, gt=0)

@@ -1,4 +1,4 @@
-"""The diagnostics package stored on a FAILED activation (SPEC §3).
+"""The diagnostics package stored on a FAILED activation (docs/spec.md §3).
 
 Pure: built from the activation's own log plus the answers of the final status and
 diagnostics queries. Holds the attempt log, state snapshots, the IoT error responses,

@@ -1,13 +1,13 @@
-"""What the gateway accepts from a vehicle (SPEC §2.3), as pure functions.
+"""What the gateway accepts from a vehicle (docs/spec.md §2.3), as pure functions.
 
 Everything on ``responses``, ``state`` and ``presence`` comes from a car, and a car
 with valid credentials may be broken or hostile. Before anything reaches Redis, the
 twin or an activation, a message must be:
 
 - small and shallow JSON with finite numbers (``protocol.codec.loads_object``);
-- valid against the wire schema (``protocol.models``): feature names of the SPEC's
-  pattern, at most ``MAX_FEATURES`` of them, active ⊆ installed, ``seq`` bounded,
-  printable short strings, a command_id of the id alphabet;
+- valid against the wire schema (``protocol.models``): feature names of the
+  contract's pattern (docs/spec.md), at most ``MAX_FEATURES`` of them, active ⊆
+  installed, ``seq`` bounded, printable short strings, a command_id of the id alphabet;
 - about the vehicle whose topic it came on (the topic's VIN, the answer's
   Correlation Data).
 

@@ -20,7 +20,7 @@ Key layout (``{p}`` is the prefix, ``caas:gw`` by default):
                                      those values (one zset per combination; score 0,
                                      read by lex range: the list route's indexes)
     {p}:ix:vin={vin}          zset   the same members, per vehicle
-    caas:events               stream SPEC §4 events (name from CAAS_EVENTS_STREAM)
+    caas:events               stream docs/spec.md §4 events (name from CAAS_EVENTS_STREAM)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The activation state machine as a pure function (SPEC §2.3, §3).
+"""The activation state machine as a pure function (docs/spec.md §2.3, §3).
 
     step(activation, event, now, rng) -> Step(activation', sends, events)
 

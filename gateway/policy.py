@@ -1,4 +1,4 @@
-"""RetryPolicy (SPEC §3) and the pure backoff function.
+"""RetryPolicy (docs/spec.md §3) and the pure backoff function.
 
 After attempt ``k`` fails with a retryable outcome, attempt ``k + 1`` starts
 ``min(max_backoff_s, initial_backoff_s × backoff_multiplier^(k−1))`` later, the whole

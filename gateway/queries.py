@@ -1,4 +1,4 @@
-"""Live status and diagnostics queries (SPEC §3 ``/status-query``, ``/diagnostics``).
+"""Live status and diagnostics queries (docs/spec.md §3 ``/status-query``, ``/diagnostics``).
 
 The API worker that asks publishes the command; the answer comes back through the
 shared subscription to any worker. The command index in Redis says which worker asked

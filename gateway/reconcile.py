@@ -1,4 +1,4 @@
-"""Reconciliation (SPEC §3): a feature the vehicle reports active with no SUCCEEDED
+"""Reconciliation (docs/spec.md §3): a feature the vehicle reports active with no SUCCEEDED
 activation behind it is switched off and reported as ``feature.divergence``.
 
 A feature is *accounted for* when its last SUCCEEDED activation was an ``activate``

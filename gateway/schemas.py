@@ -1,4 +1,4 @@
-"""What the gateway's HTTP API takes and gives (SPEC §3): request models and one response
+"""What the gateway's HTTP API takes and gives (docs/spec.md §3): request models and one response
 model per answer. Field order is the order of the keys the domain objects' ``to_public``
 write, and numbers keep their type, so the JSON is the same as those dicts encoded
 directly. The vehicle's own documents (its state, presence, diagnostics) are open

@@ -1,10 +1,10 @@
-"""Vehicle twins: the gateway's last knowledge of each vehicle (SPEC §2.3, §3).
+"""Vehicle twins: the gateway's last knowledge of each vehicle (docs/spec.md §2.3, §3).
 
 Fed by the retained ``state`` and ``presence`` topics (shared subscriptions) and by
 the state carried in every response, once ``intake`` has accepted them. Stored in
 Redis (``store.update_twin``); this module is the pure part: readiness and freshness.
 
-Readiness (SPEC §3): online, parked (not moving, gear P), not busy. A twin is
+Readiness (docs/spec.md §3): online, parked (not moving, gear P), not busy. A twin is
 *fresh* when the newest vehicle timestamp it holds is at most
 ``status_query_timeout_s`` old; before acting on a stale twin the machine asks the
 vehicle with a live status query (once per attempt), so a state or presence message

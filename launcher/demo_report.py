@@ -41,7 +41,7 @@ class Outcomes:
 
 
 async def collect(gateway_url: str, gateway_token: str, activation_ids: list[str]) -> Outcomes:
-    """Read every purchase's activation from the gateway (SPEC §3 Activation)."""
+    """Read every purchase's activation from the gateway (docs/spec.md §3 Activation)."""
     outcomes = Outcomes()
     gate = asyncio.Semaphore(32)
     headers = {"Authorization": f"Bearer {gateway_token}"}

@@ -2,7 +2,7 @@
 
 The run folder keeps what a restart must find again: generated passwords, the fleet
 secret, the gateway signing key, the payment provider's key and webhook secret, broker
-persistence, Redis AOF. ``stack.env`` in it is a shell file with the SPEC §6 variables
+persistence, Redis AOF. ``stack.env`` in it is a shell file with the docs/spec.md §6 variables
 for the services. The folder is 0700 and every file in it that holds a secret or
 customer data 0600 from its creation (protocol/private_files.py; the children run
 with umask 077, launcher/procs.py).
@@ -144,7 +144,7 @@ class LocalStack:
         self.broker.add_vehicles((vin, vehicle_password(secret, vin)) for vin in vins)
 
     def env(self) -> dict[str, str]:
-        """SPEC §6 variables pointing the services at this stack."""
+        """docs/spec.md §6 variables pointing the services at this stack."""
         env = {
             "CAAS_MQTT_URL": self.broker.gateway_address().url(),
             "CAAS_FLEET_MQTT_URL": self.broker.fleet_address().url(),

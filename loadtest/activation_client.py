@@ -1,4 +1,4 @@
-"""A Locust client for the gateway's activation API (SPEC §3, §4).
+"""A Locust client for the gateway's activation API (docs/spec.md §3, §4).
 
 One activation is three request events in Locust's statistics:
 

@@ -1,4 +1,4 @@
-"""Wire contract shared by the gateway and the vehicle simulator (SPEC §1-§2), the
+"""Wire contract shared by the gateway and the vehicle simulator (docs/spec.md §1-§2), the
 HTTP edge every service's API sits behind, and the little else the runtime packages
 share (settings checks, vehicle credentials). The only first-party package the
 services may import from one another; it imports none.

@@ -1,6 +1,6 @@
 """JSON on the wire.
 
-``canonical_bytes`` is the exact byte form SPEC §2.1 signs: sorted keys, no spaces,
+``canonical_bytes`` is the exact byte form docs/spec.md §2.1 signs: sorted keys, no spaces,
 non-ASCII kept as UTF-8. It is used for signing and verifying only; payloads may be
 sent in the same form (they are, by this project) but a receiver must never assume it.
 

@@ -1,4 +1,4 @@
-"""Building signed commands and their MQTT 5 publish properties (SPEC §2.1)."""
+"""Building signed commands and their MQTT 5 publish properties (docs/spec.md §2.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Wire schemas (SPEC §2.1-§2.3), validated with pydantic at the edges.
+"""Wire schemas (docs/spec.md §2.1-§2.3), validated with pydantic at the edges.
 
 Inside the services these become plain dicts/dataclasses; the models are the one
 place that says what a valid message is.
@@ -16,11 +16,11 @@ from protocol.timeutil import parse_ts
 
 VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
-FEATURE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # SPEC §1: snake_case feature ids
+FEATURE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # docs/spec.md §1: snake_case feature ids
 FEATURE_RE = re.compile(FEATURE_PATTERN)
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # command and activation ids
 PROTOCOL_VERSION = 1
-MAX_FUTURE_ISSUE_S = 30.0  # SPEC §2.2 rule 4
+MAX_FUTURE_ISSUE_S = 30.0  # docs/spec.md §2.2 rule 4
 # Bounds on what a vehicle may report (docs/protocol.md, "What the gateway accepts"):
 # a vehicle's firmware ships a handful of features; anything past these is broken or
 # hostile, and every name would otherwise become work (a deactivation) or a label.
@@ -70,7 +70,7 @@ TERMINAL_REASONS = frozenset(
         NackReason.MALFORMED,
     }
 )
-# NackReason.EXPIRED: retryable once with a fresh command, then terminal (SPEC §2.3).
+# NackReason.EXPIRED: retryable once with a fresh command, then terminal (docs/spec.md §2.3).
 
 
 def _is_timestamp(value: str) -> str:

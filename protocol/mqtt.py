@@ -79,7 +79,7 @@ class BrokerAddress:
 
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
-        """``mqtt://user:pass@host:port`` (SPEC §6 ``CAAS_MQTT_URL``)."""
+        """``mqtt://user:pass@host:port`` (docs/spec.md §6 ``CAAS_MQTT_URL``)."""
         parsed = urlparse(url)
         if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
             raise ValueError(f"expected mqtt://user:pass@host:port, got {url!r}")

@@ -1,4 +1,4 @@
-"""Ed25519 keys and command signatures (SPEC §1, §2.1).
+"""Ed25519 keys and command signatures (docs/spec.md §1, §2.1).
 
 The gateway holds the private key and signs every command; vehicles hold the public
 key (PEM file or ``GET /v1/keys``) and verify.

@@ -1,4 +1,4 @@
-"""Every MQTT topic of the platform (SPEC §2). Nothing else builds topic strings."""
+"""Every MQTT topic of the platform (docs/spec.md §2). Nothing else builds topic strings."""
 
 from __future__ import annotations
 

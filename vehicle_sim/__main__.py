@@ -1,4 +1,4 @@
-"""``python -m vehicle_sim``: run a simulated fleet (SPEC §7). See --help."""
+"""``python -m vehicle_sim``: run a simulated fleet (docs/spec.md §7). See --help."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fleet manifest (SPEC §7): every VIN with its mode, model and installed features."""
+"""The fleet manifest (docs/spec.md §7): every VIN with its mode, model and installed features."""
 
 from __future__ import annotations
 

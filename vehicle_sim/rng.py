@@ -1,6 +1,6 @@
 """Stable random streams: every vehicle and every command draws from its own RNG,
 seeded with a blake2b digest of (seed, vin[, command_id]), so outcomes never depend
-on the order in which messages happen to be interleaved (SPEC §2.4)."""
+on the order in which messages happen to be interleaved (docs/spec.md §2.4)."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ OFFLINE_NOTICE_TIMEOUT_S = 10.0  # a clean disconnect waits this long for its PU
 
 def deliver(runtime: FleetRuntime, vin: str, message: paho.MQTTMessage) -> None:
     """A command off the wire for ``vin``, in either connection mode. Dropped and
-    counted: one with the retain flag (commands are never retained, SPEC §2: it is a
+    counted: one with the retain flag (commands are never retained, docs/spec.md §2: it is a
     stale message replayed on subscribe, and acting on it would act twice), and one
     reaching an off-line vehicle (with one shared connection the broker cannot hold it
     for later; a vehicle of its own connection went off line while the broker was

@@ -5,7 +5,7 @@ immutable ``Vehicle`` and return a ``Transition``: the next ``Vehicle`` plus the
 outputs (responses, state publishes, timers...) for the runtime to carry out. No I/O
 and no global state here, so every rule is unit-tested with a fixed ``now``.
 
-Command handling follows SPEC §2.2 in order: malformed → wrong vehicle → bad
+Command handling follows docs/spec.md §2.2 in order: malformed → wrong vehicle → bad
 signature → expired → duplicate (resend the first answer unchanged) → act by mode.
 """
 
@@ -271,7 +271,7 @@ def on_command(
     seen: Mapping[str, Respond | None],
     now: float,
 ) -> Transition:
-    """SPEC §2.2, rules 1 to 6 in order."""
+    """docs/spec.md §2.2, rules 1 to 6 in order."""
     try:
         body = loads_object(arrival.payload)
         command = Command.model_validate(body)

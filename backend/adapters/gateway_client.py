@@ -1,4 +1,4 @@
-"""The backend's view of the gateway (SPEC §3): a ``Protocol`` and its HTTP client."""
+"""The backend's view of the gateway (docs/spec.md §3): a ``Protocol`` and its HTTP client."""
 
 from __future__ import annotations
 

@@ -384,7 +384,7 @@ def _deadline(out: _Out, ev: DeadlinePassed) -> None:
 
 
 def attempts_of(activation: Mapping[str, Any]) -> int | None:
-    """How many attempts the gateway's Activation (SPEC §3) lists: its ``attempts`` is a
+    """How many attempts the gateway's Activation (docs/spec.md §3) lists: its ``attempts`` is a
     list there, a count in the events (None: unknown)."""
     attempts = activation.get("attempts")
     if isinstance(attempts, list):

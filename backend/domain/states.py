@@ -1,4 +1,4 @@
-"""Purchase and payment states, exactly as SPEC §5, and which of them are terminal."""
+"""Purchase and payment states, exactly as docs/spec.md §5, and which of them are terminal."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The backend HTTP API (SPEC §5): the FastAPI app. Customers see only their own things
+"""The backend HTTP API (docs/spec.md §5): the FastAPI app. Customers see only their own things
 (404 otherwise).
 
 The edge (body limit, NaN/Infinity → 422: ``protocol/http_edge.py``), the error handlers

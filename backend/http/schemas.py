@@ -1,5 +1,5 @@
 """What the HTTP API takes and gives: request models, path/header parameters, and one
-response model per answer (SPEC §5; lifecycle routes: docs/lifecycle.md).
+response model per answer (docs/spec.md §5; lifecycle routes: docs/lifecycle.md).
 
 Request models forbid unknown keys. Response models forbid them too: a key a read model
 (``backend/store/views.py``, the services' answers) adds without adding it here fails

@@ -2,7 +2,7 @@
 ``demo-operator`` with an ops token.
 
 The fleet comes from the manifest the simulator writes (``python -m vehicle_sim run
---manifest PATH``, or ``python -m vehicle_sim manifest``; SPEC §7): a JSON object whose
+--manifest PATH``, or ``python -m vehicle_sim manifest``; docs/spec.md §7): a JSON object whose
 ``fleet`` lists every vehicle with its ``vin``, ``model`` and ``firmware`` (optional:
 a vehicle without is stored with an unknown firmware; other fields are ignored). The
 manifest stands in for the vehicle registry; the backend never builds the simulator's

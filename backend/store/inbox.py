@@ -60,7 +60,7 @@ def remember(
 
 
 def activation_state_after(type_: str, data: dict[str, Any]) -> str:
-    """The gateway Activation state (SPEC §3) an event tells us about."""
+    """The gateway Activation state (docs/spec.md §3) an event tells us about."""
     if type_ == "activation.attempt_failed":
         # FAILED_RETRY: a retry is scheduled; FAILED_ESCALATE: the final queries run
         return "RETRY_SCHEDULED" if data.get("result") == "FAILED_RETRY" else "IN_PROGRESS"

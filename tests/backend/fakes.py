@@ -70,7 +70,7 @@ async def emit(
     event_id: str | None = None,
     **extra: Any,
 ) -> str:
-    """XADD an event shaped like SPEC §4; returns its event_id."""
+    """XADD an event shaped like docs/spec.md §4; returns its event_id."""
     event_id = event_id or str(uuid.uuid4())
     data = {
         "activation_id": body["activation_id"],

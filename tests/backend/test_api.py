@@ -201,7 +201,7 @@ async def test_ops_tickets_and_metrics(world: World) -> None:
 
 
 async def test_openapi_is_served(world: World) -> None:
-    """OpenAPI at /docs (and the schema at /openapi.json) lists the SPEC §5 routes."""
+    """OpenAPI at /docs (and the schema at /openapi.json) lists the docs/spec.md §5 routes."""
     assert (await world.api.get("/docs")).status_code == 200
     paths = (await world.api.get("/openapi.json")).json()["paths"]
     assert {"/v1/purchases", "/v1/customers/me/expediente", "/v1/payments/webhooks"} <= set(paths)

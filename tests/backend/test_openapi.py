@@ -77,7 +77,7 @@ def test_backend_documents_every_answer(spec: dict[str, Any]) -> None:
 
 
 def test_backend_routes_are_the_same(spec: dict[str, Any]) -> None:
-    """Paths, methods and success statuses are the API's (SPEC §5, issue 5 and issue 12
+    """Paths, methods and success statuses are the API's (docs/spec.md §5, issue 5 and issue 12
     routes)."""
     found = {
         (method, path): next(s for s in op["responses"] if s.startswith("2"))

@@ -60,7 +60,7 @@ async def test_success_captures_once_and_notifies(world: World) -> None:
     await world.drain()
     got = await world.purchase(p["id"])
     assert got["state"] == "ACTIVE"
-    assert got["activation_state"] == "SUCCEEDED"  # SPEC §3 Activation state names
+    assert got["activation_state"] == "SUCCEEDED"  # docs/spec.md §3 Activation state names
     assert got["payment"]["state"] == "CHARGED"
     assert got["payment"]["captured_cents"] == p["price_cents"] == 39000
     assert sum(world.provider.real_captures.values()) == 1

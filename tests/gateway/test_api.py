@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §3): auth, validation, idempotency, cancel, twins, live queries,
+"""The HTTP API (docs/spec.md §3): auth, validation, idempotency, cancel, twins, live queries,
 keys and metrics."""
 
 from __future__ import annotations

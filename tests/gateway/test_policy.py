@@ -79,7 +79,7 @@ def test_invalid_policies_are_refused(bad: dict[str, float]) -> None:
 
 @pytest.mark.timeout(5)
 def test_defaults_match_the_handbook() -> None:
-    """SPEC §3 defaults (outcome_wait_s is this project's addition, docs/protocol.md)."""
+    """docs/spec.md §3 defaults (outcome_wait_s is this project's addition, docs/protocol.md)."""
     assert RetryPolicy().to_dict() == {
         "max_attempts": 5,
         "initial_backoff_s": 60,

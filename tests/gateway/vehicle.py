@@ -1,4 +1,4 @@
-"""A scripted vehicle that speaks SPEC §2 on its own (independent of vehicle_sim).
+"""A scripted vehicle that speaks docs/spec.md §2 on its own (independent of vehicle_sim).
 
 It publishes retained presence and state, records every command with its arrival
 time, and answers each feature command by the next step of its script:

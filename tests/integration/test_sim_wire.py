@@ -1,4 +1,5 @@
-"""The simulator over a real broker: every mode, every SPEC §2.2 rule, state and presence."""
+"""The simulator over a real broker: every mode, every docs/spec.md §2.2 rule, state and
+presence."""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ def test_timestamps_are_rfc3339_utc_millis() -> None:
 
 
 def test_topics_and_shared_subscriptions() -> None:
-    """Topic templates of SPEC §2 and their parse."""
+    """Topic templates of docs/spec.md §2 and their parse."""
     t = Topics()
     assert t.commands("V") == "caas/v1/vehicles/V/commands"
     assert t.shared("responses", "gw0123") == "$share/gw0123/caas/v1/vehicles/+/responses"
@@ -89,7 +89,7 @@ def test_topics_and_shared_subscriptions() -> None:
 
 
 def test_built_command_is_valid_signed_and_has_mqtt5_properties() -> None:
-    """build_command: fresh id, validates, verifies; properties per SPEC §2.1."""
+    """build_command: fresh id, validates, verifies; properties per docs/spec.md §2.1."""
     key = Ed25519PrivateKey.generate()
     cmd = build_command(
         Signer(key),

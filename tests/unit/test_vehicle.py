@@ -1,4 +1,4 @@
-"""The vehicle state machine, without any broker: SPEC §2.2 rules in order, every mode."""
+"""The vehicle state machine, without any broker: docs/spec.md §2.2 rules in order, every mode."""
 
 from __future__ import annotations
 
