@@ -228,7 +228,7 @@ async def _list_operators(settings: BackendSettings) -> int:
 
 
 async def _create_customer(settings: BackendSettings, args: argparse.Namespace) -> int:
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     await migrate(engine)
     method = PaymentMethod(args.payment_method)
     try:
@@ -251,7 +251,7 @@ async def _create_customer(settings: BackendSettings, args: argparse.Namespace) 
 
 
 async def _list_customers(settings: BackendSettings) -> int:
-    engine = make_engine(settings.resolved_database_url())
+    engine = await _open_database(settings)
     await migrate(engine)
     async with make_sessions(engine)() as session:
         found = await customers.customers(session)

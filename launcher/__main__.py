@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m launcher",
         description="Start the project's mosquitto and redis-server, run a service with "
         "their variables, make fleet credentials, run the demo.",
+        epilog="exit codes: 0 done; 1 the demo found a customer charged for an activation "
+        "that failed (or charged twice); 2 usage or set-up error, one line on stderr; "
+        "`run` exits with the service's own code (docs/spec.md §7).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--manifest", type=Path, help="take the VINs from this manifest")
     pw.add_argument("--vehicles", type=int, help="or derive them: fleet size")
     pw.add_argument("--seed", type=int, default=1, help="or derive them: fleet seed")
-    pw.add_argument("--mix", default="online=1")
+    pw.add_argument("--mix", default="online=1", help="or derive them: fleet mix")
 
     render = sub.add_parser(
         "render",
@@ -92,15 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--out", type=Path, required=True)
     render.add_argument("--vehicle-port", type=int, default=8883, help="TLS vehicle listener")
-    render.add_argument("--service-port", type=int, default=1884)
+    render.add_argument("--service-port", type=int, default=1884, help="service listener")
     render.add_argument("--bind", default="0.0.0.0", help="vehicle listener address")
     render.add_argument("--service-bind", default="0.0.0.0", help="service listener address")
     render.add_argument("--run-user", default="mosquitto", help="user mosquitto runs as")
-    render.add_argument("--persistence-dir", type=Path, default=Path("/mosquitto/data"))
+    render.add_argument(
+        "--persistence-dir", type=Path, default=Path("/mosquitto/data"),
+        help="the broker's persistence folder (in its container)",
+    )  # fmt: skip
     render.add_argument("--mqtt-host", default="mosquitto", help="broker host the services use")
-    render.add_argument("--redis-host", default="redis")
-    render.add_argument("--postgres-host", default="postgres")
-    render.add_argument("--acl-root", default="caas/v1")
+    render.add_argument("--redis-host", default="redis", help="Redis host the services use")
+    render.add_argument(
+        "--postgres-host", default="postgres", help="PostgreSQL host the backend uses"
+    )
+    render.add_argument("--acl-root", default="caas/v1", help="topic root in the ACLs")
     render.add_argument(
         "--plugin-path",
         type=Path,
@@ -137,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="logs, database and broker data (wiped at start)",
     )
     demo.add_argument("--vehicles", type=int, default=1000, help="fleet size = purchases")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=7, help="fleet and purchase seed")
     demo.add_argument("--concurrency", type=int, default=50, help="purchase requests at a time")
     demo.add_argument(
         "--timeout",

@@ -160,11 +160,13 @@ def test_backend_accepts_common_postgres_spellings(
     assert "migrated" in result.stdout
 
 
-def test_backend_unreachable_postgres(tmp_path: Path) -> None:
-    """No PostgreSQL on the port: exit 3 naming CAAS_DATABASE_URL and host:port."""
+@pytest.mark.parametrize("command", [["migrate"], ["customers", "list"]])
+def test_backend_unreachable_postgres(tmp_path: Path, command: list[str]) -> None:
+    """No PostgreSQL on the port: exit 3 naming CAAS_DATABASE_URL and host:port (the
+    admin commands too)."""
     where = f"127.0.0.1:{free_port()}"
     env = {"CAAS_DATABASE_URL": f"postgresql://caas:pw@{where}/caas"}
-    result, took = run(tmp_path, env, "backend", "migrate")
+    result, took = run(tmp_path, env, "backend", *command)
     one_line(result, ExitCode.UNREACHABLE, "CAAS_DATABASE_URL", where)
     assert took < 15
 
