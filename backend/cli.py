@@ -7,11 +7,11 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.audit import money as invariants
 from backend.config import BackendSettings
@@ -25,6 +25,8 @@ from protocol.logsetup import configure_logging
 from protocol.probes import wait_for_redis
 from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 from protocol.timeutil import SystemClock, format_ts
+
+T = TypeVar("T")
 
 DESCRIPTION = (
     "CaaS business backend: HTTP API + outbox relay + event consumer (configured by "
@@ -216,12 +218,19 @@ async def _create_operator(settings: BackendSettings, name: str) -> int:
     return 0
 
 
-async def _list_operators(settings: BackendSettings) -> int:
+async def _read(settings: BackendSettings, read: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """What ``read`` finds in the (migrated) database: the admin commands' lists."""
     engine = await _open_database(settings)
-    await migrate(engine)
-    async with make_sessions(engine)() as session:
-        found = await operators.operators(session)
-    await engine.dispose()
+    try:
+        await migrate(engine)
+        async with make_sessions(engine)() as session:
+            return await read(session)
+    finally:
+        await engine.dispose()
+
+
+async def _list_operators(settings: BackendSettings) -> int:
+    found = await _read(settings, operators.operators)
     for op in found:
         print(f"{op.name}\t{op.prefix}…\t{format_ts(op.created_at)}")
     return 0
@@ -251,11 +260,7 @@ async def _create_customer(settings: BackendSettings, args: argparse.Namespace) 
 
 
 async def _list_customers(settings: BackendSettings) -> int:
-    engine = await _open_database(settings)
-    await migrate(engine)
-    async with make_sessions(engine)() as session:
-        found = await customers.customers(session)
-    await engine.dispose()
+    found = await _read(settings, customers.customers)
     for c in found:
         fields = (c.customer_id, c.name, c.email, c.payment_method, ",".join(c.vins) or "-")
         print("\t".join((*fields, format_ts(c.created_at))))

@@ -61,44 +61,49 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class DependencyUnreachable(ProtocolError):
-    """``what`` at ``address`` (host:port, never a password) did not answer in time."""
+class DependencyProblem(ProtocolError):
+    """A dependency (``what`` at ``address``: host:port, never a password) that the
+    setting ``setting`` names could not be used; the message says what to do."""
+
+    def __init__(self, message: str, what: str, address: str, setting: str) -> None:
+        super().__init__(message)
+        self.what = what
+        self.address = address
+        self.setting = setting
+
+
+class DependencyUnreachable(DependencyProblem):
+    """It did not answer in time."""
 
     def __init__(self, what: str, address: str, setting: str, waited_s: float, cause: str):
         super().__init__(
             f"{setting}: {what} at {address} not reachable within {waited_s:g}s ({cause}); "
-            f"start it or fix {setting} (CAAS_STARTUP_WAIT_S waits longer)"
-        )
-        self.what = what
-        self.address = address
-        self.setting = setting
+            f"start it or fix {setting} (CAAS_STARTUP_WAIT_S waits longer)",
+            what, address, setting,
+        )  # fmt: skip
 
 
-class DependencyFailed(ProtocolError):
-    """``what`` at ``address`` answered, with an error that waiting will not cure
-    (the original exception is the ``__cause__``): a configuration error, exit 2."""
+class DependencyFailed(DependencyProblem):
+    """It answered, with an error that waiting will not cure (the original exception is
+    the ``__cause__``): a configuration error, exit 2."""
 
     def __init__(self, what: str, address: str, setting: str, cause: str) -> None:
         super().__init__(
             f"{setting}: {what} at {address} answered with an error ({cause}); "
-            f"check that {setting} points at the {what}"
-        )
-        self.what = what
-        self.address = address
-        self.setting = setting
+            f"check that {setting} points at the {what}",
+            what, address, setting,
+        )  # fmt: skip
 
 
-class CredentialsRefused(ProtocolError):
-    """``what`` at ``address`` refused the credentials ``setting`` holds."""
+class CredentialsRefused(DependencyProblem):
+    """It refused the credentials ``setting`` holds (never retried)."""
 
     def __init__(self, what: str, address: str, setting: str, cause: str) -> None:
         super().__init__(
             f"{setting}: {what} at {address} refused the credentials ({cause}); "
-            f"fix the user or password in {setting}"
-        )
-        self.what = what
-        self.address = address
-        self.setting = setting
+            f"fix the user or password in {setting}",
+            what, address, setting,
+        )  # fmt: skip
 
 
 def exit_code(exc: BaseException) -> ExitCode:
