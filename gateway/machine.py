@@ -35,7 +35,7 @@ from gateway.activation import (
 )
 from gateway.diagnostics import build_package
 from gateway.events import Cancel, Emit, Event, Reply, Send, Step, Tick, VehicleView
-from gateway.policy import backoff_s
+from gateway.policy import retry_delay_s
 from gateway.twin import Twin, feature_active, readiness
 from protocol.models import RETRYABLE_REASONS, CommandType, NackReason
 from protocol.timeutil import format_ts
@@ -264,7 +264,11 @@ def _on_feature_answer(out: _Out, reply: Reply) -> None:
         category = CATEGORY_BY_REASON.get(reason, category)
     message = reply.reason or "nack without a reason"
     if reason in RETRYABLE_REASONS:
-        _fail_attempt(out, "nack", message, category, retryable=True, reason=message)
+        # busy/driving say how long they will refuse: the retry waits for that (bounded)
+        hint = reply.retry_after_s
+        _fail_attempt(
+            out, "nack", message, category, retryable=True, reason=message, retry_after_s=hint
+        )
     elif reason is NackReason.EXPIRED and out.act.expired_nacks == 0:
         out.set(expired_nacks=1)
         _fail_attempt(out, "nack", message, category, retryable=True, reason=message)
@@ -301,6 +305,7 @@ def _fail_attempt(
     *,
     retryable: bool,
     reason: str | None = None,
+    retry_after_s: float | None = None,
 ) -> None:
     act = out.act
     again = retryable and act.current < act.policy.max_attempts
@@ -320,7 +325,7 @@ def _fail_attempt(
         _emit_attempt_failed(out, code, message, result, None)
         _start_final(out)
         return
-    at = out.now + backoff_s(act.policy, act.current, out.rng)
+    at = out.now + retry_delay_s(act.policy, act.current, out.rng, retry_after_s)
     out.set(
         state=State.RETRY_SCHEDULED,
         phase=Phase.BACKOFF,

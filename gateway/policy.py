@@ -2,7 +2,8 @@
 
 After attempt ``k`` fails with a retryable outcome, attempt ``k + 1`` starts
 ``min(max_backoff_s, initial_backoff_s × backoff_multiplier^(k−1))`` later, the whole
-delay multiplied by ``uniform(1 − jitter_ratio, 1 + jitter_ratio)``.
+delay multiplied by ``uniform(1 − jitter_ratio, 1 + jitter_ratio)``; a vehicle's
+``retry_after_s`` stretches that delay up to ``max_backoff_s`` (``retry_delay_s``).
 """
 
 from __future__ import annotations
@@ -90,3 +91,21 @@ def backoff_bounds_s(policy: RetryPolicy, failed_attempt: int) -> tuple[float, f
     """The interval every jittered delay falls in (for checks and tests)."""
     base = base_delay_s(policy, failed_attempt)
     return base * (1 - policy.jitter_ratio), base * (1 + policy.jitter_ratio)
+
+
+def retry_delay_s(
+    policy: RetryPolicy, failed_attempt: int, rng: random.Random, retry_after_s: float | None
+) -> float:
+    """The delay before attempt ``failed_attempt + 1`` when the vehicle said when to ask
+    again: ``max(backoff, retry_after_s)``, the hint capped at ``max_backoff_s``.
+
+    Asking a vehicle before its busy period ends only earns another nack and spends an
+    attempt, so the hint is obeyed; but it comes from the vehicle (up to 7 days, SPEC
+    §2.3) and the policy is the operator's bound on how long an activation may sleep,
+    so it never waits longer than the policy's longest delay. A hint shorter than the
+    backoff changes nothing: the backoff also spreads retries across the fleet.
+    """
+    delay = backoff_s(policy, failed_attempt, rng)  # drawn always: same rng stream either way
+    if retry_after_s is None:
+        return delay
+    return max(delay, min(retry_after_s, policy.max_backoff_s))

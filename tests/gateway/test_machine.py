@@ -106,6 +106,41 @@ def test_ack_succeeds_and_frees_the_vehicle() -> None:
     assert run.act.attempts[0].result.value == "SUCCESS"
 
 
+def test_busy_hint_longer_than_the_backoff_is_obeyed() -> None:
+    """retry_after_s 30 > backoff(1) ≈ 10 → the next attempt exactly 30 s later."""
+    run = Run()
+    run.tick()
+    failed_at = run.clock.now()
+    run.answer("nack", "busy", retry_after_s=30)
+    assert run.act.state is State.RETRY_SCHEDULED
+    assert run.act.next_attempt_at == failed_at + 30
+    assert run.act.due_at == failed_at + 30
+    assert run.last.events[0].data["next_attempt_at"] == format_ts(failed_at + 30)
+    run.tick(29.0)
+    assert run.sent() == [] and run.act.current == 1
+    run.tick()
+    assert run.sent() == [CommandType.ACTIVATE] and run.act.current == 2
+
+
+def test_driving_hint_is_capped_by_max_backoff() -> None:
+    """A hint past the policy's max_backoff_s (a 7-day trip) waits max_backoff_s only."""
+    run = Run()
+    run.tick()
+    failed_at = run.clock.now()
+    run.answer("nack", "driving", retry_after_s=7 * 86_400)
+    assert run.act.next_attempt_at == failed_at + POLICY.max_backoff_s
+
+
+def test_hint_on_the_last_attempt_changes_nothing() -> None:
+    """No retry left: the hint is recorded in the errors, the final status is asked."""
+    run = Run(policy=replace(POLICY, max_attempts=1))
+    run.tick()
+    run.answer("nack", "busy", retry_after_s=30)
+    assert run.act.state is State.IN_PROGRESS
+    assert run.sent() == [CommandType.STATUS]
+    assert run.act.iot_errors[-1]["retry_after_s"] == 30
+
+
 def test_stale_twin_is_probed_first() -> None:
     """A twin older than status_query_timeout_s → status query; its answer → activate."""
     run = Run()
@@ -125,7 +160,7 @@ def test_busy_nack_schedules_a_retry_within_jitter() -> None:
     run = Run()
     run.tick()
     failed_at = run.clock.now()
-    run.answer("nack", "busy", retry_after_s=30)
+    run.answer("nack", "busy", retry_after_s=5)  # shorter than the backoff: no effect
     assert run.act.state is State.RETRY_SCHEDULED
     low, high = backoff_bounds_s(POLICY, 1)
     assert run.act.next_attempt_at is not None

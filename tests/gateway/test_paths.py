@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -58,6 +59,31 @@ async def test_busy_nack_then_success(
         ids = {c.body["command_id"] for c in car.feature_commands()}
         assert len(ids) == 2, "a retry is a fresh command"
         assert [c.body["attempt"] for c in car.feature_commands()] == [1, 2]
+
+
+@pytest.mark.timeout(30)
+async def test_busy_nack_retry_waits_for_retry_after(
+    make_gateway: GatewayFactory, make_sim: SimFactory
+) -> None:
+    """A simulated vehicle busy for 2 s more than its twin says nacks busy with
+    retry_after_s 2: the retry waits those 2 s (not the 0.05 s backoff) and succeeds."""
+    async with make_sim(vehicles=1) as sim, make_gateway(max_backoff_s=5.0) as gw:
+        spec = sim.specs[0]
+        runtime = sim.runtime
+        # busy without a state report (as if that message were lost): the twin says ready
+        until = runtime.clock.now() + 2.0
+        runtime.vehicles[spec.vin] = replace(runtime.vehicle(spec.vin), busy=True, busy_until=until)
+        runtime.schedule_wake(spec.vin, until)
+        created = await gw.activate(spec.vin, spec.installed_features[0])
+        failed = await gw.wait_event(lambda e: e["type"] == "activation.attempt_failed")
+        final = await gw.wait_terminal(created["activation_id"])
+        assert final["state"] == "SUCCEEDED"
+        assert [a["result"] for a in final["attempts"]] == ["FAILED_RETRY", "SUCCESS"]
+        assert final["attempts"][0]["response_message"] == "busy"
+        gap = parse_ts(failed["data"]["next_attempt_at"]) - parse_ts(failed["at"])
+        assert 1.99 <= gap <= 2.01, gap  # ceil(2 s - the time to the nack) = 2
+        assert runtime.stats.answered["nack/busy"] == 1, runtime.stats.answered
+        assert runtime.stats.received["activate"] == 2
 
 
 @pytest.mark.timeout(30)

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import GatewaySettings
 from gateway.errors import ConfigError
-from gateway.policy import RetryPolicy, backoff_bounds_s, backoff_s, base_delay_s
+from gateway.policy import RetryPolicy, backoff_bounds_s, backoff_s, base_delay_s, retry_delay_s
 
 POLICY = RetryPolicy(initial_backoff_s=60, backoff_multiplier=2.0, max_backoff_s=3600)
 
@@ -143,3 +143,25 @@ def test_share_group_is_required_and_validated() -> None:
     for bad in ("gateway", "gw/evil/+", "gw#0123456", "x" * 65, "gw 0123456"):
         with pytest.raises(ConfigError, match="CAAS_GATEWAY_SHARE_GROUP: must be"):
             complete_settings(gateway_share_group=bad).require()
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(
+    ("hint", "low", "high"),
+    [(None, 54, 66), (0, 54, 66), (30, 54, 66), (600, 600, 600), (10**6, 3600, 3600)],
+)
+def test_retry_delay_obeys_the_hint_within_max_backoff(
+    hint: float | None, low: float, high: float
+) -> None:
+    """max(backoff, retry_after_s), the hint capped at max_backoff_s (attempt 1: 60 ± 10 %)."""
+    delay = retry_delay_s(POLICY, 1, random.Random(3), hint)
+    assert low <= delay <= high
+
+
+@pytest.mark.timeout(5)
+def test_retry_delay_draws_the_same_jitter_with_or_without_a_hint() -> None:
+    """The rng is drawn either way, so a hint does not shift later jitter draws."""
+    a, b = random.Random(9), random.Random(9)
+    retry_delay_s(POLICY, 1, a, 10**6)
+    backoff_s(POLICY, 1, b)
+    assert a.random() == b.random()

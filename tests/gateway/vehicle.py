@@ -52,6 +52,7 @@ class ScriptedVehicle:
     vin: str = VIN
     status_answers: int | None = None
     stale_state: dict[str, Any] | None = None  # answer with this state instead of the live one
+    retry_after_s: float | None = None  # the hint on every nack (the gateway obeys it)
     active: set[str] = field(default_factory=set)
     commands: list[Received] = field(default_factory=list)
     seq: int = 0
@@ -171,9 +172,10 @@ class ScriptedVehicle:
         reason: str | None,
         copies: int = 1,
     ) -> None:
+        hint = self.retry_after_s if reason else None
         response = {
             "v": 1, "command_id": body["command_id"], "vin": self.vin, "type": body["type"],
-            "status": status, "reason": reason, "retry_after_s": 1.0 if reason else None,
+            "status": status, "reason": reason, "retry_after_s": hint,
             "state": self.stale_state or self.state(), "at": format_ts(time.time()),
             "diagnostics": self._diagnostics() if body["type"] == "diagnostics" else None,
         }  # fmt: skip
