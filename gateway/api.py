@@ -335,12 +335,19 @@ def _add_ops_routes(app: FastAPI, gw: Gateway) -> None:
     @app.get(
         "/readyz",
         response_model=Ready,
-        responses={503: {"model": Ready, "description": "not ready: MQTT or Redis is down"}},
+        responses={
+            503: {
+                "model": Ready,
+                "description": "not ready: MQTT or Redis is down, or the twins are not loaded yet",
+            }
+        },
     )
     async def readyz() -> JSONResponse:
-        """Ready to take work: connected to the broker, Redis answers (503 otherwise)."""
-        ok = await gw.ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        """Ready to take work: connected to the broker, Redis answers and the twins are
+        loaded from the retained state (503 with the reason otherwise)."""
+        reason = await gw.not_ready()
+        body = {"ready": reason is None, "reason": reason}
+        return JSONResponse(body, status_code=200 if reason is None else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:

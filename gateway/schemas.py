@@ -148,3 +148,6 @@ class Health(Out):
 
 class Ready(Out):
     ready: bool
+    reason: Literal["broker_disconnected", "redis_unavailable", "twin_bootstrap_running"] | None = (
+        Field(default=None, description="why not (null when ready)")
+    )

@@ -208,17 +208,39 @@ class Gateway:
     async def _consume(self, inbound: InboundHandler) -> None:
         queue = self.dispatcher.inbound
         while True:
-            item = await queue.get()
+            number, item = await queue.take()
             try:
                 await with_redis(partial(inbound.handle, item), "inbound", 120.0)
             except (GatewayError, *TRANSIENT) as exc:  # the activation's timers cover it
                 log.warning("inbound.failed leaf=%s vin=%s error=%r", item.leaf, item.vin, exc)
             except Exception:  # a bug: keep the traceback
                 log.exception("inbound.crashed leaf=%s vin=%s", item.leaf, item.vin)
+            finally:
+                queue.done(number)  # or the bootstrap would wait on it for good
             if cancel_requested():
                 raise asyncio.CancelledError
 
     async def _bootstrap(self) -> None:
+        """Load the twins from the retained state/presence; then the worker is ready.
+
+        Ready means the retained messages are in Redis, not only read: an activation
+        accepted right after ``/readyz`` says 200 then finds its vehicle's twin. The
+        whole wait is bounded (``BOOTSTRAP_MAX_S`` each for reading and for handling):
+        a twin still missing then is filled by live traffic or a status probe, and a
+        worker that never became ready would help nobody.
+        """
+        try:
+            await self._read_retained()
+            backlog = self.dispatcher.inbound
+            mark = backlog.accepted  # the retained messages are the items before this
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BOOTSTRAP_MAX_S):
+                    await backlog.wait_handled(mark)
+        finally:
+            self.bootstrapped.set()
+            log.info("twin.bootstrap_done worker=%s", self.worker_id)
+
+    async def _read_retained(self) -> None:
         """Read the retained state/presence once through a plain subscription."""
         arrived = asyncio.Event()
 
@@ -242,16 +264,38 @@ class Gateway:
             log.warning("twin.bootstrap_failed error=%r", exc)
         finally:
             await conn.disconnect()
-            self.bootstrapped.set()
 
-    async def ready(self) -> bool:
-        if self._redis is None or self._dispatcher is None or not self.dispatcher.connected:
+    async def not_ready(self) -> str | None:
+        """Why this worker should not take work now (None: ready)."""
+        connected = self._dispatcher is not None and self.dispatcher.connected
+        return readiness_problem(
+            broker_connected=connected,
+            redis_answers=connected and await self._redis_answers(),
+            bootstrapped=self.bootstrapped.is_set(),
+        )
+
+    async def _redis_answers(self) -> bool:
+        if self._redis is None:
             return False
         try:
             async with asyncio.timeout(1.0):
                 return bool(await self._redis.ping())
         except Exception:
             return False
+
+
+def readiness_problem(
+    *, broker_connected: bool, redis_answers: bool, bootstrapped: bool
+) -> str | None:
+    """The first thing that keeps a worker from taking work, in the order an operator
+    fixes them (a worker without its broker cannot bootstrap either); None: ready."""
+    if not broker_connected:
+        return "broker_disconnected"
+    if not redis_answers:
+        return "redis_unavailable"
+    if not bootstrapped:
+        return "twin_bootstrap_running"
+    return None
 
 
 async def _until_quiet(arrived: asyncio.Event, quiet_s: float) -> None:

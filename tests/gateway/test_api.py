@@ -7,11 +7,17 @@ import asyncio
 import time
 import uuid
 
+import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from gateway.api import create_app
+from gateway.service import Gateway, readiness_problem
 from launcher.stack import LocalStack
+from protocol.topics import Topics
 from tests.conftest import SimFactory
-from tests.gateway.conftest import GatewayFactory
+from tests.gateway.conftest import GatewayFactory, resolved, settings_env
+from tests.gateway.vehicle import ScriptedVehicle
 from tests.helpers import assert_docs_served_locally, eventually, wait_until
 from vehicle_sim.fleet import Mode
 
@@ -268,3 +274,55 @@ async def test_metrics_names_and_no_vin(make_gateway: GatewayFactory, make_sim: 
         assert 'caas_gateway_activation_states{state="SUCCEEDED"} 1.0' in text
         assert "caas_gateway_first_attempt_success_ratio 1.0" in text
         assert spec.vin not in text
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(
+    ("broker", "redis", "booted", "reason"),
+    [
+        (True, True, True, None),
+        (True, True, False, "twin_bootstrap_running"),
+        (True, False, False, "redis_unavailable"),
+        (False, True, True, "broker_disconnected"),
+        (False, False, False, "broker_disconnected"),
+    ],
+)
+def test_readiness_names_the_first_problem(
+    broker: bool, redis: bool, booted: bool, reason: str | None
+) -> None:
+    """Ready only with the broker up, Redis answering and the twins loaded."""
+    got = readiness_problem(broker_connected=broker, redis_answers=redis, bootstrapped=booted)
+    assert got == reason
+
+
+async def test_ready_only_after_the_twin_bootstrap(
+    stack: LocalStack, topics: Topics, redis_db: int
+) -> None:
+    """A worker starting beside a car that left its retained state: /readyz is 503
+    (twin_bootstrap_running) until that state is in the twin, then 200 with the twin there."""
+    cfg = resolved(settings_env(stack, topics, redis_db))
+    plain = aioredis.Redis.from_url(cfg.redis_url, decode_responses=True)
+    await plain.flushdb()
+    await plain.aclose()
+    car = ScriptedVehicle(stack.broker.fleet_address(), topics, [])
+    async with car:
+        gateway = Gateway(cfg)
+        app = create_app(gateway, manage_lifespan=False)
+        headers = {"Authorization": f"Bearer {stack.secrets['gateway_token']}"}
+        async with (
+            gateway.running(),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=headers
+            ) as client,
+        ):
+            first = await client.get("/readyz")
+            assert first.status_code == 503
+            assert first.json() == {"ready": False, "reason": "twin_bootstrap_running"}
+            while (answer := await client.get("/readyz")).status_code != 200:
+                assert answer.json()["reason"] == "twin_bootstrap_running"
+                await asyncio.sleep(0.02)
+            assert answer.json() == {"ready": True, "reason": None}
+            twin = await client.get(f"/v1/vehicles/{car.vin}")
+            assert twin.status_code == 200, twin.text
+            assert twin.json()["state"]["vin"] == car.vin
+            assert twin.json()["online"] is True

@@ -4,6 +4,7 @@ counted refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any
@@ -199,3 +200,36 @@ async def test_backlog_pauses_reading_over_its_byte_limit() -> None:
     await backlog.get()
     assert calls == ["pause", "resume"]
     assert backlog.bytes == item.size
+
+
+async def test_backlog_says_up_to_where_every_item_is_handled() -> None:
+    """handled_below: the first number some consumer still holds, or the next to take;
+    an item finished out of order does not move it past an older one still held."""
+    backlog = Backlog(100_000, lambda: None, lambda: None)
+    for n in range(3):
+        backlog.put(Inbound("state", VIN, bytes([n]), None, NOW))
+    mark = backlog.accepted
+    assert (mark, backlog.handled_below()) == (3, 0)
+    first, _ = await backlog.take()
+    second, _ = await backlog.take()
+    backlog.done(second)
+    assert backlog.handled_below() == first == 0  # the older item is still held
+    backlog.done(first)
+    assert backlog.handled_below() == 2  # the third is not taken yet
+    await backlog.get()
+    assert backlog.handled_below() == mark
+    backlog.put(Inbound("state", VIN, b"live", None, NOW))
+    assert backlog.handled_below() == mark  # live traffic after the mark does not matter
+    await asyncio.wait_for(backlog.wait_handled(mark), 1.0)
+
+
+async def test_waiting_for_handled_items_wakes_on_done() -> None:
+    """wait_handled returns when the last item before the mark is done, not before."""
+    backlog = Backlog(100_000, lambda: None, lambda: None)
+    backlog.put(Inbound("state", VIN, b"x", None, NOW))
+    number, _ = await backlog.take()
+    waiter = asyncio.create_task(backlog.wait_handled(1))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    backlog.done(number)
+    await asyncio.wait_for(waiter, 1.0)
