@@ -35,6 +35,8 @@ class GatewaySettings(BaseSettings):
     signing_key: Path | None = None
     topic_root: str = DEFAULT_TOPIC_ROOT
     events_stream: str = "caas:events"
+    # the events stream keeps at least this much history, read or not (gateway/trimming.py)
+    events_keep_s: float = Field(default=3600.0, ge=0)
 
     # defaults: the handbook's, as RetryPolicy holds them (one place)
     retry_max_attempts: int = _DEFAULT_POLICY.max_attempts
@@ -64,6 +66,8 @@ class GatewaySettings(BaseSettings):
     # One worker exports the gauges read from Redis; a dead one's lease lapses after this
     # (keep it above the scrape interval's jitter, below the alert rules' `for:`)
     gateway_gauge_lease_s: float = Field(default=15.0, ge=0.5, le=3600)
+    # how often each worker trims the events stream (± half; idempotent, no lease)
+    gateway_events_trim_s: float = Field(default=60.0, gt=0)
 
     def retry_policy(self) -> RetryPolicy:
         values = {

@@ -1,8 +1,9 @@
 """The running gateway worker: Redis + MQTT connections and the background loops.
 
 ``async with Gateway(settings).running():`` connects, starts the loops in a
-``TaskGroup`` (timer worker, inbound consumers, twin bootstrap) and stops them on
-exit. The FastAPI lifespan owns exactly this (``api.create_app``).
+``TaskGroup`` (timer worker, inbound consumers, twin bootstrap, gauge exporter, events
+trimmer) and stops them on exit. The FastAPI lifespan owns exactly this
+(``api.create_app``). The worker is ready (``/readyz``) once the bootstrap is done.
 
 MQTT 5 (§4.8.2) lets a broker keep retained messages from shared subscriptions, so
 at start a short-lived plain subscription reads the retained state/presence once into
@@ -43,6 +44,7 @@ from gateway.rejections import Rejections
 from gateway.retry import TRANSIENT, with_redis
 from gateway.store import Store
 from gateway.timers import TimerWorker
+from gateway.trimming import EventsTrimmer
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
 from protocol.signing import Signer, load_private_key, public_pem
 from protocol.tasks import cancel_requested
@@ -80,6 +82,7 @@ class Gateway:
         self._engine: Engine | None = None
         self._store: Store | None = None
         self._exporter: GaugeExporter | None = None
+        self._trimmer: EventsTrimmer | None = None
         self.bootstrapped = asyncio.Event()
 
     # the parts, available inside ``running()``
@@ -108,6 +111,11 @@ class Gateway:
         assert self._exporter is not None, "gateway not running"
         return self._exporter
 
+    @property
+    def trimmer(self) -> EventsTrimmer:
+        assert self._trimmer is not None, "gateway not running"
+        return self._trimmer
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         inbound, timers = self._wire()
@@ -128,6 +136,7 @@ class Gateway:
                     tg.create_task(self.queries.run(self._inbox_redis, self.keys), name="inbox")
                 )
                 tasks.append(tg.create_task(self.exporter.run(), name="gauge-exporter"))
+                tasks.append(tg.create_task(self.trimmer.run(), name="events-trimmer"))
                 try:
                     yield self
                 finally:
@@ -184,6 +193,9 @@ class Gateway:
         )  # fmt: skip
         engine.waker = timers
         self._exporter = GaugeExporter(store, self.worker_id, base.gateway_gauge_lease_s)
+        self._trimmer = EventsTrimmer(
+            store, self.clock, base.events_keep_s, base.gateway_events_trim_s, self.rng
+        )
         self.metrics.watch_reconnects(lambda: dispatcher.conn.reconnects)
         self.metrics.watch_connected(lambda: dispatcher.connected)
         self.metrics.watch_send_failures(lambda: dispatcher.send_failures + engine.send_failures)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from gateway import lua
 from gateway.activation import Action, Activation, State
@@ -38,6 +39,7 @@ from gateway.listing import (
     possible_index_keys,
 )
 from gateway.pipelining import AutoPipeline
+from gateway.trimming import GroupMark, StreamId, format_id, parse_id
 from gateway.twin import Twin
 from protocol.timeutil import format_ts
 
@@ -409,6 +411,30 @@ class Store:
                     indexed += 1
                     break
         return indexed
+
+    # ------------------------------------------------------------ events stream
+    async def event_groups(self) -> list[GroupMark]:
+        """Every consumer group of the events stream: its last delivered id and its
+        oldest pending (delivered, unacknowledged) id."""
+        stream = self.keys.events
+        try:
+            groups: list[dict[str, Any]] = await self.redis.xinfo_groups(stream)
+        except redis.exceptions.ResponseError:  # no stream yet: no groups
+            return []
+        marks = []
+        for group in groups:
+            oldest = None
+            if int(group["pending"]):
+                summary = await self.redis.xpending(stream, group["name"])
+                oldest = parse_id(summary["min"]) if summary.get("min") else None
+            last = parse_id(str(group["last-delivered-id"]))
+            marks.append(GroupMark(str(group["name"]), last, oldest))
+        return marks
+
+    async def trim_events(self, floor: StreamId) -> int:
+        """Remove the entries below ``floor`` (exactly: ``~`` would keep whole nodes)."""
+        events = self.keys.events
+        return int(await self.redis.xtrim(events, minid=format_id(floor), approximate=False))
 
     # ------------------------------------------------------------ gauges
     async def hold_exporter(self, worker_id: str, lease_s: float) -> bool:
