@@ -17,6 +17,8 @@ once it expires; one that shuts down releases it at once (``release_lease``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,13 +52,18 @@ async def release_lease(session: AsyncSession, holder: str, name: str = METRICS_
     )
 
 
+async def counts_by(session: AsyncSession, *columns: Any) -> list[tuple[Any, ...]]:
+    """``(*values, count)`` per distinct value of ``columns`` (one GROUP BY), also what
+    the ops summary shows by state."""
+    found = await session.execute(select(*columns, func.count()).group_by(*columns))
+    return [tuple(row) for row in found]
+
+
 async def read_snapshot(session: AsyncSession, now: float) -> StoreSnapshot:
     """Purchases, payments and tickets by state, the outbox and the notification queue."""
-    purchases = await session.execute(select(Purchase.state, func.count()).group_by(Purchase.state))
-    payments = await session.execute(
-        select(Payment.state, Payment.method, func.count()).group_by(Payment.state, Payment.method)
-    )
-    tickets = await session.execute(select(Ticket.status, func.count()).group_by(Ticket.status))
+    purchases = await counts_by(session, Purchase.state)
+    payments = await counts_by(session, Payment.state, Payment.method)
+    tickets = await counts_by(session, Ticket.status)
     # since when the oldest undelivered request has been due: its creation, or a
     # scheduled purchase's start (``available_at`` moves on with every claim and retry)
     due_since = case(
@@ -79,9 +86,9 @@ async def read_snapshot(session: AsyncSession, now: float) -> StoreSnapshot:
         select(func.count()).select_from(Notification).where(Notification.status == "QUEUED")
     )
     return StoreSnapshot(
-        purchases={state: n for state, n in purchases.all()},
-        payments={(state, method): n for state, method, n in payments.all()},
-        tickets={status: n for status, n in tickets.all()},
+        purchases={state: n for state, n in purchases},
+        payments={(state, method): n for state, method, n in payments},
+        tickets={status: n for status, n in tickets},
         outbox_pending=pending or 0,
         outbox_oldest_age_s=max(0.0, now - oldest) if oldest is not None else 0.0,
         notifications_queued=queued or 0,
