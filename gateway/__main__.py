@@ -12,18 +12,20 @@ import argparse
 import asyncio
 import sys
 
-import redis.asyncio as aioredis
-import uvicorn
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.api import create_app
 from gateway.config import GatewaySettings, ResolvedSettings
 from gateway.errors import ConfigError
-from gateway.keys import Keys
+from gateway.keys import layout
 from gateway.service import Gateway
 from gateway.store import Store
 from protocol.errors import KeyFileError, ProtocolError
+from protocol.heap import freeze_start_up
+from protocol.http_edge import serve
 from protocol.logsetup import configure_logging
 from protocol.probes import wait_for_broker, wait_for_redis
+from protocol.redis_connect import open_redis
 from protocol.settings import redis_url
 from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
 
@@ -56,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 async def reindex(settings: GatewaySettings) -> int:
     url = redis_url("CAAS_REDIS_URL", settings.redis_url)
     await wait_for_redis(url, "CAAS_REDIS_URL", settings.startup_wait_s)
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    client = await open_redis(url, decode_responses=True)
     try:
-        keys = Keys(settings.gateway_key_prefix, settings.events_stream)
+        cluster = isinstance(client, RedisCluster)
+        keys = layout(settings.gateway_key_prefix, settings.events_stream, cluster)
         return await Store(client, keys).reindex()
     finally:
         await client.aclose()
@@ -99,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(wait_for_dependencies(gateway))
     except (ProtocolError, ValueError) as exc:
         return refuse("gateway", exc)
-    uvicorn.run(
-        create_app(gateway), host=args.host, port=args.port, log_level="warning", access_log=False
-    )
+    app = create_app(gateway)
+    freeze_start_up()  # modules, settings, app: out of every collection's walk
+    serve(app, args.host, args.port, log_level="warning")
     return 0
 
 

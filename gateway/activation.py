@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from gateway.policy import RetryPolicy
 from protocol.timeutil import format_ts
 
@@ -125,40 +127,41 @@ class Activation:
         return self.state in TERMINAL_STATES
 
     def to_record(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "policy":
-                value = value.to_dict()
-            elif f.name == "attempts":
-                value = [_attempt_record(a) for a in value]
-            elif f.name == "pending" and value is not None:
-                value = {
-                    "command_id": value.command_id,
-                    "type": value.type,
-                    "sent_at": value.sent_at,
-                }
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
+        # field by field from names computed once (dataclasses.fields() and a type test
+        # per field cost more than the rest of a commit's Python work); tuples stay
+        # tuples, enums stay enums: both JSON writers write them as arrays and strings
+        out = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        out["policy"] = self.policy.to_dict()
+        out["attempts"] = [_attempt_record(a) for a in self.attempts]
+        pending = self.pending
+        out["pending"] = None if pending is None else {
+            "command_id": pending.command_id, "type": pending.type, "sent_at": pending.sent_at,
+        }  # fmt: skip
         return out
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Activation:
-        values = dict(data)
-        values["policy"] = RetryPolicy.from_dict(values["policy"])
-        values["action"] = Action(values["action"])
-        values["state"] = State(values["state"])
-        values["phase"] = Phase(values["phase"])
-        category = values.get("failure_category")
+        values = {name: data[name] for name in _PLAIN_FIELDS if name in data}
+        values["policy"] = RetryPolicy.from_dict(data["policy"])
+        values["action"] = Action(data["action"])
+        values["state"] = State(data["state"])
+        values["phase"] = Phase(data["phase"])
+        category = data.get("failure_category")
         values["failure_category"] = FailureCategory(category) if category else None
-        values["attempts"] = tuple(_attempt_from(a) for a in values.get("attempts", ()))
-        pending = values.get("pending")
+        values["attempts"] = tuple(_attempt_from(a) for a in data.get("attempts", ()))
+        pending = data.get("pending")
         values["pending"] = Pending(**pending) if pending else None
-        for name in ("sent_ids", "snapshots", "iot_errors", "rtts_ms"):
-            values[name] = tuple(values.get(name, ()))
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        for name in _TUPLE_FIELDS:
+            values[name] = tuple(data.get(name, ()))
+        return cls(**values)
+
+    def to_doc(self) -> bytes:
+        """The stored form as JSON (what Redis keeps under ``doc``)."""
+        return orjson.dumps(self.to_record())
+
+    @classmethod
+    def from_doc(cls, doc: str | bytes) -> Activation:
+        return cls.from_record(orjson.loads(doc))
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -183,7 +186,7 @@ def _ts(value: float | None) -> str | None:
 
 
 def _attempt_record(a: Attempt) -> dict[str, Any]:
-    return {f.name: getattr(a, f.name) for f in fields(a)}
+    return {name: getattr(a, name) for name in _ATTEMPT_FIELDS}
 
 
 def _attempt_from(data: dict[str, Any]) -> Attempt:
@@ -203,3 +206,11 @@ def _attempt_public(a: Attempt) -> dict[str, Any]:
         "response_message": a.response_message,
         "result": a.result.value if a.result else None,
     }
+
+
+_ATTEMPT_FIELDS = tuple(f.name for f in fields(Attempt))
+_TUPLE_FIELDS = ("sent_ids", "snapshots", "iot_errors", "rtts_ms")
+# stored as they are (converted on the way in by from_record where they are not)
+_PLAIN_FIELDS = tuple(
+    f.name for f in fields(Activation) if f.name not in ("policy", "attempts", "pending")
+)

@@ -28,9 +28,11 @@ import redis.exceptions
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import fast_path
 from gateway.activation import Action, FailureCategory, State
 from gateway.errors import (
     ActivationConflict,
@@ -46,8 +48,8 @@ from gateway.listing import (
     ListQuery,
     decode_cursor,
     encode_cursor,
-    plan,
 )
+from gateway.retry import CLUSTER_FAILING_OVER
 from gateway.schemas import (
     VIN_PROBLEM,
     Activation,
@@ -137,7 +139,23 @@ def create_app(gateway: Gateway, manage_lifespan: bool = True) -> FastAPI:
     _add_vehicle_routes(app, gateway, auth)
     _add_ops_routes(app, gateway)
     _add_error_handlers(app)
+    _put_fast_create_first(app, gateway)
     return app
+
+
+def _put_fast_create_first(app: FastAPI, gw: Gateway) -> None:
+    """The plain route for a well-formed POST /v1/activations (``fast_path.py``) in front
+    of the FastAPI one, which stays the documented route and answers everything else."""
+
+    async def start(body: ActivationIn) -> tuple[Any, bool]:
+        return await start_activation(gw, body)
+
+    documented = next(
+        r for r in app.router.routes
+        if isinstance(r, APIRoute) and r.path == fast_path.PATH and "POST" in (r.methods or ())
+    )  # fmt: skip
+    plain = fast_path.fast_create_route(start, gw.cfg.token, documented.handle)
+    app.router.routes.insert(0, plain)
 
 
 def _add_activation_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
@@ -152,24 +170,7 @@ def _add_activation_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
     )
     async def create(body: ActivationIn, response: Response) -> Activation:
         """Start an activation (202), or answer the one under this id (200)."""
-        overrides = body.policy.model_dump(exclude_none=True) if body.policy else {}
-        try:
-            policy = gw.cfg.policy.merged(overrides)
-        except ValueError as exc:
-            loc = ("body", "policy")
-            found = problem(loc, f"invalid policy: {exc}", "invalid_policy")
-            raise RequestValidationError([found]) from exc
-        try:
-            act, created = await gw.engine.create(
-                activation_id=body.activation_id,
-                vin=body.vin,
-                feature=body.feature,
-                action=Action(body.action),
-                policy=policy,
-                body=body.model_dump(mode="json"),
-            )
-        except ActivationConflict as exc:
-            raise ApiError(409, "activation_id_reused", str(exc)) from exc
+        act, created = await start_activation(gw, body)
         if not created:
             response.status_code = 200
         return Activation.model_validate(act.to_public())
@@ -196,6 +197,28 @@ def _add_activation_routes(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
         except ActivationTerminal as exc:
             raise ApiError(409, "activation_ended", str(exc)) from exc
         return Activation.model_validate(act.to_public())
+
+
+async def start_activation(gw: Gateway, body: ActivationIn) -> tuple[Any, bool]:
+    """The activation the request names, stored and started: (activation, created)."""
+    overrides = body.policy.model_dump(exclude_none=True) if body.policy else {}
+    try:
+        policy = gw.cfg.policy.merged(overrides)
+    except ValueError as exc:
+        loc = ("body", "policy")
+        found = problem(loc, f"invalid policy: {exc}", "invalid_policy")
+        raise RequestValidationError([found]) from exc
+    try:
+        return await gw.engine.create(
+            activation_id=body.activation_id,
+            vin=body.vin,
+            feature=body.feature,
+            action=Action(body.action),
+            policy=policy,
+            body=body.model_dump(mode="json"),
+        )
+    except ActivationConflict as exc:
+        raise ApiError(409, "activation_id_reused", str(exc)) from exc
 
 
 def _add_list_route(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
@@ -232,7 +255,7 @@ def _add_list_route(app: FastAPI, gw: Gateway, auth: list[Any]) -> None:
             order=order,
             **_checked_query(vin, since, until, cursor),
         )
-        page = await gw.store.list_page(plan(gw.keys, query))
+        page = await gw.store.list_page(query)
         response.headers["X-Total-Count"] = str(page.total)
         if page.after:
             after = encode_cursor(page.after)
@@ -375,6 +398,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = "state store (Redis) unavailable"
         return error_response(503, "store_unavailable", detail, RETRY_AFTER)
 
-    redis_down = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    redis_down = (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        *CLUSTER_FAILING_OVER,
+    )
     for unavailable_error in (BrokerUnavailable, TooManyQueries, *redis_down):
         app.add_exception_handler(unavailable_error, unavailable)

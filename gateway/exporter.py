@@ -4,7 +4,7 @@
 ``_leased_timers`` count what is in Redis, the same for every worker. If every worker
 exported them, ``sum()`` over the ``gateway`` job would count them once per worker. So
 exactly one worker at a time exports them: the holder of a short Redis lease
-(``{p}:exporter`` = its worker id, ``SET NX PX``; ``lua.EXPORTER_HOLD``).
+(``{p}:exporter`` = its worker id, ``SET NX PX``; ``lua.LEASE_HOLD``).
 
 The holder renews the lease every third of its length, and at every scrape; a worker
 checks it at scrape time, so one that lost it (frozen past the lease, cut off from

@@ -15,6 +15,11 @@ A ``vin`` filter with another one needs two sets: the smaller of the two (within
 time range) is walked and each member looked up in the other (``lua.LIST``), which
 costs one lookup per member of the smaller set: at most the vehicle's activations.
 
+On a Redis Cluster each shard has its own indexes (``keys``): the store runs the plan
+in every shard (only the vehicle's with a ``vin`` filter) and ``merge_pages`` takes
+the page from their pages, in the same order and with the same keyset cursor (an
+entry is the same bytes whatever its shard), and the total as the sum.
+
 Pure: no I/O. The store runs the plan (``Store.list_page``).
 """
 
@@ -22,10 +27,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import math
 import re
 from dataclasses import dataclass
-from itertools import product
+from itertools import islice, product
 from typing import Literal
 
 from gateway.activation import Activation, FailureCategory, State
@@ -147,6 +153,35 @@ def _tighter(bound: str, cursor: str, *, upper: bool) -> str:
         return cursor  # exclusive is the narrower of two bounds on the same entry
     narrower = min(bound[1:], cursor[1:]) if upper else max(bound[1:], cursor[1:])
     return cursor if narrower == cursor[1:] else bound
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPage:
+    """What ``lua.LIST`` returned for one shard."""
+
+    after: str  # "" when the shard has nothing past its page
+    total: int
+    entries: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MergedPage:
+    entries: list[tuple[int, str]]  # (index of the shard page it came from, entry)
+    after: str
+    total: int
+
+
+def merge_pages(pages: list[ShardPage], limit: int, reverse: bool) -> MergedPage:
+    """The page among the shards' pages (each in reading order, each at most ``limit``
+    long, read from the same cursor): the first ``limit`` entries of their k-way merge.
+    There is more after it when the merge had more, or a shard had more than it gave."""
+    runs = [[(entry, i) for entry in page.entries] for i, page in enumerate(pages)]
+    merged = heapq.merge(*runs, reverse=reverse)
+    taken = [(i, entry) for entry, i in islice(merged, limit + 1)]
+    more = len(taken) > limit or any(page.after for page in pages)
+    taken = taken[:limit]
+    after = taken[-1][1] if more and taken else ""
+    return MergedPage(taken, after, sum(page.total for page in pages))
 
 
 # ---------------------------------------------------------------- cursors

@@ -1,13 +1,15 @@
 """Lua scripts of the store: each one is a single atomic step in Redis.
 
-Times are integer epoch milliseconds. The scripts name per-vehicle keys through
-KEYS; only ``LOAD`` derives keys (twin, lock) from the activation's ``vin``, which
-is fine on one Redis node and would need ``{vin}`` hash tags on a cluster.
+Times are integer epoch milliseconds. Every key a script touches is in one shard
+(``keys.Keys``: on a Redis Cluster, one hash slot). The scripts name their keys through
+KEYS, except ``LOAD`` and ``RESPOND``, which derive a vehicle's keys (twin, lock) or an
+activation's from the shard's key base (ARGV): the activation and its vehicle are in
+the same shard, so those keys are in the slot of the declared ones.
 """
 
 from __future__ import annotations
 
-# KEYS: act   ARGV: prefix
+# KEYS: act   ARGV: the shard's key base (``Keys.base``)
 LOAD = """
 local a = redis.call('HMGET', KEYS[1], 'doc', 'version', 'vin')
 if not a[1] then return false end
@@ -16,7 +18,7 @@ local lock = redis.call('GET', ARGV[1] .. ':lock:' .. a[3]) or ''
 return {a[1], a[2], lock, twin}
 """
 
-# KEYS: act timers events states open desired twin lock reconciled, then the list
+# KEYS: act timers outbox states open desired twin lock reconciled, then the list
 #       indexes the activation joins (``listing.index_keys``)
 # ARGV: id doc state due_ms request_hash vin open_member guard_feature now_ms timer_ms
 #       guard_limit guard_window_ms index_entry, then n_events and 4 values per event
@@ -57,7 +59,7 @@ end
 return {'created', redis.call('GET', KEYS[8]) or '', redis.call('HGETALL', KEYS[7])}
 """
 
-# KEYS: act timers leases events states twin lock waiting cmds open desired, then the
+# KEYS: act timers leases outbox states twin lock waiting cmds open desired, then the
 #       list indexes to leave, then those to join (``listing.index_moves``)
 # ARGV: 1 id  2 expected_version  3 expected_lock  4 expected_rev  5 doc  6 state
 #       7 old_state  8 due_ms  9 holds_lock  10 lock_ttl_ms  11 waiting  12 terminal
@@ -196,10 +198,11 @@ end
 return due
 """
 
-# The worker that exports the gauges read from Redis (one at a time, so that a sum
-# over workers is right): acquire the lease, or renew it if this worker holds it.
-# KEYS: exporter   ARGV: worker_id lease_ms   Returns 1 when this worker holds it.
-EXPORTER_HOLD = """
+# A lease held by one worker at a time (the gauge exporter, so that a sum over workers
+# is right; a shard's events forwarder, so that its events keep their order): acquire
+# it, or renew it if this worker holds it.
+# KEYS: the lease   ARGV: worker_id lease_ms   Returns 1 when this worker holds it.
+LEASE_HOLD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -208,10 +211,31 @@ end
 return 0
 """
 
-# KEYS: exporter   ARGV: worker_id   (a clean stop hands the lease over at once)
-EXPORTER_RELEASE = """
+# KEYS: the lease   ARGV: worker_id   (a clean stop hands the lease over at once)
+LEASE_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# Cluster mode: the forwarder copied a shard's outbox up to ARGV[2] into the events
+# stream; move the cursor there and drop what is copied, unless another forwarder
+# moved the cursor meanwhile (a lease that lapsed): then nothing, and it reads again.
+# KEYS: forwarded outbox   ARGV: cursor_read new_cursor trim_minid
+FORWARDED = """
+if (redis.call('GET', KEYS[1]) or '0-0') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+return 1
+"""
+
+# A live query's command, indexed so that whichever worker gets the answer knows which
+# worker waits for it (a script so that it goes in the auto-pipeline: 200 queries at
+# once take a few connections, not 200).
+# KEYS: cmds   ARGV: command_id info ttl_ms
+REGISTER = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 # KEYS: act timers leases   ARGV: id lease_until_ms retry_ms
@@ -229,7 +253,7 @@ return 1
 """
 
 # The twin update shared by TWIN and RESPOND, as a Lua function of K (twin waiting
-# timers events) and A:
+# timers outbox) and A:
 #   1 kind (state|presence|response)  2 state_json ('' none)  3 seq  4 vehicle_ms
 #   5 recv_ms  6 presence_json  7 online (1|0)  8 rtt_ms ('' none)
 #   9 event_id  10 event_at  11 event_data  12 state_ms (the state's own time)
@@ -296,7 +320,7 @@ local function update_twin(K, A)
 end
 """
 
-# KEYS: twin waiting timers events   ARGV: as A of update_twin
+# KEYS: twin waiting timers outbox   ARGV: as A of update_twin
 TWIN = (
     _UPDATE_TWIN
     + """
@@ -308,8 +332,8 @@ return {changed and 1 or 0, state_changed and 1 or 0}
 # A vehicle's answer to one of our commands, in one round trip: match the command_id
 # (the index is per vehicle), store what the answer says in the twin (RTT from the
 # indexed send time), and load the activation it belongs to, as ``LOAD`` would.
-# KEYS: cmds twin waiting timers events
-# ARGV: 1 command_id  2 prefix  3 state_json ('' none)  4 seq  5 vehicle_ms  6 recv_ms
+# KEYS: cmds twin waiting timers outbox
+# ARGV: 1 command_id  2 the shard's key base  3 state_json ('' none)  4 seq  5 vehicle_ms  6 recv_ms
 #       7 recv_exact_ms (fractional)  8 state_ms
 # Returns false (unknown command), {info, state_changed} (a live query, or its
 # activation is gone) or {info, state_changed, doc, version, lock_holder, twin_flat}.

@@ -9,8 +9,15 @@ the gateway's CPU per activation fell by 14 % (docs/performance.md).
 
 Semantics are those of separate calls: each caller gets its own result or exception;
 scripts are atomic one by one (a pipeline is not a transaction, nor needs to be: each
-script checks what it depends on). A script missing from Redis' cache (after a restart)
-is run through redis-py's own call, which loads it.
+script checks what it depends on). A script missing from Redis' cache (after a restart,
+or on a replica just promoted by a Redis Cluster failover: scripts are not replicated)
+is sent again as EVAL, which runs and caches it on the node of its keys only. (redis-py's
+own reload loads it on every node of a cluster, and a node that just died makes that
+fail with an error that is not a connection error.)
+
+On a Redis Cluster the client's pipeline is a ClusterPipeline: it sends each EVALSHA to
+the master of its keys' slot (every script's keys are in one slot: ``keys.Keys``), one
+pipeline per node, and follows MOVED/ASK one call at a time.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from protocol.redis_connect import AnyRedis
 
 
 class _Call:
@@ -35,7 +43,7 @@ class _Call:
 
 
 class AutoPipeline:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self.client = client
         self._pending: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -86,13 +94,18 @@ class AutoPipeline:
                 _settle(call.future, result)
 
     def _reload(self, call: _Call) -> None:
-        async def through_redis_py() -> None:
+        async def as_eval() -> None:
+            script = call.script.script
             try:
-                _settle(call.future, await call.script(keys=call.keys, args=call.args))
+                result = await self.client.execute_command(
+                    "EVAL", script, len(call.keys), *call.keys, *call.args
+                )
             except Exception as exc:
                 _settle(call.future, exc)
+            else:
+                _settle(call.future, result)
 
-        self._spawn(through_redis_py())
+        self._spawn(as_eval())
 
     async def aclose(self) -> None:
         """Wait for the pipelines in flight (their callers may have gone)."""

@@ -8,8 +8,9 @@ delay multiplied by ``uniform(1 − jitter_ratio, 1 + jitter_ratio)``; a vehicle
 
 from __future__ import annotations
 
+import functools
 import random
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 MAX_ATTEMPTS_LIMIT = 100
@@ -37,16 +38,28 @@ class RetryPolicy:
             raise ValueError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # the names, not dataclasses.asdict (a deep copy): every commit stores the policy
+        return {name: getattr(self, name) for name in _POLICY_ORDER}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetryPolicy:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # every load of a stored activation reads its policy, and most activations
+        # share a few: the same values give the same (immutable) policy, checked once
+        return _policy_of(tuple((k, v, type(v)) for k, v in data.items()))
 
     def merged(self, overrides: dict[str, Any]) -> RetryPolicy:
         """This policy with some fields replaced (a per-request policy)."""
         return replace(self, **overrides)
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy_of(items: tuple[tuple[str, Any, type], ...]) -> RetryPolicy:
+    # the value's type is in the key: 60 and 60.0 are equal keys but not the same JSON
+    return RetryPolicy(**{k: v for k, v, _ in items if k in _POLICY_FIELDS})
+
+
+_POLICY_ORDER = tuple(f.name for f in fields(RetryPolicy))
+_POLICY_FIELDS = frozenset(_POLICY_ORDER)
 
 
 def policy_problems(p: RetryPolicy) -> list[str]:

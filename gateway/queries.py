@@ -23,8 +23,6 @@ import json
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from gateway.dispatcher import Dispatcher
 from gateway.errors import BrokerUnavailable, TooManyQueries
 from gateway.keys import Keys
@@ -32,6 +30,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.retry import TRANSIENT
 from gateway.store import Store
 from protocol.models import CommandType
+from protocol.redis_connect import AnyRedis
 from protocol.tasks import cancel_requested
 from protocol.timeutil import Clock
 
@@ -92,7 +91,7 @@ class LiveQueries:
         if waiting is not None and not waiting.done():
             waiting.set_result(body)
 
-    async def run(self, client: aioredis.Redis, keys: Keys) -> None:
+    async def run(self, client: AnyRedis, keys: Keys) -> None:
         """Drain this worker's inbox until cancelled (``client``: a connection of its own,
         socket timeout above INBOX_BLOCK_S).
 

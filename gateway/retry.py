@@ -15,10 +15,17 @@ from protocol.tasks import cancel_requested
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# a Redis Cluster during a failover: the slot's master is gone and not yet replaced
+CLUSTER_FAILING_OVER = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
 TRANSIENT = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    *CLUSTER_FAILING_OVER,
     ConnectionError,
     OSError,
 )

@@ -2,8 +2,9 @@
 
 ``async with Gateway(settings).running():`` connects, starts the loops in a
 ``TaskGroup`` (timer worker, inbound consumers, twin bootstrap, gauge exporter, events
-trimmer) and stops them on exit. The FastAPI lifespan owns exactly this
-(``api.create_app``). The worker is ready (``/readyz``) once the bootstrap is done.
+trimmer; on a Redis Cluster the events forwarder) and stops them on exit. The FastAPI
+lifespan owns exactly this (``api.create_app``). The worker is ready (``/readyz``) once
+the bootstrap is done.
 
 MQTT 5 (§4.8.2) lets a broker keep retained messages from shared subscriptions, so
 at start a short-lived plain subscription reads the retained state/presence once into
@@ -25,7 +26,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import paho.mqtt.client as paho
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -35,8 +36,9 @@ from gateway.dispatcher import Dispatcher
 from gateway.engine import Engine
 from gateway.errors import GatewayError
 from gateway.exporter import GaugeExporter
+from gateway.forwarder import EventsForwarder
 from gateway.inbound import InboundHandler
-from gateway.keys import Keys
+from gateway.keys import Keys, layout
 from gateway.metrics import GatewayMetrics
 from gateway.queries import INBOX_BLOCK_S, LiveQueries
 from gateway.reconcile import Reconciler
@@ -46,6 +48,7 @@ from gateway.store import Store
 from gateway.timers import TimerWorker
 from gateway.trimming import EventsTrimmer
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
+from protocol.redis_connect import AnyRedis, open_redis
 from protocol.signing import Signer, load_private_key, public_pem
 from protocol.tasks import cancel_requested
 from protocol.timeutil import Clock, SystemClock
@@ -75,14 +78,15 @@ class Gateway:
         self.public_pem = public_pem(key.public_key())
         self.broker = BrokerAddress.from_url(cfg.mqtt_url)
         self.worker_id = f"{cfg.base.gateway_worker_id}-{uuid.uuid4().hex[:6]}"
-        self._redis: aioredis.Redis | None = None
-        self._inbox_redis: aioredis.Redis | None = None
+        self._redis: AnyRedis | None = None
+        self._inbox_redis: AnyRedis | None = None
         self._queries: LiveQueries | None = None
         self._dispatcher: Dispatcher | None = None
         self._engine: Engine | None = None
         self._store: Store | None = None
         self._exporter: GaugeExporter | None = None
         self._trimmer: EventsTrimmer | None = None
+        self._forwarder: EventsForwarder | None = None
         self.bootstrapped = asyncio.Event()
 
     # the parts, available inside ``running()``
@@ -116,8 +120,14 @@ class Gateway:
         assert self._trimmer is not None, "gateway not running"
         return self._trimmer
 
+    @property
+    def forwarder(self) -> EventsForwarder | None:
+        """The events forwarder (cluster mode only)."""
+        return self._forwarder
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
+        await self._connect()
         inbound, timers = self._wire()
         assert self._redis is not None
         assert self._inbox_redis is not None
@@ -137,6 +147,9 @@ class Gateway:
                 )
                 tasks.append(tg.create_task(self.exporter.run(), name="gauge-exporter"))
                 tasks.append(tg.create_task(self.trimmer.run(), name="events-trimmer"))
+                if self._forwarder is not None:
+                    forwarding = self._forwarder.run()
+                    tasks.append(tg.create_task(forwarding, name="events-forwarder"))
                 try:
                     yield self
                 finally:
@@ -145,6 +158,8 @@ class Gateway:
                         task.cancel()
         finally:
             await self.exporter.release()
+            if self._forwarder is not None:
+                await self._forwarder.release()
             await self.engine.aclose()
             await self.store.aclose()
             await self.dispatcher.stop()
@@ -152,27 +167,38 @@ class Gateway:
             await self._inbox_redis.aclose()
             log.info("gateway.stopped worker=%s", self.worker_id)
 
-    def _wire(self) -> tuple[InboundHandler, TimerWorker]:
-        """Build the connections and the parts that use them."""
+    async def _connect(self) -> None:
+        """Open Redis: a single node, or a cluster when CAAS_REDIS_URL names a node of
+        one (then the keys are sharded: ``keys.Keys``)."""
         base = self.cfg.base
-        pool = aioredis.BlockingConnectionPool.from_url(
+        self._redis = await open_redis(
             self.cfg.redis_url,
             decode_responses=True,
             socket_connect_timeout=2.0,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
             max_connections=base.gateway_concurrency + CONSUMERS + API_CONNECTIONS,
-            timeout=REDIS_POOL_WAIT_S,
+            pool_timeout=REDIS_POOL_WAIT_S,
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
         # the inbox loop's BLPOP gets a connection of its own, never one of the pool's
-        self._inbox_redis = aioredis.Redis.from_url(
+        self._inbox_redis = await open_redis(
             self.cfg.redis_url,
             decode_responses=True,
             socket_connect_timeout=2.0,
             socket_timeout=INBOX_BLOCK_S + REDIS_SOCKET_TIMEOUT_S,
         )
+        if isinstance(self._redis, RedisCluster):
+            self.keys = layout(base.gateway_key_prefix, base.events_stream, cluster=True)
+            log.info("gateway.redis_cluster shards=%d", self.keys.shards)
+
+    def _wire(self) -> tuple[InboundHandler, TimerWorker]:
+        """Build the parts that use the connections."""
+        base = self.cfg.base
+        assert self._redis is not None
         store = self._store = Store(self._redis, self.keys)
+        if self.keys.cluster:
+            forwarder = self._forwarder = EventsForwarder(store, self.worker_id)
+            store.events_written = forwarder.poke
         rejections = Rejections(self.metrics)
         dispatcher = self._dispatcher = Dispatcher(
             self.broker, self.topics, self.signer, self.clock, self.worker_id,

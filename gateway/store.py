@@ -5,18 +5,26 @@ activation's ``version`` (and on the vehicle lock holder and twin revision the
 decision was based on), write the new record, move its timer, take or free the
 vehicle lock, wake waiters, index the commands it sends, and XADD its events to the
 stream. So a transition and its events land together or not at all, exactly once.
+
+On a Redis Cluster (``Keys.cluster``) an activation lives in its vehicle's shard
+(``keys.shard_of``), the scripts write events to the shard's outbox (``forwarder``
+copies them to the events stream), the shard-wide structures are read shard by shard,
+and a new activation is acknowledged only once a replica has it (``replicated``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from gateway import lua
 from gateway.activation import Action, Activation, State
@@ -31,17 +39,28 @@ from gateway.keys import (
     Keys,
 )
 from gateway.listing import (
+    ListQuery,
     Plan,
+    ShardPage,
     activation_id_of,
     index_keys,
     index_moves,
     member,
+    merge_pages,
+    plan,
     possible_index_keys,
 )
 from gateway.pipelining import AutoPipeline
-from gateway.trimming import GroupMark, StreamId, format_id, parse_id
+from gateway.trimming import GroupMark, StreamId, after, format_id, parse_id
 from gateway.twin import Twin
+from protocol.redis_connect import AnyRedis
 from protocol.timeutil import format_ts
+
+log = logging.getLogger(__name__)
+# cluster mode: how long an acknowledgement waits for a replica to have the write
+REPLICA_WAIT_MS = 500
+HOMES_CACHED = 100_000  # activation id → shard, remembered (a home never changes)
+StreamEntry = tuple[str, dict[str, str]]
 
 
 def ms(epoch_s: float) -> int:
@@ -99,7 +118,7 @@ def twin_of(vin: str, flat: list[str]) -> Twin | None:
 
 def snapshot_of(doc: str, version: Any, lock: str, twin_flat: list[str]) -> Snapshot:
     """A ``Snapshot`` from what ``LOAD`` and ``RESPOND`` return."""
-    act = Activation.from_record(json.loads(doc))
+    act = Activation.from_doc(doc)
     return Snapshot(act, str(version), lock or None, twin_of(act.vin, twin_flat))
 
 
@@ -138,7 +157,7 @@ def commit_args(snap: Snapshot, step: Step, now: float, leaving: int) -> list[An
         snap.version,
         snap.lock_holder or "",
         str(snap.twin.rev) if snap.twin else "0",
-        dumps(act.to_record()),
+        act.to_doc(),
         act.state.value,
         snap.activation.state.value,
         "" if act.due_at is None else ms(act.due_at),
@@ -161,9 +180,13 @@ def commit_args(snap: Snapshot, step: Step, now: float, leaving: int) -> list[An
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
+        # cluster mode: called with a shard whose outbox a script just wrote to
+        self.events_written: Callable[[int], None] | None = None
+        self.unreplicated = 0  # acknowledgements no replica confirmed in time
+        self._homes: dict[str, int] = {}
         self._load = client.register_script(lua.LOAD)
         self._create = client.register_script(lua.CREATE)
         self._commit = client.register_script(lua.COMMIT)
@@ -173,20 +196,88 @@ class Store:
         self._respond = client.register_script(lua.RESPOND)
         self._list = client.register_script(lua.LIST)
         self._reindex = client.register_script(lua.REINDEX)
-        self._exporter_hold = client.register_script(lua.EXPORTER_HOLD)
-        self._exporter_release = client.register_script(lua.EXPORTER_RELEASE)
+        self._hold = client.register_script(lua.LEASE_HOLD)
+        self._let_go = client.register_script(lua.LEASE_RELEASE)
+        self._forwarded = client.register_script(lua.FORWARDED)
+        self._register = client.register_script(lua.REGISTER)
         self.pipeline = AutoPipeline(client)
+
+    # ------------------------------------------------------------ shards
+    def _remember(self, activation_id: str, shard: int) -> None:
+        if len(self._homes) >= HOMES_CACHED:
+            self._homes.clear()
+        self._homes[activation_id] = shard
+
+    async def shard_keys(self, activation_id: str) -> Keys | None:
+        """The keys of the activation's shard; None: it has no home (no such activation).
+        Standalone: the one shard, no I/O. Cluster: its home, remembered."""
+        if not self.keys.cluster:
+            return self.keys
+        shard = self._homes.get(activation_id)
+        if shard is None:
+            raw = await self.redis.get(self.keys.home(activation_id))
+            if raw is None:
+                return None
+            shard = int(raw)
+            self._remember(activation_id, shard)
+        return self.keys.in_shard(shard)
+
+    async def _take_home(self, activation_id: str, shard: int) -> int:
+        """Write the activation's home unless it has one, and wait for a replica to have
+        it (the home is in another slot than the activation: a failover must not lose
+        it while keeping the activation); the home it has."""
+        key = self.keys.home(activation_id)
+        (written,), _ = await self._then_wait(key, lambda pipe: pipe.set(key, shard, nx=True))
+        home = shard if written else int(await self.redis.get(key) or shard)
+        self._remember(activation_id, home)
+        return home
+
+    async def replicated(self, k: Keys) -> bool:
+        """Cluster mode: wait until a replica of the shard's master has every write made
+        to it so far (a write then ``WAIT`` on one connection: ``WAIT`` counts the
+        replicas that acknowledged the connection's own last write, and the replication
+        stream is in order). False when none did within ``REPLICA_WAIT_MS``."""
+        _, confirmed = await self._then_wait(k.synced, lambda pipe: pipe.set(k.synced, "1"))
+        return confirmed
+
+    async def _then_wait(self, key: str, write: Callable[[Any], Any]) -> tuple[list[Any], bool]:
+        """``write``'s commands (all on ``key``'s node), then ``WAIT`` for one replica on
+        the same connection, so it counts those writes; (their replies, whether a
+        replica confirmed them in time). An unconfirmed write is counted and logged, not
+        refused."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            write(pipe)
+            pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS, target_nodes=self._node_of(key))
+            *replies, acked = await pipe.execute()
+        if int(acked) < 1:
+            self.unreplicated += 1
+            log.warning("redis.unreplicated key=%s", key)
+            return replies, False
+        return replies, True
+
+    def _node_of(self, key: str) -> Any:
+        """The cluster node serving ``key`` (cluster mode only)."""
+        assert isinstance(self.redis, RedisCluster)
+        return self.redis.get_node_from_key(key)
+
+    def _wrote_events(self, k: Keys) -> None:
+        if k.cluster and self.events_written is not None:
+            self.events_written(k.shard)
 
     # ------------------------------------------------------------ activations
     async def load(self, activation_id: str) -> Snapshot | None:
-        raw = await self.pipeline.run(
-            self._load, keys=[self.keys.activation(activation_id)], args=[self.keys.prefix]
-        )
+        k = await self.shard_keys(activation_id)
+        if k is None:
+            return None
+        raw = await self.pipeline.run(self._load, keys=[k.activation(activation_id)], args=[k.base])
         return snapshot_of(*raw) if raw else None
 
     async def get(self, activation_id: str) -> Activation | None:
-        doc = await self.redis.hget(self.keys.activation(activation_id), "doc")
-        return Activation.from_record(json.loads(doc)) if doc else None
+        k = await self.shard_keys(activation_id)
+        if k is None:
+            return None
+        doc = await self.redis.hget(k.activation(activation_id), "doc")
+        return Activation.from_doc(doc) if doc else None
 
     async def create(
         self,
@@ -197,8 +288,13 @@ class Store:
         guard_feature: str = "",
         timer_at: float | None = None,
     ) -> Created:
-        """Store a new activation; its timer fires at ``timer_at`` (default: when due)."""
-        k = self.keys
+        """Store a new activation; its timer fires at ``timer_at`` (default: when due).
+        Cluster mode: its home first (a crash before CREATE leaves a home that the
+        retried request finds), and the answer only once a replica has it."""
+        k = self.keys.of_vin(act.vin)
+        if k.cluster and await self._take_home(act.activation_id, k.shard) != k.shard:
+            # the id is already another vehicle's: never the same request
+            return Created(False, await self.get(act.activation_id), "")
         due_ms = ms(act.due_at or now)
         flat = [f for e in events for f in event_fields(e, now, act.origin)]
         result = await self.pipeline.run(
@@ -206,7 +302,7 @@ class Store:
             keys=[
                 k.activation(act.activation_id),
                 k.timers,
-                k.events,
+                k.outbox,
                 k.states,
                 k.open(act.vin),
                 k.desired(act.vin),
@@ -217,7 +313,7 @@ class Store:
             ],
             args=[
                 act.activation_id,
-                dumps(act.to_record()),
+                act.to_doc(),
                 act.state.value,
                 due_ms,
                 request_hash,
@@ -234,38 +330,62 @@ class Store:
             ],
         )
         if result[0] == "exists":
-            stored = Activation.from_record(json.loads(result[2]))
+            stored = Activation.from_doc(result[2])
             return Created(False, stored, result[1])
         if result[0] in ("skip", "limited"):
             return Created(False, None, request_hash, skipped=True, limited=result[0] == "limited")
         snap = Snapshot(act, "1", result[1] or None, twin_of(act.vin, result[2]))
+        if k.cluster:
+            await self.replicated(k)
+            self._wrote_events(k)
         return Created(True, None, request_hash, snapshot=snap)
 
     async def commit(self, snap: Snapshot, step: Step, now: float) -> bool:
         """Apply ``step`` if nothing it was based on changed meanwhile; False otherwise."""
-        act, k = step.activation, self.keys
-        keys = [k.activation(act.activation_id), k.timers, k.leases, k.events, k.states]
+        act = step.activation
+        k = self.keys.of_vin(act.vin)
+        keys = [k.activation(act.activation_id), k.timers, k.leases, k.outbox, k.states]
         keys += k.vehicle_keys(act.vin)
         leave, join = index_moves(k, snap.activation, act)
         keys += leave + join
         args = commit_args(snap, step, now, len(leave))
         result = await self.pipeline.run(self._commit, keys=keys, args=args)
-        return bool(result[0] == "ok")
+        if result[0] != "ok":
+            return False
+        if step.events:
+            self._wrote_events(k)
+        return True
 
     # ------------------------------------------------------------ timers
-    async def claim(self, now: float, lease_s: float, limit: int) -> tuple[list[str], int]:
+    async def claim(self, now: float, lease_s: float, limit: int) -> tuple[list[str], int, bool]:
+        """Lease due timers, about ``limit`` in all (an equal part of each shard, all
+        shards in one pipeline); (ids, lease expiry, whether some shard had more due)."""
         lease_until = ms(now + lease_s)
-        ids = await self.pipeline.run(
-            self._claim,
-            keys=[self.keys.timers, self.keys.leases],
-            args=[ms(now), lease_until, limit],
+        shards = self.keys.all_shards()
+        limit = -(-limit // len(shards))
+        per_shard = await asyncio.gather(
+            *(
+                self.pipeline.run(
+                    self._claim, keys=[k.timers, k.leases], args=[ms(now), lease_until, limit]
+                )
+                for k in shards
+            )
         )
-        return [str(i) for i in ids], lease_until
+        ids: list[str] = []
+        for k, claimed in zip(shards, per_shard, strict=True):
+            for raw in claimed:
+                ids.append(str(raw))
+                if k.cluster:
+                    self._remember(str(raw), k.shard)
+        return ids, lease_until, any(len(c) >= limit for c in per_shard)
 
     async def release(self, activation_id: str, lease_ms: int, retry_at: float | None) -> None:
+        k = await self.shard_keys(activation_id)
+        if k is None:  # cannot happen for a claimed id; its lease expires anyway
+            return
         await self.pipeline.run(
             self._release,
-            keys=[self.keys.activation(activation_id), self.keys.timers, self.keys.leases],
+            keys=[k.activation(activation_id), k.timers, k.leases],
             args=[activation_id, lease_ms, "" if retry_at is None else ms(retry_at)],
         )
 
@@ -273,8 +393,12 @@ class Store:
         await self.pipeline.aclose()
 
     async def next_due(self) -> float | None:
-        first = await self.redis.zrange(self.keys.timers, 0, 0, withscores=True)
-        return float(first[0][1]) / 1000 if first else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in self.keys.all_shards():
+                pipe.zrange(k.timers, 0, 0, withscores=True)
+            firsts = await pipe.execute()
+        due = [float(first[0][1]) / 1000 for first in firsts if first]
+        return min(due) if due else None
 
     # ------------------------------------------------------------ twins
     async def update_twin(
@@ -287,13 +411,13 @@ class Store:
     ) -> tuple[bool, bool]:
         """Store a state or presence message; wakes activations waiting on the vehicle.
         (changed, new state). Answers to commands go through ``respond``."""
-        k = self.keys
+        k = self.keys.of_vin(vin)
         online = bool(presence and presence.online)
         vehicle_at = presence.at if presence else state.at if state else recv_at
         event_data = dumps({"vin": vin, "online": online, "at": format_ts(vehicle_at)})
         changed, state_changed = await self.pipeline.run(
             self._twin,
-            keys=[k.twin(vin), k.waiting(vin), k.timers, k.events],
+            keys=[k.twin(vin), k.waiting(vin), k.timers, k.outbox],
             args=[
                 "presence" if presence else "state",
                 dumps(state.body) if state else "",
@@ -309,6 +433,8 @@ class Store:
                 ms(state.at) if state else 0,
             ],
         )
+        if presence and changed:  # stored: it may have said online/offline (an event)
+            self._wrote_events(k)
         return bool(changed), bool(state_changed)
 
     async def twin(self, vin: str) -> Twin | None:
@@ -328,15 +454,15 @@ class Store:
     async def respond(self, vin: str, response: ResponseIn, recv_at: float) -> Matched | None:
         """Match an answer to its command, store it in the twin, and load the activation
         it belongs to: one round trip (``lua.RESPOND``). None: not one of our commands."""
-        k = self.keys
-        keys = [k.commands(vin), k.twin(vin), k.waiting(vin), k.timers, k.events]
+        k = self.keys.of_vin(vin)
+        keys = [k.commands(vin), k.twin(vin), k.waiting(vin), k.timers, k.outbox]
         state = response.state
         raw = await self.pipeline.run(
             self._respond,
             keys=keys,
             args=[
                 response.command_id,
-                k.prefix,
+                k.base,
                 dumps(state.body) if state else "",
                 state.seq if state else 0,
                 ms(response.at),
@@ -348,6 +474,8 @@ class Store:
         if not raw:
             return None
         info = CommandInfo.from_json(raw[0])
+        if k.cluster and info.activation_id:
+            self._remember(info.activation_id, k.shard)
         snapshot = snapshot_of(*raw[2:]) if len(raw) > 2 else None
         return Matched(info, snapshot, newest_state=bool(raw[1]))
 
@@ -356,12 +484,12 @@ class Store:
     ) -> None:
         """Index a live query's command so that whichever worker gets the answer knows
         which worker waits for it."""
-        key = self.keys.commands(vin)
         info = {"act": "", "type": ctype, "sent_ms": ms(now), "to": reply_to}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, command_id, dumps(info))
-            pipe.pexpire(key, COMMAND_INDEX_TTL_MS)
-            await pipe.execute()
+        await self.pipeline.run(
+            self._register,
+            keys=[self.keys.commands(vin)],
+            args=[command_id, dumps(info), COMMAND_INDEX_TTL_MS],
+        )
 
     async def push_answer(self, worker: str, command_id: str, body: dict[str, Any]) -> None:
         """Hand a live query's answer to the worker waiting for it (its inbox list)."""
@@ -372,22 +500,31 @@ class Store:
             await pipe.execute()
 
     # ------------------------------------------------------------ the list
-    async def list_page(self, plan: Plan) -> Page:
-        """One page: ``lua.LIST`` picks the entries, then one pipelined read of their
-        records (at most ``plan.limit``; an entry whose record is gone is skipped)."""
+    async def list_page(self, query: ListQuery) -> Page:
+        """One page: ``lua.LIST`` picks the entries in each shard (only the vehicle's
+        with a ``vin`` filter), ``listing.merge_pages`` the page among them, then one
+        pipelined read of their records (at most ``query.limit``; an entry whose record
+        is gone is skipped)."""
+        shards = [self.keys.of_vin(query.vin)] if query.vin else self.keys.all_shards()
+        pages = await asyncio.gather(*(self._shard_page(k, plan(k, query)) for k in shards))
+        merged = merge_pages(pages, query.limit, query.order == "desc")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, entry in merged.entries:
+                k = shards[shard]
+                pipe.hget(k.activation(activation_id_of(entry)), "doc")
+            docs = await pipe.execute()
+        found = [Activation.from_doc(doc) for doc in docs if doc]
+        return Page(found, merged.after, merged.total)
+
+    async def _shard_page(self, k: Keys, plan: Plan) -> ShardPage:
         flag = {True: "1", False: "0"}
-        raw = await self._list(
+        raw = await self.pipeline.run(
+            self._list,
             keys=list(plan.sets),
             args=[plan.page_from, plan.page_to, plan.limit, flag[plan.reverse],
                   plan.count_min, plan.count_max],
         )  # fmt: skip
-        after, total, entries = str(raw[0]), int(raw[1]), [str(e) for e in raw[2:]]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.hget(self.keys.activation(activation_id_of(entry)), "doc")
-            docs = await pipe.execute()
-        found = [Activation.from_record(json.loads(doc)) for doc in docs if doc]
-        return Page(found, after, total)
+        return ShardPage(str(raw[0]), int(raw[1]), [str(e) for e in raw[2:]])
 
     async def reindex(self) -> int:
         """Put every stored activation in exactly the list indexes it belongs in: those
@@ -396,18 +533,19 @@ class Store:
         stands, by ``lua.REINDEX``); one SCAN of the keyspace and about a hundred set
         writes per activation. Returns how many were indexed."""
         indexed = 0
-        async for found in self.redis.scan_iter(match=f"{self.keys.prefix}:act:*", count=500):
+        async for found in self.redis.scan_iter(match=self.keys.activations_pattern, count=500):
             key = str(found)
             while True:
                 doc, version = await self.redis.hmget(key, ["doc", "version"])
                 if not doc:
                     break
-                act = Activation.from_record(json.loads(doc))
-                belongs = index_keys(self.keys, act)
-                others = possible_index_keys(self.keys, act) - belongs
+                act = Activation.from_doc(doc)
+                k = self.keys.of_vin(act.vin)
+                belongs = index_keys(k, act)
+                others = possible_index_keys(k, act) - belongs
                 keys = [key, *sorted(belongs), *sorted(others)]
                 args: list[str | int] = [str(version), member(act), len(belongs)]
-                if await self._reindex(keys=keys, args=args):
+                if await self.pipeline.run(self._reindex, keys=keys, args=args):
                     indexed += 1
                     break
         return indexed
@@ -436,22 +574,75 @@ class Store:
         events = self.keys.events
         return int(await self.redis.xtrim(events, minid=format_id(floor), approximate=False))
 
-    # ------------------------------------------------------------ gauges
-    async def hold_exporter(self, worker_id: str, lease_s: float) -> bool:
-        """Take or renew the lease of the worker that exports the Redis gauges."""
-        held = await self._exporter_hold(
-            keys=[self.keys.exporter], args=[worker_id, max(1, ms(lease_s))]
+    # ------------------------------------------------------------ cluster: the outboxes
+    async def outbox_cursor(self, k: Keys) -> str:
+        """The id of the last entry of the shard's outbox copied to the events stream."""
+        return str(await self.redis.get(k.forwarded) or "0-0")
+
+    async def outbox_entries(self, shards: list[Keys], cursors: list[str], count: int
+                             ) -> list[list[StreamEntry]]:  # fmt: skip
+        """Each shard's outbox entries after its cursor (at most ``count``)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k, cursor in zip(shards, cursors, strict=True):
+                pipe.xrange(k.outbox, f"({cursor}", "+", count=count)
+            return list(await pipe.execute())
+
+    async def publish(self, entries: list[StreamEntry]) -> bool:
+        """Append ``entries``' fields, in order, to the events stream, and wait for a
+        replica of its master to have them; False when none did in time."""
+        stream = self.keys.events
+
+        def append(pipe: Any) -> None:
+            for _, fields in entries:
+                pipe.xadd(stream, fields)
+
+        _, confirmed = await self._then_wait(stream, append)
+        return confirmed
+
+    async def forwarded(self, k: Keys, cursor: str, last: str) -> bool:
+        """Move the shard's cursor from ``cursor`` to ``last`` and trim the outbox up to
+        it; False (nothing done) when the cursor was not ``cursor`` any more."""
+        moved = await self.pipeline.run(
+            self._forwarded,
+            keys=[k.forwarded, k.outbox],
+            args=[cursor, last, format_id(after(parse_id(last)))],
+        )
+        return bool(moved)
+
+    # ------------------------------------------------------------ leases
+    async def hold_lease(self, key: str, worker_id: str, lease_s: float) -> bool:
+        """Take or renew a lease (``key`` = the holder's id, PX)."""
+        held = await self.pipeline.run(
+            self._hold, keys=[key], args=[worker_id, max(1, ms(lease_s))]
         )
         return bool(held)
 
-    async def release_exporter(self, worker_id: str) -> None:
-        await self._exporter_release(keys=[self.keys.exporter], args=[worker_id])
+    async def release_lease(self, key: str, worker_id: str) -> None:
+        await self.pipeline.run(self._let_go, keys=[key], args=[worker_id])
 
+    async def hold_exporter(self, worker_id: str, lease_s: float) -> bool:
+        """Take or renew the lease of the worker that exports the Redis gauges."""
+        return await self.hold_lease(self.keys.exporter, worker_id, lease_s)
+
+    async def release_exporter(self, worker_id: str) -> None:
+        await self.release_lease(self.keys.exporter, worker_id)
+
+    # ------------------------------------------------------------ gauges
     async def gauges(self) -> tuple[dict[str, int], int, int]:
-        """(activations per state, scheduled timers, leased timers)."""
+        """(activations per state, scheduled timers, leased timers), summed over shards."""
+        shards = self.keys.all_shards()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.states)
-            pipe.zcard(self.keys.timers)
-            pipe.zcard(self.keys.leases)
-            states, timers, leases = await pipe.execute()
-        return {k: int(v) for k, v in states.items()}, int(timers), int(leases)
+            for k in shards:
+                pipe.hgetall(k.states)
+                pipe.zcard(k.timers)
+                pipe.zcard(k.leases)
+            replies = await pipe.execute()
+        states: dict[str, int] = {}
+        timers = leases = 0
+        for i in range(len(shards)):
+            counts, scheduled, leased = replies[3 * i : 3 * i + 3]
+            for state, n in counts.items():
+                states[state] = states.get(state, 0) + int(n)
+            timers += int(scheduled)
+            leases += int(leased)
+        return states, timers, leases

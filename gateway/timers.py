@@ -65,17 +65,23 @@ class TimerWorker:
         async with asyncio.TaskGroup() as tg:
             while not self.stopped:
                 try:
-                    ids, lease_ms = await self.store.claim(
+                    ids, lease_ms, more = await self.store.claim(
                         self.clock.now(), self.lease_s, self.batch
                     )
                 except TRANSIENT as exc:
                     log.warning("timers.claim_failed error=%s", type(exc).__name__)
                     await asyncio.sleep(0.2)
                     continue
+                except Exception as exc:  # the loop outlives any one claim
+                    # redis-py's cluster client can raise AttributeError from a
+                    # connection that a failover closed under it (redis-py 8.1)
+                    log.warning("timers.claim_failed error=%r", exc)
+                    await asyncio.sleep(0.2)
+                    continue
                 for activation_id in ids:
                     await self._slots.acquire()
                     tg.create_task(self._run_one(activation_id, lease_ms), name="timer-tick")
-                if len(ids) < self.batch:
+                if not more:
                     await self._idle()
 
     async def _idle(self) -> None:

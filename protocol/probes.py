@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from protocol.errors import MqttConnectError, MqttTimeout
 from protocol.mqtt import BrokerAddress, ConnectionOptions, MqttConnection
+from protocol.redis_connect import (
+    cluster_db_problem,
+    cluster_enabled,
+    cluster_state_ok,
+    node_url,
+    url_db,
+)
 from protocol.settings import ConfigError
 from protocol.startup import CredentialsRefused, Dependency, DependencyUnreachable
 
@@ -27,9 +35,12 @@ def redis_refused(exc: BaseException) -> bool:
 
 
 async def wait_for_redis(url: str, setting: str, wait_s: float) -> None:
-    """Redis at ``url`` answers PING within ``wait_s``; raises DependencyUnreachable or
-    CredentialsRefused naming ``setting``."""
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    """Redis at ``url`` answers PING within ``wait_s`` (a cluster node: with the cluster
+    serving every slot, and db 0 in the URL); raises DependencyUnreachable,
+    CredentialsRefused or ConfigError naming ``setting``."""
+    timeouts: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+    node = aioredis.Redis.from_url(node_url(url), **timeouts)  # no SELECT: a cluster refuses it
+    client = aioredis.Redis.from_url(url, **timeouts)
     pool_args = client.connection_pool.connection_kwargs
     where = pool_args.get("path") or f"{pool_args.get('host')}:{pool_args.get('port')}"
     redis_dep = Dependency(
@@ -40,9 +51,26 @@ async def wait_for_redis(url: str, setting: str, wait_s: float) -> None:
         redis_refused,
     )
     try:
-        await redis_dep.wait(client.ping, wait_s)
+        if await redis_dep.wait(lambda: _node_ready(node), wait_s):
+            if url_db(url) != 0:
+                raise ConfigError(setting, cluster_db_problem(url))
+        else:
+            await redis_dep.wait(client.ping, wait_s)  # the URL's db exists
     finally:
+        await node.aclose()
         await client.aclose()
+
+
+async def _node_ready(node: aioredis.Redis) -> bool:
+    """PING answers; on a cluster node, the cluster also serves every slot (a cluster
+    still electing a master answers PING and refuses the dead one's keys). Whether the
+    node is in a cluster."""
+    await node.ping()
+    if not await cluster_enabled(node):
+        return False
+    if not await cluster_state_ok(node):
+        raise redis.exceptions.ConnectionError("the Redis Cluster's cluster_state is not ok")
+    return True
 
 
 async def wait_for_broker(

@@ -8,6 +8,7 @@ each other's retained messages or commands; the broker ACL is rendered for ``caa
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from bench.probe import FleetProbe
+from launcher.redis_cluster import RedisClusterServer, RedisClusterSettings
 from launcher.stack import LocalStack, StackOptions
 from protocol.signing import Signer, load_private_key
 from protocol.topics import Topics
@@ -32,6 +34,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     run_dir = tmp_path_factory.mktemp("stack")
     with LocalStack(StackOptions(run_dir=run_dir, acl_root="caas/+")) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """A Redis Cluster (3 masters + 3 replicas, 1 s node timeout) started by the first
+    test that asks for it, stopped at the end of the session. Only db 0: tests use keys
+    of their own. A test that kills a master (``kill_master``, ``wait_for_failover``)
+    starts it again (``restart``: it rejoins as a replica), so the next test finds
+    every master with a replica."""
+    run_dir = tmp_path_factory.mktemp("redis-cluster")
+    cluster = RedisClusterServer(RedisClusterSettings(run_dir, secrets.token_hex(16)))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ async def eventually(
 
 def save_broker_persistence(broker: Broker, timeout_s: float = 5.0) -> None:
     """SIGUSR1: mosquitto writes its persistence file now (sessions, subscriptions,
-    retained messages), as its autosave would; blocks until the file has changed."""
+    retained messages), as it does at a clean exit; blocks until the file has changed."""
     assert broker.proc is not None
     db = broker.settings.run_dir / "mosquitto.db"
     before = db.stat().st_mtime_ns if db.exists() else 0

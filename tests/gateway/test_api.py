@@ -190,6 +190,7 @@ async def test_live_query_times_out_with_504(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.standalone_only
 async def test_redis_down_answers_503_then_recovers(
     make_gateway: GatewayFactory, stack: LocalStack
 ) -> None:

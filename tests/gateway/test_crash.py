@@ -22,9 +22,11 @@ from vehicle_sim.fleet import Mode
 
 pytestmark = pytest.mark.integration
 TERMINAL = {"activation.succeeded", "activation.failed", "activation.cancelled"}
-# a third answers at once, the rest are driving and park 0.3-1.5 s later, across the restart
+# a third answers at once, the rest are driving and park 3-6 s after the simulator
+# starts, across the restart (a worker takes 1-2.5 s to start, and on a cluster each
+# accept waits for a replica)
 MIX = {Mode.ONLINE: 1 / 3, Mode.DRIVING: 2 / 3}
-TRIPS = Behaviour(trip_s=(0.3, 1.5))
+TRIPS = Behaviour(trip_s=(3.0, 6.0))
 
 
 async def ended(gw: Harness) -> list[dict[str, Any]]:
@@ -80,6 +82,7 @@ async def test_broker_restart_mid_flight(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.standalone_only
 async def test_redis_restart_mid_flight(
     make_gateway: GatewayFactory, make_sim: SimFactory, stack: LocalStack
 ) -> None:
@@ -169,7 +172,7 @@ async def test_a_failed_send_is_one_log_line_and_the_activation_recovers(
         created = await gw.activate(spec.vin, spec.installed_features[0])
         final = await gw.wait_terminal(created["activation_id"], 20)
         assert final["state"] == "SUCCEEDED"
-        assert failed == ["activate", "status"]
+        assert sorted(failed) == ["activate", "status"]  # the order: how stale the twin is
         assert dispatcher.send_failures == 1 and gw.gateway.engine.send_failures == 1
     lines = [r for r in caplog.records if r.getMessage().startswith("command.send_failed")]
     assert len(lines) == 2

@@ -32,7 +32,7 @@ from tests.gateway.conftest import GatewayFactory, Harness
 from tests.gateway.vehicle import VIN, ScriptedVehicle
 from tests.helpers import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.serial]
 FEATURE = "climate_plus"
 
 
@@ -73,8 +73,11 @@ def state_body(vehicle: ScriptedVehicle, **over: Any) -> dict[str, Any]:
 
 
 async def open_activations(gw: Harness) -> int:
-    states: dict[str, str] = await gw.redis.hgetall("caas:gw:states")  # type: ignore[assignment]
-    return sum(int(v) for v in states.values())
+    total = 0
+    for k in gw.shards():
+        states: dict[str, str] = await gw.redis.hgetall(k.states)  # type: ignore[assignment]
+        total += sum(int(v) for v in states.values())
+    return total
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

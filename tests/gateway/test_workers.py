@@ -36,7 +36,7 @@ from tests.gateway.conftest import Harness, settings_env
 from tests.gateway.test_crash import TERMINAL, assert_events_exactly_once
 from vehicle_sim.fleet import Mode
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 ACTIVATIONS = 500
 # 30 % answer at once; 70 % are offline until the test brings them online right
 # before the kill, so their activations are in flight (waiting, probing, commanded)
@@ -184,7 +184,7 @@ async def test_sigkill_one_of_two_workers(
         gw.workers[0].kill()
         assert done <= ACTIVATIONS - 200, "at least 200 in flight at the kill"
         await _wait_all(gw.harness, ids, 60)
-        await _check(gw.harness, gw.clients[1], ids, wire, sim)
+        await _check(gw.harness, gw.workers[1], gw.clients[1], ids, wire, sim)
 
 
 @pytest.mark.timeout(150)
@@ -220,7 +220,7 @@ async def test_sigstop_of_one_of_two_workers_fails_nothing_that_acted(
         finally:
             os.kill(frozen, signal.SIGCONT)
         await _wait_all(gw.harness, ids, 90)
-        await _check(gw.harness, gw.clients[1], ids, wire, sim)
+        await _check(gw.harness, gw.workers[1], gw.clients[1], ids, wire, sim)
         events = await gw.harness.events()
         assert not [e for e in events if e["type"] == "feature.divergence"]
     assert "Traceback" not in (tmp_path / "worker-1.log").read_text()
@@ -253,6 +253,7 @@ async def _wait_all(harness: Harness, ids: list[str], timeout_s: float) -> None:
 
 async def _check(
     harness: Harness,
+    survivor: Worker,
     client: httpx.AsyncClient,
     ids: list[str],
     wire: list[dict[str, Any]],
@@ -260,7 +261,11 @@ async def _check(
 ) -> None:
     finals = []
     for activation_id in ids:
-        response = await client.get(f"/v1/activations/{activation_id}")
+        try:
+            response = await client.get(f"/v1/activations/{activation_id}")
+        except httpx.TransportError as exc:  # the surviving worker must not go away
+            log = survivor.log.read_text()[-3000:]
+            pytest.fail(f"{exc!r}; survivor exit code {survivor.proc.poll()}; log:\n{log}")
         finals.append(response.json())
     unhappy = Counter(
         (f["state"], f["failure_category"], tuple(a["response_code"] for a in f["attempts"]))
