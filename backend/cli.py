@@ -326,16 +326,17 @@ async def _wait_for_dependencies(settings: BackendSettings) -> None:
 
 
 def _serve(settings: BackendSettings, host: str, port: int, level: str) -> int:
-    import uvicorn
-
     from backend.http.app import create_app
     from backend.service import Backend
+    from protocol.heap import freeze_start_up
+    from protocol.http_edge import serve
 
     # the provider's URL, key and webhook secret are checked by Backend(); the database
     # and Redis here, before uvicorn: its start-up failure would be a traceback
     asyncio.run(_wait_for_dependencies(settings))
     app = create_app(Backend(settings))
-    uvicorn.run(app, host=host, port=port, log_level=level)
+    freeze_start_up()  # modules, mappers, app: out of every collection's walk
+    serve(app, host, port, log_level=level, access_log=True)
     return 0
 
 

@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
-import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 
 from backend.adapters.channels import Channel, LogChannel, SmtpChannel
@@ -36,7 +35,7 @@ from backend.logs import log
 from backend.metrics import BackendMetrics, SettlementFailed, StoreSnapshot, TicketOpened
 from backend.services.purchases import PurchaseService
 from backend.store import catalog, gauges, inbox, wakeups
-from backend.store.db import make_engine, make_sessions, migrate
+from backend.store.db import make_engine, make_sessions, make_statement_sessions, migrate
 from backend.store.unit_of_work import Units
 from backend.store.wakeups import Wakeups
 from backend.workers import jobs
@@ -50,6 +49,7 @@ from backend.workers.relay import OutboxRelay
 from backend.workers.scheduler import Scheduler, ensure
 from protocol.codec import loads_object
 from protocol.errors import PayloadRejected
+from protocol.redis_connect import AnyRedis, open_redis
 from protocol.timeutil import Clock, SystemClock
 
 
@@ -90,6 +90,7 @@ class Backend:
         self.engine = make_engine(settings.resolved_database_url())
         self.wakeups = Wakeups()
         self.sessions = make_sessions(self.engine)
+        self.statements = make_statement_sessions(self.engine)  # claims, notices' outcomes
         self.policy = Policy(settings.backend_expiry_notice_lead_s, settings.backend_apology_offer)
         self.units = Units(self.sessions, self.wakeups, self.clock, self.policy, self.metrics)
         self.maintenance = maintenance or SimulatedMaintenance(
@@ -106,9 +107,10 @@ class Backend:
             self.provider,
             settings.backend_money_concurrency,
             settings.backend_claim_lease_s,
+            claims=self.statements,
         )
         self.dispatcher = Dispatcher(
-            self.sessions,
+            self.statements,
             channels or default_channels(settings),
             self.clock,
             settings.backend_claim_lease_s,
@@ -121,6 +123,7 @@ class Backend:
             settings.backend_outbox_max_backoff_s,
             settings.backend_relay_concurrency,
             settings.backend_claim_lease_s,
+            claims=self.statements,
         )
         self.watchdog = Watchdog(self.units, self.gateway)
         self.reconciler = Reconciler(
@@ -141,7 +144,7 @@ class Backend:
         )
         self.charges = ChargeExecutor(self.units, self.provider)
         self.scheduler = Scheduler(self.units, jobs.HANDLERS, self._ensure_month_end_billing)
-        self.redis: aioredis.Redis | None = None
+        self.redis: AnyRedis | None = None
         self.consumer: EventConsumer | None = None
 
     def _watch_dependencies(self) -> None:
@@ -167,7 +170,11 @@ class Backend:
         redis_url = self.settings.resolved_redis_url()
         if redis_url and self.redis is None:
             s = self.settings
-            self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+            # any node of a Redis Cluster works too; the timeout outlasts the consumer's
+            # 1 s blocking reads and ends a call to a node that vanished
+            self.redis = await open_redis(
+                redis_url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=10.0
+            )
             self.consumer = EventConsumer(
                 self.redis,
                 s.events_stream,

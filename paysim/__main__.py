@@ -9,10 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from paysim.app import build
 from paysim.config import DEFAULT_DB_PATH, PaysimSettings
+from protocol.http_edge import serve
 from protocol.logsetup import configure_logging
 from protocol.settings import ConfigError
 from protocol.startup import EXIT_CODES_EPILOG, DefaultsHelpFormatter, refuse
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("paysim").info(
         "paysim.started host=%s port=%d db=%s", args.host, args.port, args.db
     )  # at info and above, its log says it ran (a quiet provider logs nothing else)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    serve(app, args.host, args.port, log_level="warning")
     return 0
 
 

@@ -42,6 +42,7 @@ from backend.store.models import (
     Vehicle,
 )
 from backend.store.records import queue_notice, timeline
+from backend.store.together import insert_together
 from backend.store.unit_of_work import Units
 from backend.store.wakeups import NOTIFY
 from backend.workers.money import MoneyExecutor
@@ -87,7 +88,16 @@ class PurchaseService:
         replay = await self._replayed(session, customer_id, key, req.digest())
         if replay:
             return await _current(session, replay)
-        vehicle, price, service, method = await self._validate(session, customer_id, req)
+        try:
+            vehicle, price, service, method = await self._validate(session, customer_id, req)
+        except Conflict:
+            # the twin request with this key (another backend, at the same moment) may
+            # have committed since the key was looked up: its purchase is the answer,
+            # not "already purchased" (the key and the purchase commit together)
+            replay = await self._replayed(session, customer_id, key, req.digest())
+            if replay:
+                return await _current(session, replay)
+            raise
         if service.maintenance_linked:
             await session.commit()  # nothing written yet: only ends the transaction
             await self._gate(customer_id, vehicle, req)
@@ -222,25 +232,19 @@ class PurchaseService:
             created_at=now,
             updated_at=now,
         )
-        session.add(purchase)
-        await session.flush()
-        session.add(payment)
-        session.add(
-            IdempotencyKey(
-                id=str(uuid.uuid4()),
-                customer_id=customer_id,
-                key=key,
-                request_hash=req.digest(),
-                purchase_id=purchase.id,
-                created_at=now,
-            )
+        key_row = IdempotencyKey(
+            id=str(uuid.uuid4()),
+            customer_id=customer_id,
+            key=key,
+            request_hash=req.digest(),
+            purchase_id=purchase.id,
+            created_at=now,
         )
-        await session.flush()
         # a fresh payment has no intent yet; born claimed: this request runs it
         kind = OpKind.CHARGE if method is PaymentMethod.DIRECT_DEBIT else OpKind.AUTHORIZE
         target = PaymentState.HELD_FOR_ACTIVATION
         op = work.add_intent(payment, kind, price, target, claim_s=self.executor.lease_s)
-        timeline(
+        entry = timeline(
             session,
             customer_id,
             purchase.id,
@@ -249,6 +253,8 @@ class PurchaseService:
             service=req.service_id,
             price_cents=price,
         )
+        # one round trip on PostgreSQL (store/together.py); each group names the ones before
+        await insert_together(session, [purchase], [payment, key_row, entry], [op])
         await session.commit()
         log("purchase.created", purchase_id=purchase.id, service=req.service_id, price_cents=price)
         return purchase, op, payment

@@ -6,8 +6,9 @@ maps it to the async driver this project uses, and every engine is made through 
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -45,6 +46,7 @@ PG_REFUSED = ("28P01", "28000")
 PG_NOT_YET = ("57P03", "57P01", "53300")
 
 Sessions = async_sessionmaker[AsyncSession]
+T = TypeVar("T", bound=Hashable)
 
 
 def async_database_url(url: str) -> str:
@@ -78,7 +80,25 @@ def make_engine(url: str) -> AsyncEngine:
     # every checkout, a third of the purchase path's database work (measured, see
     # docs/performance.md). A connection found dead (server restart) fails that one
     # transaction and invalidates the whole pool; loops retry, API clients replay.
-    return create_async_engine(url, pool_size=10, max_overflow=20)
+    # Each distinct statement text is prepared once per pooled connection (one more
+    # round trip) and kept in that connection's cache: SQLAlchemy's default of 100
+    # was too few for the loops, the API and the batch statements together (prepares
+    # were 6 % of the backend's CPU, docs/performance.md); a URL that sets it wins.
+    parsed = make_url(url)
+    if "prepared_statement_cache_size" not in parsed.query:
+        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "1000"})
+    return create_async_engine(parsed, pool_size=10, max_overflow=20)
+
+
+def padded(values: Iterable[T]) -> list[T]:
+    """``values`` without duplicates, padded to a power of two by repeating the last one:
+    an ``IN`` list of every length is a statement text of its own (prepared once more
+    on each connection); padded, a batch query has a handful of shapes. Same rows."""
+    items = list(dict.fromkeys(values))
+    if not items:
+        return items
+    size = 1 << (len(items) - 1).bit_length()
+    return items + [items[-1]] * (size - len(items))
 
 
 def _create_private_db_file(url: str) -> None:
@@ -109,6 +129,20 @@ def _sqlite_begin(conn: Connection) -> None:
 
 def make_sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_statement_sessions(engine: AsyncEngine) -> Sessions:
+    """Sessions for work that is one statement at a time and needs no transaction
+    around them: a claim (one guarded ``UPDATE … RETURNING``, atomic by itself) and the
+    reads that follow it, a notification's recorded outcome. On PostgreSQL they run in
+    autocommit: no ``BEGIN`` and ``COMMIT`` round trips, each statement commits alone
+    (as under READ COMMITTED, each sees what is committed when it starts). SQLite keeps
+    its transactions (its one pooled connection serialises them anyway)."""
+    if engine.dialect.name != "postgresql":
+        return make_sessions(engine)
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
 
 
 def alembic_config(url: str) -> Config:

@@ -20,6 +20,7 @@ from backend.domain.events import (
     Progress,
 )
 from backend.domain.machine import attempts_of
+from backend.store.db import padded
 from backend.store.models import InboxEvent, Payment, Purchase
 from backend.store.records import open_ticket, timeline
 from backend.store.unit_of_work import UnitOfWork
@@ -40,7 +41,7 @@ async def seen(session: AsyncSession, event_id: str) -> bool:
 async def seen_among(session: AsyncSession, event_ids: list[str]) -> set[str]:
     """Which of these event ids were consumed already (one query for a batch)."""
     found = await session.scalars(
-        select(InboxEvent.event_id).where(InboxEvent.event_id.in_(event_ids))
+        select(InboxEvent.event_id).where(InboxEvent.event_id.in_(padded(event_ids)))
     )
     return set(found.all())
 

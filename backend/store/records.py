@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.domain.notices import Message, channels_for
@@ -35,12 +37,12 @@ def timeline(
     now: float,
     kind: str,
     **detail: Any,
-) -> None:
-    session.add(
-        TimelineEntry(
-            customer_id=customer_id, purchase_id=purchase_id, at=now, kind=kind, detail=detail
-        )
+) -> TimelineEntry:
+    entry = TimelineEntry(
+        customer_id=customer_id, purchase_id=purchase_id, at=now, kind=kind, detail=detail
     )
+    session.add(entry)
+    return entry
 
 
 async def open_ticket(
@@ -175,11 +177,14 @@ async def schedule(
     now: float,
     purchase_id: str | None = None,
 ) -> None:
-    """Add a scheduler job unless one with this key exists (the key is unique in SQL)."""
-    if await session.scalar(select(ScheduledJob.id).where(ScheduledJob.key == key)):
-        return
-    session.add(
-        ScheduledJob(
+    """Add a scheduler job unless one with this key exists (the key is unique in SQL):
+    one ``INSERT … ON CONFLICT (key) DO NOTHING``, where a look-up then an insert took
+    two round trips (and a concurrent twin still failed the transaction)."""
+    dialect = session.sync_session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(ScheduledJob)
+        .values(
             id=str(uuid.uuid4()),
             key=key,
             kind=kind,
@@ -189,8 +194,8 @@ async def schedule(
             attempts=0,
             created_at=now,
         )
+        .on_conflict_do_nothing(index_elements=[ScheduledJob.key])
     )
-    await session.flush()
 
 
 def queue_notice(

@@ -44,7 +44,7 @@ from backend.metrics import (
     TicketOpened,
     TicketResolved,
 )
-from backend.store.db import Sessions
+from backend.store.db import Sessions, padded
 from backend.store.models import (
     Customer,
     MoneyOp,
@@ -112,7 +112,7 @@ class UnitOfWork:
             .outerjoin(Payment, Payment.purchase_id == Purchase.id)
             .join(Customer, Customer.id == Purchase.customer_id)
             .join(Vehicle, Vehicle.id == Purchase.vehicle_id)
-            .where(Purchase.activation_id.in_(activation_ids))
+            .where(Purchase.activation_id.in_(padded(activation_ids)))
         )
         found = self.loaded
         for purchase, payment, customer, vehicle in rows:
@@ -123,7 +123,7 @@ class UnitOfWork:
                 found.intents[payment.id] = {}
         if found.intents:
             ops = await self.session.scalars(
-                select(MoneyOp).where(MoneyOp.payment_id.in_(found.intents))
+                select(MoneyOp).where(MoneyOp.payment_id.in_(padded(found.intents)))
             )
             for op in ops:
                 found.intents[op.payment_id][op.kind] = op

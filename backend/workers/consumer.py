@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from sqlalchemy.exc import IntegrityError
 
 from backend.logs import log
 from backend.store import inbox
 from backend.store.unit_of_work import Units
+from protocol.redis_connect import AnyRedis
 from protocol.tasks import cancel_requested
 
 CLAIM_EVERY_PASSES = 30  # with 1 s blocking reads: look for abandoned entries every ~30 s
@@ -29,7 +29,7 @@ CLAIM_EVERY_PASSES = 30  # with 1 s blocking reads: look for abandoned entries e
 class EventConsumer:
     def __init__(
         self,
-        redis_client: aioredis.Redis,
+        redis_client: AnyRedis,
         stream: str,
         group: str,
         name: str,

@@ -27,6 +27,7 @@ from backend.domain.states import OpKind, OpState, PaymentState
 from backend.errors import ProviderError, ProviderTimeout
 from backend.logs import log
 from backend.store.claims import claim_due
+from backend.store.db import Sessions, padded
 from backend.store.models import Customer, MoneyOp, Payment, Purchase, Vehicle
 from backend.store.unit_of_work import Units
 from backend.workers.loops import bounded
@@ -69,9 +70,13 @@ class MoneyExecutor:
         provider: PaymentProvider,
         concurrency: int = 1,
         lease_s: float = 30.0,
+        claims: Sessions | None = None,
     ) -> None:
         self.units = units
         self.sessions = units.sessions
+        # the claim (one guarded UPDATE) and the read of its payments: no transaction
+        # needed around them (store/db.py make_statement_sessions)
+        self.claims = claims or units.sessions
         self.provider = provider
         self.clock = units.clock
         self.concurrency = concurrency
@@ -87,7 +92,7 @@ class MoneyExecutor:
     async def _claim(self, limit: int) -> list[tuple[MoneyOp, Payment]]:
         """Claim up to ``limit`` due intents; with their payments, read in the same trip."""
         now = self.clock.now()
-        async with self.sessions.begin() as session:
+        async with self.claims.begin() as session:
             ops = await claim_due(
                 session,
                 MoneyOp,
@@ -100,7 +105,7 @@ class MoneyExecutor:
             if not ops:
                 return []
             payments = await session.scalars(
-                select(Payment).where(Payment.id.in_({op.payment_id for op in ops}))
+                select(Payment).where(Payment.id.in_(padded(op.payment_id for op in ops)))
             )
             by_id = {payment.id: payment for payment in payments}
         return [(op, by_id[op.payment_id]) for op in ops]

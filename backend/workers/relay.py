@@ -19,6 +19,7 @@ from backend.domain.states import PurchaseState
 from backend.errors import GatewayError
 from backend.logs import log
 from backend.store.claims import claim_due
+from backend.store.db import Sessions, padded
 from backend.store.models import OutboxMessage, Purchase, Vehicle
 from backend.store.unit_of_work import Units
 from backend.workers.loops import bounded
@@ -39,9 +40,13 @@ class OutboxRelay:
         max_backoff_s: float = 60.0,
         concurrency: int = 1,
         lease_s: float = 30.0,
+        claims: Sessions | None = None,
     ) -> None:
         self.units = units
         self.sessions = units.sessions
+        # the claim (one guarded UPDATE) and the read of its VINs: no transaction needed
+        # around them (store/db.py make_statement_sessions)
+        self.claims = claims or units.sessions
         self.gateway = gateway
         self.clock = units.clock
         self.initial_backoff_s = initial_backoff_s
@@ -70,7 +75,7 @@ class OutboxRelay:
     async def _claim(self, limit: int) -> tuple[list[OutboxMessage], dict[str, str]]:
         """Claim up to ``limit`` due rows; with their vehicles' VINs, in the same trip."""
         now = self.clock.now()
-        async with self.sessions.begin() as session:
+        async with self.claims.begin() as session:
             rows = await claim_due(
                 session,
                 OutboxMessage,
@@ -83,7 +88,7 @@ class OutboxRelay:
             if not rows:
                 return [], {}
             vehicles = await session.scalars(
-                select(Vehicle).where(Vehicle.id.in_({r.payload["vehicle_id"] for r in rows}))
+                select(Vehicle).where(Vehicle.id.in_(padded(r.payload["vehicle_id"] for r in rows)))
             )
             return list(rows), {v.id: v.vin for v in vehicles}
 
@@ -139,7 +144,9 @@ async def _delivered(session: AsyncSession, rows: list[OutboxMessage], now: floa
     """The gateway has them: mark the rows, move their purchases on (guarded updates)."""
     await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.delivered_at.is_(None))
+        .where(
+            OutboxMessage.id.in_(padded(r.id for r in rows)), OutboxMessage.delivered_at.is_(None)
+        )
         .values(delivered_at=now, attempts=OutboxMessage.attempts + 1)
         .execution_options(synchronize_session=False)
     )
@@ -148,7 +155,7 @@ async def _delivered(session: AsyncSession, rows: list[OutboxMessage], now: floa
         waiting = [s.value for s in machine.sources(Dispatched, ACTIVATING)]
         await session.execute(
             update(Purchase)
-            .where(Purchase.id.in_(activating), Purchase.state.in_(waiting))
+            .where(Purchase.id.in_(padded(activating)), Purchase.state.in_(waiting))
             .values(state=ACTIVATING.value, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -156,7 +163,7 @@ async def _delivered(session: AsyncSession, rows: list[OutboxMessage], now: floa
     if deactivating:
         await session.execute(
             update(Purchase)
-            .where(Purchase.id.in_(deactivating), Purchase.deactivation_state == "QUEUED")
+            .where(Purchase.id.in_(padded(deactivating)), Purchase.deactivation_state == "QUEUED")
             .values(deactivation_state="SENT")
             .execution_options(synchronize_session=False)
         )

@@ -8,10 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from backend.adapters.payments import PaymentProvider, ProviderResult
 from backend.errors import GatewayError
+from protocol.redis_connect import AnyRedis
 from protocol.timeutil import format_ts
 
 
@@ -26,7 +25,7 @@ class FakeGateway:
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     remote: dict[str, dict[str, Any]] = field(default_factory=dict)
-    redis: aioredis.Redis | None = None
+    redis: AnyRedis | None = None
     stream: str = "caas:events"
     outcome: dict[str, str] = field(default_factory=dict)
     default_outcome: str | None = None
@@ -63,7 +62,7 @@ class FakeGateway:
 
 
 async def emit(
-    redis_client: aioredis.Redis,
+    redis_client: AnyRedis,
     stream: str,
     type_: str,
     body: dict[str, Any],

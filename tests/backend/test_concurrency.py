@@ -21,7 +21,7 @@ from tests.backend.conftest import World, WorldFactory
 from tests.backend.fakes import FakeGateway, emit
 from tests.backend.test_purchase_saga import bought, event
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.serial]
 
 FLEET = [(f"WVWZZZ1JZ3W3{n:05d}", "Tourer") for n in range(6)]
 

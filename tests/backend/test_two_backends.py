@@ -5,6 +5,7 @@ every effect happens once."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -96,5 +97,34 @@ async def test_two_backends_share_all_work_with_no_double_effect(
         assert sorted(w.provider.real_captures.values()) == [1, 1, 1, 1]
         requested = Counter(r["activation_id"] for r in w.gateway.requests)
         assert set(requested) == {p["activation_id"] for p in placed}
+        await other.close()
+        await w.finish()
+
+
+async def test_one_key_sent_to_both_backends_at_once_makes_one_purchase(
+    make_world: WorldFactory, postgres: PostgresServer
+) -> None:
+    """The same Idempotency-Key posted to both backends at the same moment: one
+    purchase, one hold, the same answer twice (the loser's insert of the key fails as
+    one statement, and it answers with the winner's purchase)."""
+    db_url = postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
+    async with make_world(db_url) as w:
+        other = second_backend(w, {n: RecordingChannel(n) for n in ("email", "push", "sms")})
+        transport = httpx.ASGITransport(app=create_app(other, manage_lifespan=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://backend-2") as api:
+            body = {
+                "vehicle_id": w.alice.vehicles[VINS[0][0]],
+                "service_id": "climate_plus",
+                "duration": {"model": "permanent"},
+            }
+            headers = {**w.as_(w.alice), "Idempotency-Key": "same-key"}
+            answers = await asyncio.gather(
+                *(c.post("/v1/purchases", json=body, headers=headers) for c in (w.api, api))
+            )
+        assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+        assert answers[0].json()["id"] == answers[1].json()["id"]
+        assert w.provider.calls["authorize"] == 1
+        async with w.backend.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Purchase)) == 1
         await other.close()
         await w.finish()

@@ -47,6 +47,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                time.sleep(0.5)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -186,11 +187,16 @@ def test_webhooks_wait_for_the_receiver_across_a_restart(
         paysim.kill()
         paysim.start()
         receiver.start()
+        # The receiver notes a POST before it answers, and the provider marks the row
+        # delivered only on the answer: wait on the provider's count, not the receiver's.
         deadline = time.monotonic() + 15
-        while len(receiver.received) < 2 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            stats = http.get("/control/stats", headers=AUTH).json()
+            if stats["webhooks"]["pending"] == 0:
+                break
             time.sleep(0.05)
-        stats = http.get("/control/stats", headers=AUTH).json()
     assert stats["webhooks"] == {"pending": 0, "delivered": 2}
+    assert len(receiver.received) == 2
     types = []
     for headers, body in receiver.received:
         verify(SECRET, headers[SIGNATURE_HEADER.lower()], body, time.time())
