@@ -7,6 +7,7 @@ maps it to the async driver this project uses, and every engine is made through 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,6 +76,8 @@ def make_engine(url: str) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(engine.sync_engine, "close", _sqlite_release)
+        event.listen(engine.sync_engine, "close_detached", _sqlite_release)
         return engine
     # No pool_pre_ping: with asyncpg it costs three round trips (BEGIN, ";", ROLLBACK) on
     # every checkout, a third of the purchase path's database work (measured, see
@@ -125,6 +128,17 @@ def _sqlite_begin(conn: Connection) -> None:
     """BEGIN IMMEDIATE: take the write lock up front, so two read-then-write
     transactions queue on busy_timeout instead of failing with SQLITE_BUSY."""
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_release(dbapi_conn: Any, *_record: Any) -> None:
+    """Roll back before a connection closes. A task cancelled while SQLite ran its
+    statement leaves that statement unfinished; closing the connection then only makes
+    it a zombie, which keeps its transaction, and with it the write lock, until the
+    garbage collector frees the statement: every other writer waited the whole busy
+    timeout (30 s) and failed. ROLLBACK aborts the statement and frees the lock now.
+    A connection already gone, or a close outside the event loop, has nothing to do."""
+    with suppress(Exception):
+        dbapi_conn.rollback()
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:
