@@ -45,6 +45,9 @@ class BrokerSettings:
     service_bind: str = "127.0.0.1"
     run_user: str | None = None  # None: whoever runs the launcher
     persistence_dir: Path | None = None  # None: the run folder
+    # 0: the database is saved at exit and on SIGUSR1 only (mosquitto.conf.template says
+    # why); the broker-stall benchmark sets 30 to measure the periodic save it replaced
+    autosave_interval_s: int = 0
     log_to_stdout: bool = False
     plugin_path: Path | None = None  # None: build mosquitto/plugin on demand (launcher/plugin.py)
     # (certificate, key) PEM files: the vehicle listener speaks TLS (docker-compose)
@@ -90,6 +93,7 @@ class Broker(procs.ChildService):
         s.run_dir.mkdir(parents=True, exist_ok=True)
         values = {
             "PERSISTENCE_DIR": str(s.persistence_dir or s.run_dir),
+            "AUTOSAVE_INTERVAL_S": str(s.autosave_interval_s),
             "LOG_DEST": "stdout" if s.log_to_stdout else f"file {self.log_path}",
             "SERVICE_BIND": s.service_bind,
             "VEHICLE_PASSWORD_FILE": str(self.vehicle_passwd_path),
