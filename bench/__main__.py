@@ -6,8 +6,18 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from bench import activations, faults, fleet_scale, micro, money_faults, purchases
+from bench import (
+    activations,
+    broker_stalls,
+    capacity,
+    faults,
+    fleet_scale,
+    micro,
+    money_faults,
+    purchases,
+)
 
 
 def _windows(text: str) -> list[int]:
@@ -21,6 +31,17 @@ def _windows(text: str) -> list[int]:
     return windows
 
 
+def _rates(text: str) -> list[float]:
+    """``--rates 1000,2000,4000``: messages per second, each offered for --step-s."""
+    try:
+        rates = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers, e.g. 1000,2000") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: each rate must be above 0")
+    return rates
+
+
 def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
     """An argparse type that accepts one of ``choices`` and names them when it refuses."""
     allowed = tuple(choices)
@@ -31,6 +52,18 @@ def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
         return name
 
     return check
+
+
+def _documented(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str, module: Any
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows its module's docstring as written."""
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,12 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"for {activations.PROBE_S:g} s and the fastest is sustained",
     )
     act.add_argument("--json", type=Path, help="also write the result here")
-    fault = sub.add_parser(
-        "faults",
-        help="faults at the vehicle boundary: hostile cars, junk, broker kill, frozen worker",
-        description=faults.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    fault = _documented(
+        sub, "faults",
+        "faults at the vehicle boundary: hostile cars, junk, broker kill, frozen worker", faults,
+    )  # fmt: skip
     fault.add_argument(
         "scenario",
         nargs="*",
@@ -91,12 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze-s", type=float, default=25.0, help="SIGSTOP length in freeze (default 25)"
     )
     fault.add_argument("--json", type=Path, help="also write the report here")
-    money = sub.add_parser(
-        "money-faults",
-        help="faults at the money boundary: backend / provider SIGKILLed mid-flight",
-        description=money_faults.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    money = _documented(
+        sub, "money-faults",
+        "faults at the money boundary: backend / provider SIGKILLed mid-flight", money_faults,
+    )  # fmt: skip
     money.add_argument(
         "scenario",
         nargs="*",
@@ -122,7 +151,49 @@ def build_parser() -> argparse.ArgumentParser:
     buy.add_argument("--vehicles", type=int, default=2000, help="one purchase per vehicle")
     buy.add_argument("--concurrency", type=int, default=50, help="purchase requests at a time")
     buy.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    buy.add_argument(
+        "--backends", type=int, default=1, help="backend processes on the one database"
+    )
     buy.add_argument("--json", type=Path, help="also write the result here")
+    cap = _documented(
+        sub, "capacity",
+        "Redis memory per twin and per activation, inbound messages/s one worker absorbs, "
+        "reconnect storm (the capacity model's measurements)", capacity,
+    )  # fmt: skip
+    cap.add_argument(
+        "--vehicles", type=int, default=30_000, help="fleet size, twins and storm (default 30000)"
+    )
+    cap.add_argument(
+        "--activations",
+        type=int,
+        default=10_000,
+        help="activations to SUCCEEDED for the memory per activation (default 10000); the "
+        "other vehicles are the flood's",
+    )
+    cap.add_argument(
+        "--rates",
+        type=_rates,
+        default=[1000.0, 2000.0, 4000.0, 8000.0],
+        help="state + presence messages/s offered, one step each (default 1000,2000,4000,8000)",
+    )
+    cap.add_argument("--step-s", type=float, default=6.0, help="seconds per rate (default 6)")
+    cap.add_argument("--json", type=Path, help="also write the report here")
+    stalls = _documented(
+        sub, "broker-stalls",
+        "round trips through a broker holding a fleet's retained messages, with the old "
+        "periodic autosave and with the project's setting", broker_stalls,
+    )  # fmt: skip
+    stalls.add_argument(
+        "--retained", type=int, default=60_000, help="retained messages (default 60000)"
+    )
+    stalls.add_argument(
+        "--seconds", type=float, default=65.0, help="round trips per setting (default 65)"
+    )
+    stalls.add_argument(
+        "--baseline-autosave", type=int, default=30,
+        help="autosave_interval of the baseline broker (default 30, the old setting)",
+    )  # fmt: skip
+    stalls.add_argument("--json", type=Path, help="also write the report here")
     return parser
 
 
@@ -142,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json,
         )
     if args.command == "purchases":
-        return purchases.run(args.vehicles, args.concurrency, args.database, args.json)
+        return purchases.run(
+            args.vehicles, args.concurrency, args.database, args.backends, args.json
+        )
+    if args.command == "capacity":
+        return capacity.run(args.vehicles, args.activations, args.rates, args.step_s, args.json)
+    if args.command == "broker-stalls":
+        return broker_stalls.run(args.retained, args.seconds, args.baseline_autosave, args.json)
     if args.command == "activations":
         return activations.run(args.vehicles, args.workers, args.duration, args.window, args.json)
     return fleet_scale.run(args.vehicles, args.connection_mode, args.shards, args.window, args.json)

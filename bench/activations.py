@@ -14,6 +14,7 @@ In one run, on one machine:
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -24,18 +25,20 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
-import redis.asyncio as aioredis
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet_scale import echo_baseline
+from bench.report import emit
 from launcher.procs import free_port
 from launcher.services import PythonService
 from launcher.stack import LocalStack, StackOptions
+from protocol.heap import freeze_start_up
+from protocol.redis_connect import AnyRedis, open_redis
 from protocol.signing import Signer, load_private_key
 from vehicle_sim.fleet import build_fleet, parse_mix
 
@@ -43,27 +46,64 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROBE_S = 3.0  # each window tried before the sustained phase
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (field 3 of proc(5) first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-class CpuMeter:
-    """CPU used by each process of the run between ``start()`` and ``stop()``."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and all its descendants so far: the live ones' user + system,
+    plus what the ended ones left in their parents' cutime + cstime (PostgreSQL's
+    postmaster and its per-connection processes)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # ended while we looked
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = _stat(current)
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+        todo += parents.get(current, [])
+    return total
 
-    def __init__(self, pids: dict[str, int]) -> None:
+
+class CpuMeter:
+    """CPU used by each process of the run between ``start()`` and ``stop()``;
+    ``trees``: names whose process is counted with its descendants."""
+
+    def __init__(self, pids: dict[str, int], trees: frozenset[str] = frozenset()) -> None:
         self.pids = pids
+        self.trees = trees
         self.before: dict[str, float] = {}
 
+    def _read(self, name: str) -> float:
+        pid = self.pids[name]
+        return tree_cpu_seconds(pid) if name in self.trees else cpu_seconds(pid)
+
     def start(self) -> None:
-        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.before = {name: self._read(name) for name in self.pids}
 
     def stop(self, activations: int) -> dict[str, float]:
         """Milliseconds of CPU per activation, by process."""
-        used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        used = {name: self._read(name) - self.before[name] for name in self.pids}
         return {name: round(s * 1000 / max(1, activations), 3) for name, s in used.items()}
 
+
+TIMED = ("activation.accepted", "activation.succeeded", "activation.failed",
+         "activation.cancelled")  # fmt: skip
 
 SLOW_POLICY = {  # an all-online fleet answers in milliseconds; nothing should retry here
     "CAAS_RETRY_ACK_TIMEOUT_S": "30",
@@ -75,6 +115,15 @@ SLOW_POLICY = {  # an all-online fleet answers in milliseconds; nothing should r
     "CAAS_RETRY_STATUS_QUERY_TIMEOUT_S": "3600",
     "CAAS_RETRY_READY_WAIT_S": "30",
 }
+
+
+class Split(NamedTuple):
+    """One activation's latency cut at the gateway's events (stream entry ids are the
+    Redis server's clock in ms; everything runs on one machine, one clock)."""
+
+    to_accepted_ms: float  # request sent → `accepted` written (HTTP, the API, CREATE)
+    to_terminal_ms: float  # → `succeeded` written (first step, command, vehicle, answer)
+    to_seen_ms: float  # → the driver read it (its XREAD and its own loop)
 
 
 @dataclass
@@ -89,6 +138,11 @@ class Phase:
     http_errors: int = 0
     per_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    # parallel to latencies_ms: (second of the phase it was sent, and its latency split
+    # at the stream's accepted and terminal entries): the slowest ones' seconds tell a
+    # stall (clustered) from queueing (spread out), their split which side it was on
+    timelines: list[tuple[float, Split]] = field(default_factory=list, repr=False)
+    started: float = field(default_factory=time.time, repr=False)
 
     def percentile_ms(self, q: int) -> float:
         values = sorted(self.latencies_ms)
@@ -96,12 +150,22 @@ class Phase:
             return 0.0
         return round(values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))], 1)
 
+    def slowest(self) -> list[dict[str, float]]:
+        """The slowest 1 % (at least 5), in the order they were sent."""
+        pairs = sorted(zip(self.latencies_ms, self.timelines, strict=True), reverse=True)
+        top = sorted(pairs[: max(5, len(pairs) // 100)], key=lambda pair: pair[1][0])
+        return [{"sent_at_s": round(at, 2), "ms": round(ms, 1), **split._asdict()}
+                for ms, (at, split) in top]  # fmt: skip
+
     def report(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        hidden = {"latencies_ms", "timelines", "started"}
+        out = {k: v for k, v in asdict(self).items() if k not in hidden}
         out.update(
+            started_at=round(self.started, 3),  # epoch s: to line up with other logs
             p50_ms=self.percentile_ms(50),
             p99_ms=self.percentile_ms(99),
             mean_ms=round(statistics.fmean(self.latencies_ms), 1) if self.latencies_ms else 0.0,
+            slowest=self.slowest(),
         )
         return out
 
@@ -109,32 +173,50 @@ class Phase:
 class Outcomes:
     """Follows caas:events: resolves each activation's future on its terminal event."""
 
-    def __init__(self, redis_url: str, stream: str) -> None:
-        self.redis = aioredis.Redis.from_url(redis_url)
+    def __init__(self, client: AnyRedis, stream: str, after: bytes | str = "0-0") -> None:
+        self.redis = client
         self.stream = stream
+        self.after = after  # the stream's last entry when opened: read from there on
         self.waiting: dict[str, asyncio.Future[str]] = {}
+        # stream times (ms) of `accepted`, then of (`accepted`, the terminal entry), by
+        # activation id: popped by whoever awaits the outcome
+        self.accepted_ms: dict[str, float] = {}
+        self.ended_ms: dict[str, tuple[float, float]] = {}
 
     def expect(self, activation_id: str) -> asyncio.Future[str]:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.waiting[activation_id] = future
         return future
 
+    @classmethod
+    async def open(cls, redis_url: str, stream: str) -> Outcomes:
+        """Connected, and where the stream ends now, before any activation is sent (a
+        first XREAD from "$" could come after the first activations had ended)."""
+        client = await open_redis(redis_url)  # any node of a cluster too
+        newest: Any = await client.xrevrange(stream, count=1)
+        return cls(client, stream, newest[0][0] if newest else "0-0")
+
     async def run(self) -> None:
-        last: bytes | str = "$"
+        last = self.after
         while True:
             batches: Any = await self.redis.xread({self.stream: last}, block=200, count=1000)
             for _, entries in batches:
                 for entry_id, fields in entries:
                     last = entry_id
-                    self._resolve(fields)
+                    self._resolve(entry_id, fields)
 
-    def _resolve(self, fields: dict[bytes, bytes]) -> None:
+    def _resolve(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"type", b"").decode()
-        if kind not in ("activation.succeeded", "activation.failed", "activation.cancelled"):
+        if kind not in TIMED:
             return
-        activation_id = json.loads(fields.get(b"data", b"{}")).get("activation_id")
-        future = self.waiting.pop(str(activation_id), None)
+        activation_id = str(json.loads(fields.get(b"data", b"{}")).get("activation_id"))
+        at_ms = float(entry_id.split(b"-")[0])
+        if kind == "activation.accepted":
+            self.accepted_ms[activation_id] = at_ms
+            return
+        future = self.waiting.pop(activation_id, None)
         if future is not None and not future.done():
+            self.ended_ms[activation_id] = (self.accepted_ms.pop(activation_id, at_ms), at_ms)
             future.set_result(kind.removeprefix("activation."))
 
 
@@ -173,7 +255,7 @@ class Driver:
             "feature": "climate_plus",
             "action": "activate",
         }
-        started = time.perf_counter()
+        started = time.time()  # the wall clock: compared with the stream's entry ids
         try:
             async with client.post("/v1/activations", json=body) as reply:
                 await reply.read()
@@ -186,9 +268,13 @@ class Driver:
             return
         phase.accepted += 1
         outcome = await asyncio.wait_for(done, 120)
+        seen_ms, sent_ms = time.time() * 1000, started * 1000
+        accepted_ms, terminal_ms = self.outcomes.ended_ms.pop(activation_id)
         if outcome == "succeeded":
             phase.succeeded += 1
-            phase.latencies_ms.append((time.perf_counter() - started) * 1000)
+            phase.latencies_ms.append(seen_ms - sent_ms)
+            split = Split(*(round(at - sent_ms, 1) for at in (accepted_ms, terminal_ms, seen_ms)))
+            phase.timelines.append((started - phase.started, split))
         else:
             phase.failed += 1
 
@@ -325,11 +411,18 @@ async def measure(
             print("    waiting for the gateways to load every vehicle's twin", flush=True)
             await wait_twins_loaded(urls, vehicles)
             assert stack.redis is not None
-            outcomes = Outcomes(stack.redis.url(), "caas:events")
+            outcomes = await Outcomes.open(stack.redis.url(), "caas:events")
             follower = asyncio.create_task(outcomes.run())
             driver = Driver(urls, stack.env()["CAAS_GATEWAY_TOKEN"], vins, outcomes)
+            freeze_start_up()  # the fleet's VINs: no full collection walks them mid-phase
             meter = CpuMeter(process_ids(stack, services))
-            phases, cpu = await run_phases(driver, duration_s, windows, meter)
+            # nor any collection at all: a pause of the driver (up to 150 ms measured)
+            # would be counted as the gateway's latency
+            gc.disable()
+            try:
+                phases, cpu = await run_phases(driver, duration_s, windows, meter)
+            finally:
+                gc.enable()
             follower.cancel()
             await driver.close()
         finally:
@@ -410,8 +503,5 @@ def run(
     vehicles: int, workers: int, duration_s: float, windows: list[int], json_out: Path | None
 ) -> int:
     report = uvloop.run(measure(vehicles, workers, duration_s, windows, min(vehicles, 5000)))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if json_out is not None:
-        json_out.write_text(text)
+    emit(report, json_out)
     return 0 if report["activations_per_s"] > 0 else 1

@@ -37,17 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 import uvloop
 
 from bench.activations import Outcomes, start_fleet, start_gateways, wait_twins_loaded
 from bench.junk import mutate
+from bench.report import emit
 from launcher.procs import free_port
 from launcher.services import PythonService
 from launcher.stack import LocalStack, StackOptions
 from protocol.codec import canonical_bytes
 from protocol.credentials import vehicle_password
 from protocol.mqtt import ConnectionOptions, MqttConnection
+from protocol.redis_connect import AnyRedis, open_redis
 from protocol.timeutil import format_ts
 from vehicle_sim.fleet import Mode, VehicleSpec, build_fleet
 
@@ -78,7 +79,7 @@ class Rig:
     sim_url: str
     gateways: list[PythonService]
     urls: list[str]
-    redis: aioredis.Redis
+    redis: AnyRedis
     outcomes: Outcomes
     http: httpx.AsyncClient
     logs: list[Path] = field(default_factory=list)
@@ -163,8 +164,8 @@ async def rig(vehicles: int, workers: int = 1) -> AsyncIterator[Rig]:
             sim = start_fleet(stack, vehicles, ["--seed", str(SEED), "--mix", "online=1"], port)
             gateways, urls = start_gateways(stack, workers, POLICY)
             assert stack.redis is not None
-            redis = aioredis.Redis.from_url(stack.redis.url(), decode_responses=True)
-            outcomes = Outcomes(stack.redis.url(), "caas:events")
+            redis = await open_redis(stack.redis.url(), decode_responses=True)
+            outcomes = await Outcomes.open(stack.redis.url(), "caas:events")
             follower = asyncio.create_task(outcomes.run())
             try:
                 await wait_twins_loaded(urls, vehicles)
@@ -435,8 +436,5 @@ async def measure(scenarios: list[str], activations: int, freeze_s: float) -> di
 
 def run(scenarios: list[str], activations: int, freeze_s: float, json_out: Path | None) -> int:
     report = uvloop.run(measure(scenarios or list(SCENARIOS), activations, freeze_s))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if json_out is not None:
-        json_out.write_text(text)
+    emit(report, json_out)
     return 0 if all(r["ok"] for r in report.values()) else 1

@@ -12,7 +12,6 @@ Commands are signed before the clock starts, so the rate measures broker + simul
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import re
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.probe import FleetProbe
+from bench.report import emit
 from launcher.stack import LocalStack, StackOptions
 from protocol.commands import OutgoingCommand
 from protocol.models import CommandType
@@ -189,8 +189,5 @@ async def measure(vehicles: int, mode: str, shards: int, window: int) -> ScaleRe
 
 def run(vehicles: int, mode: str, shards: int, window: int, json_out: Path | None) -> int:
     result = asyncio.run(measure(vehicles, mode, shards, window))
-    text = json.dumps(asdict(result), indent=2)
-    print(text)
-    if json_out is not None:
-        json_out.write_text(text)
+    emit(asdict(result), json_out)
     return 0 if result.answered == result.commands else 1

@@ -6,17 +6,23 @@ in the same run (ratios, since absolute times drift on a shared machine).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import timeit
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import nacl.signing
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 
-from gateway import intake
+from gateway import intake, store
+from gateway.activation import Action, Activation, Attempt, AttemptResult
+from gateway.api import create_app
+from gateway.policy import RetryPolicy
 from protocol import paho_fast
 from protocol.codec import canonical_bytes
 from protocol.models import Response
@@ -67,6 +73,8 @@ def run() -> dict[str, dict[str, float]]:
         for name in list(row):
             row[name] = round(row[name], 2)
     results["vehicle_answer_intake"] = intake_cost()
+    results["post_activation"] = post_activation_cost()
+    results["activation_record_json"] = record_json_cost()
     return results
 
 
@@ -87,6 +95,82 @@ def intake_cost() -> dict[str, float]:
     full = per_call_us(lambda: intake.read_response(vin, payload, None, time.time()), 5000)
     return {"bare_parse_us": round(bare, 2), "intake_us": round(full, 2),
             "cost_ratio": round(full / bare, 2), "speedup": round(bare / full, 2)}  # fmt: skip
+
+
+def record_json_cost() -> dict[str, float]:
+    """An activation's stored record written and read back (each commit writes one,
+    each answer reads one): the stdlib's json against orjson, the same record."""
+    now = time.time()
+    attempt = Attempt(1, "5f0b0c8e-8d6c-4a43-9b8a-3c2f1f8c9a10", now, {"seq": 3}, True, "ack",
+                      None, AttemptResult.SUCCESS)  # fmt: skip
+    act = Activation("8c1f3f0e-5b1e-4d7c-9a55-1f2b3c4d5e6f", "CAATR1234SB000901",
+                     "climate_plus", Action.ACTIVATE, RetryPolicy(), now, now,
+                     attempts=(attempt,), rtts_ms=(1.6,))  # fmt: skip
+    record = act.to_record()
+    stdlib = per_call_us(lambda: json.loads(store.dumps(record)), 5000)  # the old writer
+    fast = per_call_us(lambda: orjson.loads(orjson.dumps(record)), 5000)
+    return {"json_us": round(stdlib, 2), "orjson_us": round(fast, 2),
+            "speedup": round(stdlib / fast, 2)}  # fmt: skip
+
+
+class _CreatedAtOnce:
+    """An engine that stores nothing: the request's own cost, without Redis."""
+
+    async def create(self, **kw: Any) -> tuple[Activation, bool]:
+        now = 1.7e9
+        act = Activation(kw["activation_id"], kw["vin"], kw["feature"], kw["action"],
+                         kw["policy"], now, now, due_at=now)  # fmt: skip
+        return act, True
+
+
+def post_activation_cost() -> dict[str, float]:
+    """CPU per ``POST /v1/activations`` in the gateway's app (engine stubbed): the plain
+    route for a well-formed request (``gateway/fast_path.py``) against the FastAPI route
+    alone (the same app without the plain route), the same request through ASGI."""
+    token = "micro-token"
+    gateway = SimpleNamespace(cfg=SimpleNamespace(token=token, policy=RetryPolicy()),
+                              engine=_CreatedAtOnce())  # fmt: skip
+    with_fast = create_app(cast(Any, gateway), manage_lifespan=False)
+    framework_only = create_app(cast(Any, gateway), manage_lifespan=False)
+    framework_only.router.routes.pop(0)  # the plain route is the first
+    body = json.dumps({"activation_id": "a1", "vin": "CAATR1234SB000901",
+                       "feature": "climate_plus", "action": "activate"}).encode()  # fmt: skip
+    headers = [(b"content-type", b"application/json"),
+               (b"authorization", f"Bearer {token}".encode()),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    framework = asyncio.run(_asgi_cpu_us(framework_only, body, headers, 2000))
+    fast = asyncio.run(_asgi_cpu_us(with_fast, body, headers, 2000))
+    return {"fastapi_route_us": round(framework, 1), "plain_route_us": round(fast, 1),
+            "speedup": round(framework / fast, 2)}  # fmt: skip
+
+
+async def _asgi_cpu_us(app: Any, body: bytes, headers: list[Any], number: int) -> float:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/activations",
+             "raw_path": b"/v1/activations", "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}  # fmt: skip
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def once() -> None:
+        await app({**scope, "state": {}}, receive, send)
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(number):
+            await once()
+        best = min(best, time.process_time() - started)
+    if set(statuses) != {202}:
+        raise RuntimeError(f"POST /v1/activations answered {set(statuses)}, not 202")
+    return best / number * 1e6
 
 
 def main() -> int:

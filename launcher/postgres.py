@@ -43,6 +43,9 @@ class PostgresSettings:
     password: str
     data_dir: Path | None = None  # None: a fresh folder under the system temp dir
     fsync: bool = False  # tests and benchmarks: durability of the test cluster is not needed
+    # count every statement (the pg_stat_statements view, in the caas database): the
+    # purchases benchmark counts the statements of a purchase from PostgreSQL's side
+    stat_statements: bool = False
 
 
 class PostgresServer(procs.ChildService):
@@ -89,6 +92,8 @@ class PostgresServer(procs.ChildService):
                 "-c", f"unix_socket_directories={self.base}",
                 "-c", f"fsync={'on' if self.settings.fsync else 'off'}",
                 "-c", "max_connections=200"]  # fmt: skip
+        if self.settings.stat_statements:
+            argv += ["-c", "shared_preload_libraries=pg_stat_statements"]
         # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client to leave)
         self.proc = procs.spawn(self._as_owner(argv), log, death_signal=signal.SIGINT)
         procs.wait_for_port(self.proc, self.settings.port, "postgres", log, timeout_s=30)
@@ -111,6 +116,10 @@ class PostgresServer(procs.ChildService):
         if exists.stdout.strip() != "1":
             subprocess.run(self._as_owner([*psql, f"CREATE DATABASE {DB_NAME}"]), check=True,
                            capture_output=True)  # fmt: skip
+        if self.settings.stat_statements:
+            create = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+            in_db = [*psql[:-2], DB_NAME, "-tAc", create]
+            subprocess.run(self._as_owner(in_db), check=True, capture_output=True)
 
     def create_database(self, name: str) -> str:
         """A fresh database in this cluster (one per test run); returns its async URL."""

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
-import redis
 import requests
 from gevent.event import AsyncResult
+
+from protocol.redis_connect import open_redis_sync
 
 OUTCOME_TIMEOUT_S = 300.0
 IN_FLIGHT_AT_STOP = "in flight at stop"
@@ -77,7 +78,7 @@ class OutcomeWatcher:
     """Follows caas:events and resolves the pending activations of this process."""
 
     def __init__(self, redis_url: str, stream: str = "caas:events") -> None:
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis_url = redis_url  # connected by the watcher greenlet (start)
         self.stream = stream
         self.pending: dict[str, Pending] = {}  # registered, outcome not read yet
         self.in_flight: dict[str, Pending] = {}  # accepted, ack or final not reported yet
@@ -85,18 +86,27 @@ class OutcomeWatcher:
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
+        """Connect and note where the stream ends now, before any activation is sent:
+        reading from "$" at the watcher's first XREAD instead missed the outcomes of
+        activations that finished before that read (seen on a loaded machine)."""
         if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
+            client = open_redis_sync(self.redis_url)  # any node of a cluster too
+            newest: Any = client.xrevrange(self.stream, count=1)
+            start_after = newest[0][0] if newest else "0-0"
+            self._greenlet = gevent.spawn(self._run, client, start_after)
 
     def register(self, activation_id: str) -> Pending:
         with self._lock:
             self.pending[activation_id] = pending = Pending()
         return pending
 
-    def _run(self) -> None:
-        last: bytes | str = "$"
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+
+    def _run(self, client: Any, last: bytes | str) -> None:
         while True:
-            batches: Any = self.redis.xread({self.stream: last}, block=500, count=1000)
+            batches: Any = client.xread({self.stream: last}, block=500, count=1000)
             for _, entries in batches or []:
                 for entry_id, fields in entries:
                     last = entry_id

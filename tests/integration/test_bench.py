@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import project_root
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.serial]
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -53,6 +53,13 @@ def test_activation_benchmark_smoke(tmp_path: Path) -> None:
         assert phase["failed"] == 0
         assert phase["http_errors"] == 0
         assert phase["accepted"] == phase["succeeded"]
+        assert len(phase["slowest"]) >= min(5, phase["succeeded"]) > 0
+        sent = [slow["sent_at_s"] for slow in phase["slowest"]]
+        assert sent == sorted(sent) and sent[0] >= 0 and sent[-1] <= phase["seconds"] + 1
+        for slow in phase["slowest"]:  # cut at the stream's entries: ms, one clock
+            assert -1 <= slow["to_accepted_ms"] <= slow["to_terminal_ms"] <= slow["to_seen_ms"]
+            assert abs(slow["to_seen_ms"] - slow["ms"]) < 0.2
+        assert min(slow["ms"] for slow in phase["slowest"]) >= phase["p50_ms"]
     assert set(report["cpu_ms_per_activation"]) >= {"gateway-0", "vehicle_sim", "redis-server"}
 
 
@@ -67,7 +74,9 @@ def test_micro_benchmark_reports_ratios() -> None:
         check=True,
     )
     report = json.loads(run.stdout)
-    assert {"ed25519_sign", "ed25519_verify", "mqtt5_publish_properties_pack_unpack"} <= set(report)
+    rows = {"ed25519_sign", "ed25519_verify", "mqtt5_publish_properties_pack_unpack",
+            "vehicle_answer_intake", "post_activation", "activation_record_json"}  # fmt: skip
+    assert rows <= set(report)
     assert all(row["speedup"] > 0 for row in report.values())
 
 
@@ -165,6 +174,22 @@ def test_purchase_benchmark_smoke(tmp_path: Path) -> None:
     assert report["charged_per_s"] > 0
 
 
+def test_purchase_benchmark_two_backends_smoke(tmp_path: Path) -> None:
+    """`--backends 2` on PostgreSQL: every purchase CHARGED once through two backend
+    processes, and the figures counted from outside (CPU, statements, the baseline)."""
+    report = run_bench(
+        tmp_path, "purchases", "--vehicles", "20", "--database", "postgres", "--backends", "2"
+    )
+    assert report["accepted"] == report["charged"] == 20
+    assert report["invariant_violations"] == 0
+    assert report["provider"]["captured_more_than_once"] == 0
+    assert {"backend", "backend-2"} <= set(report["cpu_ms_per_purchase"])
+    assert report["backend_cpu_ms_per_purchase"] > 0
+    assert report["statements_per_purchase"] > 0 < report["transactions_per_purchase"]
+    assert report["baseline"]["purchases"] == 20
+    assert report["baseline_purchases_per_s"] > 0 < report["ratio"]
+
+
 def test_fault_benchmark_smoke(tmp_path: Path) -> None:
     """`python -m bench faults bogus-features share-group` runs on real processes and
     reports the counts the vehicle-boundary issue asks for, each scenario ok."""
@@ -178,3 +203,29 @@ def test_fault_benchmark_smoke(tmp_path: Path) -> None:
     assert share["answers_received_by_gateway"] >= 60
     assert share["outcomes"] == {"succeeded": 60}
     assert all(scenario["ok"] for scenario in report.values())
+
+
+def test_capacity_benchmark_smoke(tmp_path: Path) -> None:
+    """`python -m bench capacity` at tiny size: memory per twin and per activation, the
+    flood counted by the bare subscriber and by the worker, the storm followed to the end."""
+    report = run_bench(
+        tmp_path, "capacity", "--vehicles", "300", "--activations", "100",
+        "--rates", "300", "--step-s", "1",
+    )  # fmt: skip
+    twins = report["twins"]
+    assert twins["twin_keys"] == 300
+    assert twins["twin_hash_bytes"] > 100 and twins["used_memory_per_twin"] > 0
+    act = report["activation_memory"]
+    assert report["activation_phase"]["succeeded"] == 100
+    assert act["by_kind"]["act"]["keys"] == 1.0, "one activation hash per activation"
+    assert act["retained_bytes_per_activation"] > 0 and act["events_entries_per_activation"] > 0
+    for side in ("baseline", "gateway"):
+        step = report[side][0]
+        assert step["sent"] > 0 and step["received"] == step["sent"], (side, step)
+    assert report["gateway"][0]["cpu_ms_per_message"]["gateway-0"] > 0
+    assert report["ratio"]["gateway_to_baseline"] > 0
+    storm = report["storm"]
+    assert storm["still_stale"] == storm["still_offline"] == 0
+    assert 0 < storm["all_fresh_s"] <= storm["all_online_s"] + 1
+    assert storm["worker_reconnects"] >= 1, "the worker reconnected after the broker kill"
+    assert storm["messages_handled"] >= 2 * 300, "every vehicle announced itself again"
