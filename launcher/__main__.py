@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--redis-port", type=int, default=0, help="0: a free port")
     up.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="MASTERS",
+        help="instead of one redis-server, a Redis Cluster of MASTERS masters with a replica "
+        "each on free ports; CAAS_REDIS_URL names one node (0: no cluster)",
+    )
+    up.add_argument(
         "--vehicles-from", type=Path, help="manifest JSON: give each of its VINs a broker identity"
     )
     up.add_argument(
@@ -265,6 +273,7 @@ def up(args: argparse.Namespace) -> int:
         mqtt_vehicle_port=args.mqtt_port,
         mqtt_service_port=args.mqtt_service_port,
         redis_port=args.redis_port,
+        redis_cluster_masters=args.redis_cluster,
     )
     with LocalStack(options) as stack:
         if args.vehicles_from:

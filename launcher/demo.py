@@ -67,6 +67,9 @@ class DemoOptions:
     paysim_port: int = 0
     simulator_port: int = 0  # its control API and /metrics
     database_url: str | None = None  # None: SQLite in the run folder
+    # backend processes sharing the database (each its own port and consumer name);
+    # more than one needs PostgreSQL
+    backends: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a mail server to use
     scenario: Path = FLEET_SCENARIO
 
@@ -76,10 +79,11 @@ class Platform:
     run_dir: Path
     env: dict[str, str]
     gateway_url: str
-    backend_url: str
+    backend_url: str  # the first backend: the provider's webhooks go there
     paysim_url: str
     simulator_url: str  # its control API and /metrics
     services: list[PythonService]
+    backend_urls: list[str] = field(default_factory=list)  # every backend, first included
 
 
 def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
@@ -150,14 +154,9 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
             run / "paysim.log",
             f"{paysim_url}/healthz",
         ),
-        PythonService(
-            "backend",
-            ["backend", "--port", str(be_port), "--log-level", "info"],
-            env,
-            run / "backend.log",
-            f"{backend_url}/healthz",
-        ),
     ]
+    backend_ports = [be_port, *(free_port() for _ in range(opts.backends - 1))]
+    services += [backend_service(n, port, env, run) for n, port in enumerate(backend_ports, 1)]
     platform = Platform(
         run_dir=run,
         env=env,
@@ -166,6 +165,7 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         paysim_url=paysim_url,
         simulator_url=f"http://127.0.0.1:{sim_port}",
         services=[],
+        backend_urls=[f"http://127.0.0.1:{port}" for port in backend_ports],
     )
     try:
         for service in services:
@@ -176,6 +176,19 @@ def start_platform(stack: LocalStack, opts: DemoOptions) -> Platform:
         stop_platform(platform)  # the caller never gets the platform to stop it
         raise
     return platform
+
+
+def backend_service(n: int, port: int, env: dict[str, str], run: Path) -> PythonService:
+    """The n-th backend process (from 1): its own port, log and Redis consumer name;
+    the database, the loops' work and the API are shared (docs/backend.md)."""
+    name = "backend" if n == 1 else f"backend-{n}"
+    return PythonService(
+        name,
+        ["backend", "--port", str(port), "--log-level", "info"],
+        {**env, "CAAS_BACKEND_CONSUMER_NAME": f"backend-{n}"},
+        run / f"{name}.log",
+        f"http://127.0.0.1:{port}/healthz",
+    )
 
 
 def stop_platform(platform: Platform) -> None:

@@ -97,27 +97,37 @@ async def buy_one(
 
 
 async def place_purchases(
-    backend_url: str,
+    backend_url: str | list[str],
     customers: list[Customer],
     concurrency: int,
     seed: int,
     patience_s: float = 0.0,
 ) -> Placed:
     """One purchase per vehicle, ``concurrency`` requests at a time; ``patience_s``:
-    how long a request is retried while the backend cannot be reached."""
+    how long a request is retried while the backend cannot be reached. Several backend
+    URLs: the customers are spread over them in turn (a customer's catalog read and
+    purchase go to the same one)."""
+    urls = [backend_url] if isinstance(backend_url, str) else backend_url
     rng = random.Random(seed)
     placed = Placed()
     gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=backend_url, timeout=30) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+            for url in urls
+        ]
 
-        async def one(customer: Customer, vin: str) -> None:
+        async def one(http: httpx.AsyncClient, customer: Customer, vin: str) -> None:
             async with gate:
                 try:
                     await buy_one(http, customer, vin, rng, placed, patience_s)
                 except httpx.HTTPError as exc:
                     placed.answers[type(exc).__name__] += 1
 
-        await asyncio.gather(*(one(c, vin) for c in customers for vin in c.vehicles))
+        work = [(c, vin) for c in customers for vin in c.vehicles]
+        await asyncio.gather(
+            *(one(clients[n % len(clients)], c, vin) for n, (c, vin) in enumerate(work))
+        )
     return placed
 
 

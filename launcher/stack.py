@@ -22,6 +22,7 @@ from launcher.broker import Broker, BrokerSettings
 from launcher.credentials import new_secret
 from launcher.errors import StackEnvMissing
 from launcher.procs import free_port
+from launcher.redis_cluster import RedisClusterServer, RedisClusterSettings
 from launcher.redis_server import RedisServer, RedisSettings
 from protocol import signing
 from protocol.credentials import vehicle_password
@@ -40,6 +41,9 @@ class StackOptions:
     redis_port: int = 0
     acl_root: str = "caas/v1"
     with_redis: bool = True
+    # > 0: a Redis Cluster of that many masters (one replica each) instead of one
+    # redis-server; CAAS_REDIS_URL then names one of its nodes
+    redis_cluster_masters: int = 0
 
 
 def stack_env_path(run_dir: Path) -> Path:
@@ -106,7 +110,18 @@ class LocalStack:
                     self.run_dir, options.redis_port or free_port(), self.secrets["redis_password"]
                 )
             )
-            if options.with_redis
+            if options.with_redis and not options.redis_cluster_masters
+            else None
+        )
+        self.redis_cluster = (
+            RedisClusterServer(
+                RedisClusterSettings(
+                    self.run_dir / "redis-cluster",
+                    self.secrets["redis_password"],
+                    masters=options.redis_cluster_masters,
+                )
+            )
+            if options.with_redis and options.redis_cluster_masters
             else None
         )
         self.private_key_path = self.run_dir / "gateway_signing_key.pem"
@@ -119,12 +134,16 @@ class LocalStack:
         self.broker.start()
         if self.redis is not None:
             self.redis.start()
+        if self.redis_cluster is not None:
+            self.redis_cluster.start()
         write_private(self.env_path, export_lines(self.env()))  # secrets.json's secrets
         return self
 
     def stop(self) -> None:
         if self.redis is not None:
             self.redis.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
         self.broker.stop()
 
     def __enter__(self) -> LocalStack:
@@ -159,6 +178,8 @@ class LocalStack:
         }
         if self.redis is not None:
             env["CAAS_REDIS_URL"] = self.redis.url()
+        if self.redis_cluster is not None:
+            env["CAAS_REDIS_URL"] = self.redis_cluster.url()
         return env
 
 

@@ -76,6 +76,26 @@ MAX_REPORTED = 10  # non-finite values named in one 422 answer
 _WALK_BUDGET = 10_000  # values looked at to name them; past it they are at ["body"]
 NON_FINITE_MSG = "Input should be a finite number"  # pydantic's wording for finite_number
 _OVERLAP = len(b"Infinity") - 1  # bytes of a token that can sit in the previous chunk
+# How long every service's server keeps an idle keep-alive connection open. Longer than
+# any of the platform's own clients keep one (httpx: 5 s): the side that closes an idle
+# connection must be the client, or a request sent just as the server's timer fires
+# (uvicorn's default is also 5 s) meets a closed socket ("Server disconnected without
+# sending a response"), which a client cannot tell from a crash.
+SERVER_KEEP_ALIVE_S = 65
+
+
+def serve(app: ASGIApp, host: str, port: int, log_level: str, access_log: bool = False) -> None:
+    """Run ``app`` under uvicorn until stopped, with the platform's keep-alive."""
+    import uvicorn  # only the entry points that serve need it
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_keep_alive=SERVER_KEEP_ALIVE_S,
+    )
 
 
 class RequestBodyTooLarge(Exception):

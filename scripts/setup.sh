@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian/Ubuntu machine with only Python:
 #   - system packages the platform runs on (mosquitto, redis-server, postgresql) when missing,
+#     and redis-tools (redis-cli, which builds the tests' Redis Cluster; redis-server needs it)
 #     and mosquitto-clients (tests/deploy/test_compose.py runs the broker's healthcheck)
 #     (the tests start their own private instances of each; no system service is used)
 #   - prometheus (Debian's package: prometheus and promtool), which the tests use to check
@@ -22,6 +23,7 @@ missing=()
 have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)  # the compose broker healthcheck's test
 have redis-server || missing+=(redis-server)
+have redis-cli || missing+=(redis-tools)  # `redis-cli --cluster create`: the test cluster
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
 { have prometheus && have promtool; } || missing+=(prometheus)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)

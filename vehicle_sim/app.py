@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from protocol.http_edge import SERVER_KEEP_ALIVE_S
 from protocol.mqtt import BrokerAddress
 from protocol.signing import Verifier, load_public_key
 from protocol.timeutil import Clock, SystemClock
@@ -109,7 +110,12 @@ class Simulator:
     def _start_control(self, port: int) -> None:
         app = create_control_app(self.runtime, self.link.connected_count)
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_keep_alive=SERVER_KEEP_ALIVE_S,
         )
         self._server = uvicorn.Server(config)
         self._spawn(self._server.serve(), "control-api")

@@ -6,6 +6,13 @@ Each gets two unauthenticated 100 MB bodies streamed from a generator of 64 KiB 
 over a raw socket, one with Content-Length and one chunked: both are answered 413 at
 once, the service's peak RSS grows by less than 50 MB (it was ~700 MB for four such
 bodies before the limit existed), and a normal (authenticated) request works after.
+
+A client still writing when the 413 and the close come may find its connection reset
+before it reads the answer: the server closes with body bytes unread, the kernel answers
+them with a reset, and a reset discards what the client had not read yet (seen once in
+about fifty runs, on a loaded machine). So a flood passes with a 413 or with that reset,
+having sent far less than the body; the 413 itself is checked where no race exists: a
+client that sends `Expect: 100-continue` and waits reads it every time (docs/spec.md).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class Flood:
     status: int | None  # None: the connection was closed without an answer
     sent: int  # body bytes written before the answer (or the close)
     seconds: float
+    reset: bool = False  # the answer was lost to a reset (see the module's docstring)
 
 
 def chunks() -> Iterator[bytes]:
@@ -74,14 +82,36 @@ async def flood(port: int, path: str, declare_length: bool) -> Flood:
         else:
             writer.write(b"" if declare_length else b"0\r\n\r\n")
         status: int | None = None
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        reset = False
+        try:
             status = int((await asyncio.wait_for(answer, QUICK_S)).split()[1])
+        except ConnectionResetError:
+            reset = True
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
     finally:
         answer.cancel()
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-    return Flood(status, sent, time.monotonic() - started)
+    return Flood(status, sent, time.monotonic() - started, reset)
+
+
+async def declared_too_large(port: int, path: str) -> int:
+    """The status answered to a too large Content-Length whose sender waits for
+    ``100 Continue`` before sending the body (and so never sends it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {TOTAL}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), QUICK_S)
+        return int(head.split()[1])
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -111,9 +141,10 @@ async def assert_floods_refused(name: str, service: PythonService, port: int, pa
         f"{after['VmHWM']} KiB; floods {[(f.status, f.sent, round(f.seconds, 2)) for f in floods]}"
     )
     for result in floods:
-        assert result.status == 413, result
+        assert result.status == 413 or (result.status is None and result.reset), result
         assert result.seconds < QUICK_S, result
         assert result.sent < TOTAL, result
+    assert await declared_too_large(port, path) == 413
     assert growth < MAX_GROWTH_KIB, (before, after)
     assert service.proc.poll() is None
 

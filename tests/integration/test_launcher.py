@@ -64,6 +64,24 @@ def test_redis_requires_password_and_keeps_writes_across_kill(stack: LocalStack)
         anonymous.get("aof-probe")
 
 
+def test_redis_runs_the_projects_persistence_settings(stack: LocalStack) -> None:
+    """redis/redis.conf reaches the server: AOF every second, no RDB snapshots, and an
+    automatic AOF rewrite (a fork that stalls the gateway) not before 512 MB."""
+    assert stack.redis is not None
+    client = redis.Redis.from_url(stack.redis.url(63))
+    settings = client.config_get("append*") | client.config_get("auto-aof-*")
+    settings |= client.config_get("save")
+    assert settings == {
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "appendfilename": "appendonly.aof",
+        "appenddirname": "appendonlydir",
+        "auto-aof-rewrite-percentage": "100",
+        "auto-aof-rewrite-min-size": str(512 * 1024 * 1024),
+        "save": "",
+    }
+
+
 def test_launcher_up_stops_its_services_on_sigint(tmp_path: Path) -> None:
     """`python -m launcher up` stops its broker and Redis cleanly and at once on Ctrl-C."""
     proc = subprocess.Popen(

@@ -10,7 +10,7 @@ import pytest
 
 from bench.money_faults import run_scenario
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]
 
 
 # the demo's policy, shorter still: the fleet's answers come back within seconds

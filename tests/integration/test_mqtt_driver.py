@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 def strip_subscription(stack: LocalStack, client_id: str, topic: str) -> None:
     """Take over ``client_id``'s persistent session (the effective, namespaced id) and
-    unsubscribe ``topic`` in it: what a broker restored from an older autosave hands
+    unsubscribe ``topic`` in it: what a broker restored from an older save hands
     back (session present, stale)."""
     addr = stack.broker.fleet_address()
     done = threading.Event()

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 from protocol.http_edge import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_BODY_ENV,
+    SERVER_KEEP_ALIVE_S,
     HttpEdge,
     RequestBodyTooLarge,
     configured_max_body_bytes,
@@ -318,3 +321,26 @@ def test_limit_comes_from_the_environment() -> None:
             configured_max_body_bytes({MAX_BODY_ENV: bad})
     with pytest.raises(ValueError, match="positive"):
         install_http_edge(FastAPI(), max_body_bytes=0)
+
+
+def test_every_server_keeps_idle_connections_longer_than_the_clients_do() -> None:
+    """An idle keep-alive connection is closed by the client (httpx: after 5 s), never
+    by the server first: a request sent as the server closes meets a closed socket."""
+    assert httpx.Limits().keepalive_expiry is not None
+    assert 2 * httpx.Limits().keepalive_expiry < SERVER_KEEP_ALIVE_S
+    root = Path(__file__).resolve().parents[2]
+    servers = []
+    for package in ("gateway", "backend", "paysim", "vehicle_sim", "protocol"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                    "uvicorn.run",
+                    "uvicorn.Config",
+                ):
+                    keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                    servers.append((path.name, keywords.get("timeout_keep_alive")))
+    assert sorted(name for name, _ in servers) == ["app.py", "http_edge.py"], servers
+    assert all(value == "SERVER_KEEP_ALIVE_S" for _, value in servers), servers
+    for entry in ("gateway/__main__.py", "backend/cli.py", "paysim/__main__.py"):
+        calls = ast.walk(ast.parse((root / entry).read_text()))
+        assert any(isinstance(c, ast.Call) and ast.unparse(c.func) == "serve" for c in calls)
