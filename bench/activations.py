@@ -9,6 +9,8 @@ In one run, on one machine:
       activation.succeeded event is on caas:events;
   (c) latency from the API's accept to that event, offered open-loop at 25 % and 50 % of
       the rate measured in (b).
+Each phase also reports the median of each hop of a one-attempt activation (``hops``),
+read from the stored records of (a sample of) its activations after the run.
 """
 
 from __future__ import annotations
@@ -34,16 +36,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet_scale import echo_baseline
 from bench.report import emit
+from gateway.keys import Keys
 from launcher.procs import free_port
 from launcher.services import PythonService
 from launcher.stack import LocalStack, StackOptions
 from protocol.heap import freeze_start_up
 from protocol.redis_connect import AnyRedis, open_redis
 from protocol.signing import Signer, load_private_key
+from protocol.timeutil import parse_ts
 from vehicle_sim.fleet import build_fleet, parse_mix
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROBE_S = 3.0  # each window tried before the sustained phase
+HOP_SAMPLE = 500  # activations of a phase whose stored records are read for its hops
+HOPS = ("to_first_step", "command_round_trip", "vehicle_to_read", "answer_to_terminal")
 
 
 def _stat(pid: int) -> list[str]:
@@ -142,7 +148,10 @@ class Phase:
     # at the stream's accepted and terminal entries): the slowest ones' seconds tell a
     # stall (clustered) from queueing (spread out), their split which side it was on
     timelines: list[tuple[float, Split]] = field(default_factory=list, repr=False)
+    succeeded_ids: list[str] = field(default_factory=list, repr=False)
     started: float = field(default_factory=time.time, repr=False)
+    # the median of each hop (``hops``) over a sample of the phase's activations
+    hops_p50_ms: dict[str, float] = field(default_factory=dict)
 
     def percentile_ms(self, q: int) -> float:
         values = sorted(self.latencies_ms)
@@ -158,7 +167,7 @@ class Phase:
                 for ms, (at, split) in top]  # fmt: skip
 
     def report(self) -> dict[str, Any]:
-        hidden = {"latencies_ms", "timelines", "started"}
+        hidden = {"latencies_ms", "timelines", "succeeded_ids", "started"}
         out = {k: v for k, v in asdict(self).items() if k not in hidden}
         out.update(
             started_at=round(self.started, 3),  # epoch s: to line up with other logs
@@ -168,6 +177,50 @@ class Phase:
             slowest=self.slowest(),
         )
         return out
+
+
+def hops(record: dict[str, Any]) -> dict[str, float] | None:
+    """Where one SUCCEEDED activation's time went (ms), from the marks its stored record
+    keeps (the gateway's clock; the vehicle's on the same machine):
+
+    - ``to_first_step``: the API's create → the first attempt's step (the command decided);
+    - ``command_round_trip``: that decision → the vehicle's answer read off the socket
+      (``rtts_ms``: the step's Redis commit, signing, the broker, the vehicle, the broker);
+    - ``vehicle_to_read``: of that, the vehicle's answer (its state's ``at``, whole ms,
+      taken as the middle of its ms) → the read;
+    - ``answer_to_terminal``: the read → the terminal step committed.
+
+    None for an activation that took more than one attempt or round trip."""
+    attempts, rtts = record.get("attempts") or [], record.get("rtts_ms") or []
+    if len(attempts) != 1 or len(rtts) != 1:
+        return None
+    decided_s, rtt_ms = attempts[0]["at"], rtts[0]
+    read_s = decided_s + rtt_ms / 1000
+    out = {
+        "to_first_step": (decided_s - record["created_at"]) * 1000,
+        "command_round_trip": rtt_ms,
+        "answer_to_terminal": (record["updated_at"] - read_s) * 1000,
+    }
+    answer = (record.get("snapshots") or [{}])[-1].get("at")
+    if answer and len(record["snapshots"]) > 1:  # the last snapshot is the answer's state
+        out["vehicle_to_read"] = (read_s - parse_ts(answer) - 0.0005) * 1000
+    return out
+
+
+async def hop_medians(client: AnyRedis, activation_ids: list[str]) -> dict[str, float]:
+    """The median of each of ``hops`` over (a sample of) these activations' records."""
+    keys = Keys()  # the local stack's single Redis: the default layout
+    sample = activation_ids[:: max(1, len(activation_ids) // HOP_SAMPLE)][:HOP_SAMPLE]
+    async with client.pipeline(transaction=False) as pipe:
+        for activation_id in sample:
+            pipe.hget(keys.activation(activation_id), "doc")
+        docs = await pipe.execute()
+    values: dict[str, list[float]] = {}
+    for doc in docs:
+        split = hops(json.loads(doc)) if doc else None
+        for name, ms in (split or {}).items():
+            values.setdefault(name, []).append(ms)
+    return {name: round(statistics.median(v), 2) for name, v in values.items()}
 
 
 class Outcomes:
@@ -275,6 +328,7 @@ class Driver:
             phase.latencies_ms.append(seen_ms - sent_ms)
             split = Split(*(round(at - sent_ms, 1) for at in (accepted_ms, terminal_ms, seen_ms)))
             phase.timelines.append((started - phase.started, split))
+            phase.succeeded_ids.append(activation_id)
         else:
             phase.failed += 1
 
@@ -425,6 +479,9 @@ async def measure(
                 gc.enable()
             follower.cancel()
             await driver.close()
+            for phase in phases:  # Redis still up: the records of what each phase sent
+                phase.hops_p50_ms = await hop_medians(outcomes.redis, phase.succeeded_ids)
+                print(f"    {phase.name}: p50 by hop (ms): {phase.hops_p50_ms}", flush=True)
         finally:
             for service in reversed(services):
                 service.stop()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bench.activations import HOPS, hops
 from tests.conftest import project_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.serial]
@@ -60,7 +61,34 @@ def test_activation_benchmark_smoke(tmp_path: Path) -> None:
             assert -1 <= slow["to_accepted_ms"] <= slow["to_terminal_ms"] <= slow["to_seen_ms"]
             assert abs(slow["to_seen_ms"] - slow["ms"]) < 0.2
         assert min(slow["ms"] for slow in phase["slowest"]) >= phase["p50_ms"]
+        hops = phase["hops_p50_ms"]  # read back from the gateway's stored records
+        assert set(hops) == {*HOPS}, hops
+        # the vehicle's timestamp has whole ms: its hop is known to ±0.5 ms
+        assert -0.5 < hops["vehicle_to_read"] < hops["command_round_trip"] < phase["p50_ms"]
+        assert hops["to_first_step"] > 0 and hops["answer_to_terminal"] > 0
     assert set(report["cpu_ms_per_activation"]) >= {"gateway-0", "vehicle_sim", "redis-server"}
+
+
+def test_hops_of_a_stored_record() -> None:
+    """The hops are the differences between the record's marks; an activation with a
+    second attempt or round trip has none, one without the answer's state no
+    vehicle_to_read."""
+    record = {
+        "created_at": 100.000,
+        "updated_at": 100.010,
+        "attempts": [{"at": 100.002}],
+        "rtts_ms": [5.0],
+        "snapshots": [{"at": "1970-01-01T00:01:39.000Z"}, {"at": "1970-01-01T00:01:40.004Z"}],
+    }
+    got = hops(record)
+    assert got is not None
+    assert got == pytest.approx(
+        {"to_first_step": 2.0, "command_round_trip": 5.0, "vehicle_to_read": 2.5,
+         "answer_to_terminal": 3.0}, abs=1e-6)  # fmt: skip
+    assert set(got) == set(HOPS)
+    assert hops({**record, "rtts_ms": [5.0, 1.0]}) is None
+    assert hops({**record, "attempts": [{"at": 100.002}, {"at": 160.0}]}) is None
+    assert "vehicle_to_read" not in (hops({**record, "snapshots": record["snapshots"][:1]}) or {})
 
 
 def test_micro_benchmark_reports_ratios() -> None:
