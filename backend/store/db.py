@@ -145,6 +145,12 @@ def make_sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def on_postgresql(session: AsyncSession) -> bool:
+    """Whether the session's database is PostgreSQL (else SQLite): for the statements
+    only one of them has."""
+    return session.sync_session.get_bind().dialect.name == "postgresql"
+
+
 def make_statement_sessions(engine: AsyncEngine) -> Sessions:
     """Sessions for work that is one statement at a time and needs no transaction
     around them: a claim (one guarded ``UPDATE … RETURNING``, atomic by itself) and the

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.domain.notices import Message, channels_for
 from backend.logs import log
+from backend.store.db import on_postgresql
 from backend.store.models import (
     Customer,
     Notification,
@@ -180,8 +181,7 @@ async def schedule(
     """Add a scheduler job unless one with this key exists (the key is unique in SQL):
     one ``INSERT … ON CONFLICT (key) DO NOTHING``, where a look-up then an insert took
     two round trips (and a concurrent twin still failed the transaction)."""
-    dialect = session.sync_session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    insert = postgresql_insert if on_postgresql(session) else sqlite_insert
     await session.execute(
         insert(ScheduledJob)
         .values(

@@ -14,6 +14,7 @@ from sqlalchemy import insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
+from backend.store.db import on_postgresql
 from backend.store.models import Base
 
 
@@ -48,7 +49,7 @@ async def insert_together(session: AsyncSession, *groups: list[Base]) -> None:
     for row in rows:  # added already (e.g. by ``UnitOfWork.add_intent``): written here
         if row in session:
             session.expunge(row)
-    if session.sync_session.get_bind().dialect.name != "postgresql":
+    if not on_postgresql(session):
         for group in groups:
             session.add_all(group)
             await session.flush()
